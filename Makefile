@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    install, then the main job: verification report, proofs, all figures
+#   make test   install, then the test suite (what CI runs)
+# Installation goes into .venv; the on-disk CPU wheel of torch 2.13.0 is installed first so that
+# pip never pulls a CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= dev,lm,notebooks
+
+.PHONY: install run test test-all lint bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/mi-bounds report
+	$(VENV)/bin/mi-bounds verify
+	$(VENV)/bin/mi-bounds figures
+
+test: install
+	$(PY) -m pytest
+
+test-all: install
+	$(PY) -m pytest -m ""
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/bench_bounds.py

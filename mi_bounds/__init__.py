@@ -1,0 +1,42 @@
+"""mi-bounds: variational mutual-information bounds, and LLM alignment read as MI maximisation.
+
+The public names of the bound library are re-exported here; the submodules are
+:mod:`mi_bounds.bounds` (bounds on critic scores), :mod:`mi_bounds.preference` (preference
+losses), :mod:`mi_bounds.critics` and :mod:`mi_bounds.estimate` (neural estimation) and
+:mod:`mi_bounds.lm` (the small-LM path; optional extra ``lm``).
+"""
+
+from mi_bounds.bounds import (
+    BOUNDS,
+    BoundSpec,
+    dv_bound,
+    get_bound,
+    infonce_bound,
+    infonce_bound_from_negatives,
+    js_bound,
+    nwj_bound,
+    offdiagonal,
+    smile_bound,
+    split_scores,
+    tuba_bound,
+    value_with_gradient_of,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BOUNDS",
+    "BoundSpec",
+    "__version__",
+    "dv_bound",
+    "get_bound",
+    "infonce_bound",
+    "infonce_bound_from_negatives",
+    "js_bound",
+    "nwj_bound",
+    "offdiagonal",
+    "smile_bound",
+    "split_scores",
+    "tuba_bound",
+    "value_with_gradient_of",
+]

@@ -1,0 +1,10 @@
+"""Exact categorical worlds: finite distributions, policies, and their information quantities.
+
+Everything here is exact (float64 tables, no sampling). :mod:`toy_models.oracle` computes KL,
+JSD, entropy and mutual information with scipy, independently of :mod:`mi_bounds`;
+:mod:`toy_models.strategies` holds hypothesis strategies for valid toy objects.
+"""
+
+from toy_models.oracle import as_distribution, entropy, jsd, kl, log_ratio, mutual_information
+
+__all__ = ["as_distribution", "entropy", "jsd", "kl", "log_ratio", "mutual_information"]
