@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``mi-bounds figures [--only NAME ...] [--out DIR] [--quick]``."""
     names = available()
     parser = argparse.ArgumentParser(prog="mi-bounds figures", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="output folder (default: %(default)s)")
     parser.add_argument("--only", nargs="+", choices=names, metavar="NAME",
                         help=f"figure modules to run (default: all of {', '.join(names)})")
     parser.add_argument("--quick", action="store_true", help="reduced versions (as in the tests)")

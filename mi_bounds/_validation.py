@@ -59,7 +59,9 @@ def as_float_tensor(
     if like is not None and x.device != like.device:
         x = x.to(like.device)
     if x.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(x.shape)}"
+        )
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     if finite and not bool(torch.isfinite(x).all()):

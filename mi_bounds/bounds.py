@@ -170,7 +170,8 @@ def tuba_bound(
             raise ValueError(f"log_baseline must be finite, got {log_baseline}")
         log_a: torch.Tensor | float = float(log_baseline)
     else:
-        log_a = as_float_tensor(log_baseline, "log_baseline", min_ndim=0, like=pos_t).to(pos_t.dtype)
+        log_a = as_float_tensor(log_baseline, "log_baseline", min_ndim=0, like=pos_t)
+        log_a = log_a.to(pos_t.dtype)
     return _mean(pos_t, pw) - torch.exp(_log_mean_exp(neg_t, nw) - log_a) - log_a + 1.0
 
 
@@ -228,7 +229,8 @@ def smile_bound(
 ) -> torch.Tensor:
     r"""SMILE: the DV estimate with the density-ratio clipped to ``[e^{-τ}, e^{τ}]``.
 
-    .. math:: I_{SMILE}(T, τ) = \mathbb{E}_P[T] - \log \mathbb{E}_Q[\mathrm{clip}(e^{T}, e^{-τ}, e^{τ})]
+    .. math:: I_{SMILE}(T, τ) = \mathbb{E}_P[T]
+              - \log \mathbb{E}_Q[\mathrm{clip}(e^{T}, e^{-τ}, e^{τ})]
 
     Not a bound: clipping trades variance for bias (Song & Ermon, "Understanding the Limitations
     of Variational Mutual Information Estimators", ICLR 2020, Sec. 5). ``clip=None`` (τ → ∞)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 #: subcommand -> ("module:function", one-line help). The function takes argv and returns an
 #: exit code; it parses its own arguments.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "report": ("mi_bounds.report:main", "verification table of every bound on random distributions"),
+    "report": ("mi_bounds.report:main", "verification table of the bounds on random worlds"),
     "figures": ("figures:main", "regenerate every figure (PNG and PDF)"),
     "verify": ("proofs.verify:main", "run every sympy proof; write docs/PROOFS.md"),
     "estimate": ("mi_bounds.estimate_cli:main", "estimate MI from samples with a neural critic"),

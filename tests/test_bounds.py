@@ -1,0 +1,434 @@
+"""Property tests of the bound library against the scipy oracle (DESIGN.md §4, facts 1–6).
+
+Every bound is evaluated as an *exact* expectation over a finite support (critic table with
+probability weights), in float64, and compared with KL / JSD computed independently by
+``toy_models.oracle``. Tolerances are float64 round-off scaled by the magnitudes involved.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mi_bounds import bounds as B
+from toy_models import oracle
+from toy_models.strategies import critics, distribution_pairs
+
+LOG2 = math.log(2.0)
+T_MIN = -1e3  # exp(-1e3) underflows to exactly 0 in float64: stands in for log 0 in critics
+
+
+def _exact(fn, p, q, t, **kw) -> float:
+    """Bound ``fn`` at critic table ``t`` as the exact expectation under (p, q)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return float(fn(t, t, pos_weight=torch.as_tensor(p), neg_weight=torch.as_tensor(q), **kw))
+
+
+def _optimal_log_ratio(p, q) -> np.ndarray:
+    """log p/q with log 0 replaced by T_MIN and 0/0 cells set to 0 (they carry no weight)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lr = np.log(p) - np.log(q)
+    lr[(p == 0) & (q > 0)] = T_MIN
+    lr[(p == 0) & (q == 0)] = 0.0
+    return lr
+
+
+def _tol(*values: float) -> float:
+    return 1e-10 * (1.0 + max(abs(v) for v in values))
+
+
+pairs = distribution_pairs(min_size=2, max_size=8)
+
+
+@st.composite
+def pair_and_critic(draw, low=-50.0, high=50.0):
+    p, q = draw(pairs)
+    return p, q, draw(critics(len(p), low=low, high=high))
+
+
+# ---- Fact 1: each bound is below what it bounds -------------------------------------------
+
+
+@given(pair_and_critic(), st.floats(-10, 10))
+def test_fact1_kl_bounds_hold(pqt, log_a):
+    """DV(T) ≤ KL(P‖Q), NWJ(T) ≤ KL, TUBA(T, a) ≤ KL for every critic T and baseline a."""
+    p, q, t = pqt
+    kl = float(oracle.kl(p, q))
+    for name, value in [
+        ("dv", _exact(B.dv_bound, p, q, t)),
+        ("nwj", _exact(B.nwj_bound, p, q, t)),
+        ("tuba", _exact(B.tuba_bound, p, q, t, log_baseline=log_a)),
+    ]:
+        assert value <= kl + _tol(kl, value), (name, value, kl)
+
+
+@given(pair_and_critic())
+def test_fact1_js_bound_holds(pqt):
+    """JS(T) ≤ 2·JSD(P, Q) - 2 log 2 for every critic T."""
+    p, q, t = pqt
+    target = 2 * float(oracle.jsd(p, q)) - 2 * LOG2
+    value = _exact(B.js_bound, p, q, t)
+    assert value <= target + _tol(target, value)
+
+
+# ---- Fact 2: NWJ ≤ DV and TUBA ≤ DV (log u ≤ u/a + log a - 1) ------------------------------
+
+
+@given(pair_and_critic(), st.floats(-10, 10))
+def test_fact2_nwj_and_tuba_below_dv(pqt, log_a):
+    """NWJ(T) ≤ DV(T) and TUBA(T, a) ≤ DV(T), pointwise in T."""
+    p, q, t = pqt
+    dv = _exact(B.dv_bound, p, q, t)
+    nwj = _exact(B.nwj_bound, p, q, t)
+    tuba = _exact(B.tuba_bound, p, q, t, log_baseline=log_a)
+    assert nwj <= dv + _tol(dv, nwj)
+    assert tuba <= dv + _tol(dv, tuba)
+
+
+# ---- Fact 3: equality at the optimal critics -----------------------------------------------
+
+
+@given(pairs, st.floats(-20, 20), st.floats(-5, 5))
+def test_fact3_tight_at_optimal_critics(pq, c, log_a):
+    """Each bound equals its target at its optimal critic (BOUNDS[name].optimal_critic)."""
+    p, q = pq
+    lr = _optimal_log_ratio(p, q)
+    kl = float(oracle.kl(p, q))
+    jsd_target = 2 * float(oracle.jsd(p, q)) - 2 * LOG2
+    assert _exact(B.dv_bound, p, q, B.BOUNDS["dv"].optimal_critic(lr) + c) == pytest.approx(
+        kl, abs=1e-9
+    )
+    assert _exact(B.nwj_bound, p, q, B.BOUNDS["nwj"].optimal_critic(lr)) == pytest.approx(
+        kl, abs=1e-9
+    )
+    t_tuba = B.BOUNDS["tuba"].optimal_critic(lr, log_baseline=log_a)
+    assert _exact(B.tuba_bound, p, q, t_tuba, log_baseline=log_a) == pytest.approx(kl, abs=1e-9)
+    assert _exact(B.js_bound, p, q, B.BOUNDS["js"].optimal_critic(lr)) == pytest.approx(
+        jsd_target, abs=1e-9
+    )
+
+
+def test_fact3_two_coin_example_values():
+    """A hand-checkable example: p = (½, ½), q = (0.9, 0.1)."""
+    p, q = np.array([0.5, 0.5]), np.array([0.9, 0.1])
+    lr = np.log(p / q)
+    kl = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
+    assert _exact(B.dv_bound, p, q, lr) == pytest.approx(kl, abs=1e-15)
+    assert _exact(B.nwj_bound, p, q, lr + 1) == pytest.approx(kl, abs=1e-15)
+    m = (p + q) / 2
+    jsd = 0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m))
+    assert _exact(B.js_bound, p, q, lr) == pytest.approx(2 * jsd - 2 * LOG2, abs=1e-15)
+
+
+# ---- Fact 4: shift invariance of DV only --------------------------------------------------
+
+
+@given(pair_and_critic(), st.floats(-50, 50))
+def test_fact4_dv_shift_invariant(pqt, c):
+    """DV(T + c) = DV(T) for every constant c."""
+    p, q, t = pqt
+    a, b = _exact(B.dv_bound, p, q, t), _exact(B.dv_bound, p, q, t + c)
+    assert b == pytest.approx(a, abs=1e-9 * (1 + abs(a) + abs(c)))
+
+
+@given(pair_and_critic(low=-20, high=20), st.floats(-3, 3))
+def test_fact4_nwj_shift_closed_form(pqt, c):
+    """NWJ(T + c) - NWJ(T) = c - (e^c - 1) e^{-1} E_Q[e^T]: zero only where that is zero."""
+    p, q, t = pqt
+    expected = c - math.expm1(c) * math.exp(-1) * float(np.sum(q * np.exp(t)))
+    a, b = _exact(B.nwj_bound, p, q, t + c), _exact(B.nwj_bound, p, q, t)
+    # a - b cancels: its round-off is a few ulps of |a| + |b|, not of the difference
+    assert a - b == pytest.approx(expected, rel=1e-9, abs=1e-12 + 1e-14 * (abs(a) + abs(b)))
+
+
+@given(pair_and_critic(low=-5, high=5))
+def test_fact4_js_not_shift_invariant(pqt):
+    """c ↦ JS(T + c) is strictly concave, so JS(T-1), JS(T), JS(T+1) cannot all be equal."""
+    p, q, t = pqt
+    vals = [_exact(B.js_bound, p, q, t + c) for c in (-1.0, 0.0, 1.0)]
+    assert max(vals) - min(vals) > 1e-6
+    assert vals[1] > 0.5 * (vals[0] + vals[2])  # strict concavity
+
+
+# ---- Fact 5: InfoNCE ---------------------------------------------------------------------
+
+
+@given(st.integers(2, 9), st.integers(0, 2**31 - 1), st.sampled_from([1.0, 50.0, 1e4]))
+def test_fact5_infonce_batch_value_at_most_log_k(k, seed, scale):
+    """Every batch value of InfoNCE is ≤ log K, for any scores."""
+    g = torch.Generator().manual_seed(seed)
+    scores = scale * torch.randn(3, k, k, generator=g, dtype=torch.float64)
+    assert bool((B.infonce_bound(scores) <= math.log(k) + 1e-12).all())
+
+
+def _enumerate_infonce(joint: np.ndarray, critic: np.ndarray, k: int) -> float:
+    """E[InfoNCE_K] by exact enumeration of every batch of K iid pairs from ``joint``."""
+    nx, ny = joint.shape
+    cells = np.array([(x, y) for x in range(nx) for y in range(ny)])
+    prob = joint.ravel()
+    idx = np.array(np.meshgrid(*[np.arange(len(cells))] * k, indexing="ij")).reshape(k, -1).T
+    batch_prob = np.prod(prob[idx], axis=1)  # (B,)
+    xs, ys = cells[idx, 0], cells[idx, 1]  # (B, K)
+    scores = torch.as_tensor(critic[xs[:, :, None], ys[:, None, :]])  # (B, K, K): T(x_i, y_j)
+    keep = batch_prob > 0
+    values = B.infonce_bound(scores[torch.as_tensor(keep)]).numpy()
+    return float(np.sum(batch_prob[keep] * values))
+
+
+@st.composite
+def joint_and_critic(draw):
+    nx, ny = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    flat = draw(st.lists(st.floats(0.0, 1.0), min_size=nx * ny, max_size=nx * ny))
+    flat = np.array(flat)
+    if flat.sum() == 0:
+        flat[0] = 1.0
+    joint = (flat / flat.sum()).reshape(nx, ny)
+    critic = np.array(draw(critics(nx * ny, low=-10, high=10))).reshape(nx, ny)
+    return joint, critic, draw(st.integers(2, 3))
+
+
+@given(joint_and_critic())
+def test_fact5_infonce_expectation_below_mi_exact_enumeration(jck):
+    """E[InfoNCE_K(T)] ≤ I(X;Y), enumerating all (|X||Y|)^K batches exactly (|X|,|Y| ≤ 3, K ≤ 3)."""
+    joint, critic, k = jck
+    mi = oracle.mutual_information(joint)
+    value = _enumerate_infonce(joint, critic, k)
+    assert value <= mi + 1e-12
+    assert value <= math.log(k) + 1e-12
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_fact5_infonce_with_log_ratio_critic_approaches_min_of_mi_and_log_k(k):
+    """With the log density-ratio critic, E[InfoNCE] is positive and ≤ min(I, log K)."""
+    joint = np.array([[0.4, 0.1], [0.05, 0.45]])
+    px, py = joint.sum(1), joint.sum(0)
+    critic = np.log(joint / np.outer(px, py))
+    mi = oracle.mutual_information(joint)
+    value = _enumerate_infonce(joint, critic, k)
+    assert 0 < value <= min(mi, math.log(k)) + 1e-12
+
+
+def test_fact5_infonce_saturates_at_log_k():
+    """With I(X;Y) = log 1000 ≫ log K and a sharp critic, InfoNCE sits at log K."""
+    n, k = 1000, 8
+    g = torch.Generator().manual_seed(0)
+    x = torch.randperm(n, generator=g)[:k]  # K distinct symbols, Y = X (I = log n)
+    scores = 30.0 * (x[:, None] == x[None, :]).double()
+    value = float(B.infonce_bound(scores))
+    assert math.log(k) - 1e-10 < value <= math.log(k)
+
+
+# ---- Fact 6: KL infinite, bounds finite --------------------------------------------------
+
+
+@given(distribution_pairs(absolutely_continuous=False), st.data())
+def test_fact6_kl_infinite_bounds_finite(pq, data):
+    """KL = +inf where P has mass and Q none; every bound stays finite for a finite critic."""
+    p, q = pq
+    t = data.draw(critics(len(p)))
+    assert oracle.kl(p, q) == math.inf
+    for fn in (B.dv_bound, B.nwj_bound, B.js_bound, B.smile_bound):
+        assert math.isfinite(_exact(fn, p, q, t))
+
+
+# ---- Two implementations of one quantity agree ------------------------------------------
+
+
+def test_score_matrix_forms_agree():
+    """infonce_bound(S) == infonce_bound_from_negatives(diag, off-diagonal rows), and the
+    score-matrix DV equals the hand-written off-diagonal log-mean-exp."""
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(4, 6, 6, generator=g, dtype=torch.float64)
+    pos, neg = B.split_scores(s)
+    assert neg.shape == (4, 30)
+    rows = neg.reshape(4, 6, 5)
+    torch.testing.assert_close(B.infonce_bound(s), B.infonce_bound_from_negatives(pos, rows))
+    mask = ~torch.eye(6, dtype=torch.bool)
+    manual = s.diagonal(dim1=-2, dim2=-1).mean(-1) - (
+        torch.logsumexp(s.masked_fill(~mask, -math.inf).flatten(-2), -1) - math.log(30)
+    )
+    torch.testing.assert_close(B.dv_bound(pos, neg), manual)
+
+
+def test_weights_equal_repeated_samples():
+    """Weights k_i/n give the same value as the samples repeated k_i times."""
+    t = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    counts = torch.tensor([1, 3, 2])
+    w = counts.double() / counts.sum()
+    rep = t.repeat_interleave(counts)
+    for fn in (B.dv_bound, B.nwj_bound, B.js_bound, B.smile_bound):
+        torch.testing.assert_close(fn(t, t, pos_weight=w, neg_weight=w), fn(rep, rep))
+
+
+def test_batch_dimensions_broadcast_like_a_loop():
+    g = torch.Generator().manual_seed(2)
+    pos = torch.randn(3, 1, 5, generator=g, dtype=torch.float64)
+    neg = torch.randn(4, 7, generator=g, dtype=torch.float64)
+    for fn in (B.dv_bound, B.nwj_bound, B.js_bound, B.tuba_bound, B.smile_bound):
+        out = fn(pos, neg)
+        assert out.shape == (3, 4)
+        for i in range(3):
+            for j in range(4):
+                torch.testing.assert_close(out[i, j], fn(pos[i, 0], neg[j]))
+
+
+def test_numpy_in_torch_out_and_no_mutation():
+    pos = np.array([0.1, 0.2, 0.3])
+    neg = np.array([1.0, -1.0])
+    before = (pos.copy(), neg.copy())
+    out = B.dv_bound(pos, neg)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_array_equal(pos, before[0])
+    np.testing.assert_array_equal(neg, before[1])
+
+
+def test_smile_without_clip_is_dv_and_clip_bounds_the_denominator():
+    g = torch.Generator().manual_seed(3)
+    pos, neg = 10 * torch.randn(8, generator=g), 10 * torch.randn(9, generator=g)
+    torch.testing.assert_close(B.smile_bound(pos, neg, clip=None), B.dv_bound(pos, neg))
+    for tau in (1.0, 5.0):
+        value = B.smile_bound(pos, neg, clip=tau)
+        # clip(e^T) lies in [e^-tau, e^tau], so E_P T - tau <= SMILE <= E_P T + tau
+        assert pos.mean() - tau - 1e-5 <= value <= pos.mean() + tau + 1e-5
+
+
+def test_value_with_gradient_of():
+    t = torch.tensor([0.5, -0.2, 1.0], dtype=torch.float64, requires_grad=True)
+    u = torch.tensor([0.1, 0.3], dtype=torch.float64, requires_grad=True)
+    dv, js = B.dv_bound(t, u), B.js_bound(t, u)
+    mixed = B.value_with_gradient_of(dv, js)
+    assert float(mixed.detach()) == pytest.approx(float(dv.detach()), abs=1e-15)
+    g_mixed = torch.autograd.grad(mixed, (t, u))
+    g_js = torch.autograd.grad(B.js_bound(t, u), (t, u))
+    for a, b in zip(g_mixed, g_js, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+# ---- Gradients ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["dv", "nwj", "tuba", "js", "smile"])
+def test_gradcheck_two_sample(name):
+    fn = B.BOUNDS[name].fn
+    g = torch.Generator().manual_seed(4)
+    pos = torch.randn(2, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    neg = torch.randn(2, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.softmax(torch.randn(6, generator=g, dtype=torch.float64), 0)
+    assert torch.autograd.gradcheck(lambda a, b: fn(a, b), (pos, neg))
+    assert torch.autograd.gradcheck(lambda a, b: fn(a, b, neg_weight=w), (pos, neg))
+
+
+def test_gradcheck_infonce():
+    g = torch.Generator().manual_seed(5)
+    s = torch.randn(2, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(B.infonce_bound, (s,))
+    pos = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    neg = torch.randn(3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(B.infonce_bound_from_negatives, (pos, neg))
+
+
+def test_dv_gradient_closed_form():
+    """∂DV/∂T_j: p_j on the P side, -q_j e^{T_j}/E_Q[e^T] on the Q side (softmax weights)."""
+    p = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    q = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+    t = torch.tensor([0.4, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    u = t.detach().clone().requires_grad_(True)
+    B.dv_bound(t, u, pos_weight=p, neg_weight=q).backward()
+    torch.testing.assert_close(t.grad, p)
+    torch.testing.assert_close(u.grad, -q * u.detach().exp() / (q * u.detach().exp()).sum())
+
+
+# ---- Bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda: B.dv_bound(torch.zeros(3, 4), torch.zeros(2, 4)), ValueError, "pos .* neg"),
+        (lambda: B.dv_bound(torch.tensor([0.0, math.nan]), torch.zeros(2)), ValueError, "pos"),
+        (lambda: B.js_bound(torch.zeros(2), torch.tensor([math.inf, 0.0])), ValueError, "neg"),
+        (lambda: B.dv_bound(torch.zeros(2), torch.zeros(2), pos_weight=torch.tensor([1.5, -0.5])),
+         ValueError, "pos_weight"),
+        (lambda: B.dv_bound(torch.zeros(2), torch.zeros(2), neg_weight=torch.tensor([0.3, 0.3])),
+         ValueError, "neg_weight"),
+        (lambda: B.dv_bound(torch.zeros(2), torch.zeros(2), neg_weight=torch.ones(3) / 3),
+         ValueError, "neg_weight"),
+        (lambda: B.infonce_bound(torch.zeros(1, 1)), ValueError, "K >= 2"),
+        (lambda: B.infonce_bound(torch.zeros(2, 3)), ValueError, "square"),
+        (lambda: B.infonce_bound(torch.zeros(3)), ValueError, "scores"),
+        (lambda: B.infonce_bound_from_negatives(torch.zeros(3), torch.zeros(2, 1)), ValueError,
+         "neg"),
+        (lambda: B.dv_bound(torch.zeros(0), torch.zeros(2)), ValueError, "pos .*empty"),
+        (lambda: B.nwj_bound(torch.zeros(2, dtype=torch.int64), torch.zeros(2)), TypeError,
+         "pos .*floating"),
+        (lambda: B.dv_bound(np.zeros(2, dtype=np.int32), np.zeros(2)), TypeError, "pos"),
+        (lambda: B.dv_bound([0.0, 1.0], torch.zeros(2)), TypeError, "pos"),
+        (lambda: B.smile_bound(torch.zeros(2), torch.zeros(2), clip=0.0), ValueError, "clip"),
+        (lambda: B.tuba_bound(torch.zeros(2), torch.zeros(2), log_baseline=math.nan), ValueError,
+         "log_baseline"),
+        (lambda: B.get_bound("nope"), ValueError, "valid names"),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ---- Precision ---------------------------------------------------------------------------
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_float32_at_1e4_is_finite_and_matches_float64(seed):
+    """Critic values up to ±1e4 in float32 give finite values within float32 round-off of the
+    float64 computation (log-domain throughout). NWJ/TUBA only on negatives ≤ 50: with
+    E_Q[e^T] = e^{1e4} their exact value is below -1e4000 and rounds to -inf."""
+    g = torch.Generator().manual_seed(seed)
+    pos = (2 * torch.rand(2, 16, generator=g) - 1) * 1e4
+    neg = (2 * torch.rand(2, 24, generator=g) - 1) * 1e4
+    scores = (2 * torch.rand(2, 8, 8, generator=g) - 1) * 1e4
+    tol = 8 * 1e4 * torch.finfo(torch.float32).eps
+    for fn in (B.dv_bound, B.js_bound, B.smile_bound):
+        v32, v64 = fn(pos, neg), fn(pos.double(), neg.double())
+        assert v32.dtype == torch.float32 and bool(torch.isfinite(v32).all())
+        torch.testing.assert_close(v32.double(), v64, atol=tol, rtol=0)
+    v32, v64 = B.infonce_bound(scores), B.infonce_bound(scores.double())
+    torch.testing.assert_close(v32.double(), v64, atol=tol, rtol=0)
+    small_neg = neg.clamp(max=50.0)
+    v32, v64 = B.nwj_bound(pos, small_neg), B.nwj_bound(pos.double(), small_neg.double())
+    assert bool(torch.isfinite(v32).all())
+    torch.testing.assert_close(v32.double(), v64, atol=tol, rtol=1e-5)
+
+
+def test_dv_at_1e4_exact_value():
+    pos = torch.tensor([1e4], dtype=torch.float32)
+    neg = torch.tensor([1e4, -1e4], dtype=torch.float32)
+    assert float(B.dv_bound(pos, neg)) == pytest.approx(LOG2, abs=2e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_upcast(dtype):
+    g = torch.Generator().manual_seed(6)
+    pos = (20 * torch.randn(32, generator=g)).to(dtype)
+    neg = (20 * torch.randn(40, generator=g)).to(dtype)
+    s = (20 * torch.randn(6, 6, generator=g)).to(dtype)
+    for fn in (B.dv_bound, B.nwj_bound, B.js_bound, B.smile_bound):
+        out = fn(pos, neg)
+        assert out.dtype == torch.float32 and math.isfinite(float(out))
+        torch.testing.assert_close(out, fn(pos.float(), neg.float()))
+    torch.testing.assert_close(B.infonce_bound(s), B.infonce_bound(s.float()))
+    big = torch.tensor([1e4, -1e4], dtype=dtype)
+    assert math.isfinite(float(B.dv_bound(big, big)))
+
+
+def test_registry_is_complete_and_consistent():
+    assert set(B.BOUNDS) == {"dv", "nwj", "tuba", "js", "smile", "infonce"}
+    for name, spec in B.BOUNDS.items():
+        assert spec.name == name
+        assert B.get_bound(name) is spec
+        assert spec.target in {"KL", "2JSD-2log2", "I(X;Y)"}
+        assert (spec.optimal_critic is None) == (not spec.is_bound)
