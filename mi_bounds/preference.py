@@ -1,0 +1,508 @@
+"""Preference losses as functions of sequence log-probabilities, each read as a (negated) bound.
+
+Every loss here is a function of four sequence log-probabilities per example, with TRL's names
+(``policy_chosen_logps``, ``policy_rejected_logps``, ``reference_chosen_logps``,
+``reference_rejected_logps``) and its KL weight ``beta``. Write
+
+* ``z_w = policy_chosen_logps - reference_chosen_logps`` (the chosen log-ratio),
+* ``z_l = policy_rejected_logps - reference_rejected_logps`` (the rejected log-ratio),
+* ``T_w = beta·z_w``, ``T_l = beta·z_l``: the *implicit critic* of the policy
+  (DESIGN.md §5; TRL logs them as ``rewards/chosen`` and ``rewards/rejected``).
+
+In the mutual-information reading (DESIGN.md §5) the positives ``P`` are the chosen responses and
+the negatives ``Q`` the base model's responses: for one pair, ``Q = ½(δ_w + δ_l)`` or, in the
+"rejected-only" variant, ``Q = δ_l``. Then
+
+==========  ===================================================  ===============================
+kind        per-example loss                                      bound it negates (P, Q)
+==========  ===================================================  ===============================
+dpo         softplus(-(T_w - T_l))                                log 2 - DV (δ_w, ½(δ_w+δ_l));
+                                                                  also log 2 - InfoNCE_2
+mio         softplus(-T_w) + ½softplus(T_w) + ½softplus(T_l)      -JS (δ_w, ½(δ_w+δ_l))
+bco_pair    softplus(-T_w) + softplus(T_l)                        -JS (δ_w, δ_l)
+infonce     -T_w + logsumexp(T_w, T_l1..T_l(K-1)) - log K         -InfoNCE_K
+nwj         -T_w + exp(T_l - 1)                                   -NWJ (δ_w, δ_l)
+==========  ===================================================  ===============================
+
+and, for comparison, TRL 1.16's ``ipo``, ``hinge``, ``robust``, ``nca_pair``, ``sppo_hard``,
+``apo_zero``, ``apo_down``, ``exo_pair``, ``discopop`` and ``sigmoid_norm``, transcribed from
+``trl/trainer/dpo_trainer.py`` (``DPOTrainer._compute_loss``, TRL 1.16.0, with the default
+``f_divergence_type="reverse_kl"``). TRL's ``sigmoid`` is ``dpo`` here; TRL's ``nca_pair`` is,
+term for term, the ``mio`` formula (one implementation serves both names).
+
+All losses are values to *minimise*; the bounds in :mod:`mi_bounds.bounds` are values to
+maximise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from mi_bounds._validation import (
+    ArrayLike,
+    as_float_tensor,
+    check_positive,
+    check_reduction,
+    promote,
+    reduce,
+)
+
+__all__ = [
+    "LOSSES",
+    "LossSpec",
+    "get_loss",
+    "implicit_reward",
+    "preference_loss",
+    "preference_metrics",
+]
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    """softplus(x) = log(1 + e^x), exactly: ``-logsigmoid(-x)``.
+
+    ``torch.nn.functional.softplus`` returns ``x`` itself above its ``threshold=20``, an error
+    of up to e^-20 ≈ 2e-9 that shows in float64; ``logsigmoid`` has no such cut-off.
+    """
+    return -F.logsigmoid(-x)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-example losses. Each takes the log-ratios z_w [...], z_l [...] (or [..., K-1] for
+# infonce), beta, and the loss's own keyword parameters, and returns per-example losses [...].
+# --------------------------------------------------------------------------------------------
+
+
+def _dpo(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, Eq. 7): ``-log σ(β(z_w - z_l)) = softplus(-(T_w - T_l))``."""
+    return _softplus(-beta * (z_w - z_l))
+
+
+def _mio(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """JS estimator with Q = ½(δ_w + δ_l): ``softplus(-T_w) + ½softplus(T_w) + ½softplus(T_l)``.
+
+    Identical, term for term, to TRL's ``nca_pair``:
+    ``-log σ(T_w) - ½ log σ(-T_w) - ½ log σ(-T_l)`` (Chen et al. 2024, NCA).
+    """
+    t_w, t_l = beta * z_w, beta * z_l
+    return _softplus(-t_w) + 0.5 * _softplus(t_w) + 0.5 * _softplus(t_l)
+
+
+def _bco_pair(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """BCO on a pair without the running-mean shift (δ = 0): ``softplus(-T_w) + softplus(T_l)``."""
+    return _softplus(-beta * z_w) + _softplus(beta * z_l)
+
+
+def _infonce(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """InfoNCE with K-1 negatives: ``-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K``."""
+    t_w, t_l = beta * z_w, beta * z_l
+    row = torch.cat([t_w.unsqueeze(-1), t_l], -1)  # (..., K)
+    return -t_w + torch.logsumexp(row, -1) - math.log(row.shape[-1])
+
+
+def _nwj(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """NWJ with P = δ_w, Q = δ_l: ``-T_w + exp(T_l - 1)``."""
+    return -beta * z_w + torch.exp(beta * z_l - 1.0)
+
+
+def _per_token(z: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """TRL's length normalisation: ``z / lengths.clamp(min=1)`` (``lengths=None``: z itself)."""
+    return z if lengths is None else z / lengths.clamp(min=1.0)
+
+
+def _ipo(
+    z_w: torch.Tensor,
+    z_l: torch.Tensor,
+    *,
+    beta: float,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """IPO (Azar et al. 2023, Eq. 17) as TRL 1.16 computes it, with per-token log-ratios:
+    ``((z_w/n_w - z_l/n_l) - 1/(2β))²`` (``n`` = completion lengths; default 1)."""
+    delta = _per_token(z_w, chosen_lengths) - _per_token(z_l, rejected_lengths)
+    return (delta - 1.0 / (2.0 * beta)) ** 2
+
+
+def _hinge(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """SLiC hinge (Zhao et al. 2023): ``relu(1 - β(z_w - z_l))``."""
+    return torch.relu(1.0 - beta * (z_w - z_l))
+
+
+def _robust(
+    z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Robust DPO (Chowdhury et al. 2024), flip probability ε = ``label_smoothing``:
+    ``((1-ε)·softplus(-βd) - ε·softplus(βd)) / (1 - 2ε)``, d = z_w - z_l. ε = 0 gives dpo."""
+    d = beta * (z_w - z_l)
+    eps = label_smoothing
+    return ((1.0 - eps) * _softplus(-d) - eps * _softplus(d)) / (1.0 - 2.0 * eps)
+
+
+def _sppo_hard(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """SPPO, hard-probability version (Wu et al. 2024, Eq. 4.7 with P ∈ {0, 1}):
+    ``(z_w - 1/(2β))² + (z_l + 1/(2β))²``."""
+    return (z_w - 0.5 / beta) ** 2 + (z_l + 0.5 / beta) ** 2
+
+
+def _apo_zero(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """APO-zero (D'Oosterlinck et al. 2024, Eq. 7): ``1 - σ(T_w) + σ(T_l)``."""
+    return 1.0 - torch.sigmoid(beta * z_w) + torch.sigmoid(beta * z_l)
+
+
+def _apo_down(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """APO-down (D'Oosterlinck et al. 2024, Eq. 8): ``σ(T_w) + 1 - σ(β(z_w - z_l))``."""
+    return torch.sigmoid(beta * z_w) + 1.0 - torch.sigmoid(beta * (z_w - z_l))
+
+
+def _exo_pair(
+    z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """EXO-pref (Ji et al. 2024, Eq. 16), K = 2: ``KL(softmax(T_w, T_l) ‖ [1-ε, ε])``
+    = ``σ(βd)(log σ(βd) - log(1-ε)) + σ(-βd)(log σ(-βd) - log ε)``, ε = ``label_smoothing`` > 0."""
+    d = beta * (z_w - z_l)
+    eps = label_smoothing
+    return torch.sigmoid(d) * (F.logsigmoid(d) - math.log1p(-eps)) + torch.sigmoid(-d) * (
+        F.logsigmoid(-d) - math.log(eps)
+    )
+
+
+def _discopop(
+    z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float, discopop_tau: float = 0.05
+) -> torch.Tensor:
+    """DiscoPOP / log-ratio modulated loss (Chan Lu et al. 2024, Eq. 5), ``x = β(z_w - z_l)``:
+    ``softplus(-x)·(1 - σ(x/τ)) + exp(-x)·σ(x/τ)``, τ = ``discopop_tau``."""
+    x = beta * (z_w - z_l)
+    mod = torch.sigmoid(x / discopop_tau)
+    # exp(-x)·σ(x/τ) as exp(-x + log σ(x/τ)): equal, but no inf·0 = NaN when x ≪ 0
+    return _softplus(-x) * (1.0 - mod) + torch.exp(-x + F.logsigmoid(x / discopop_tau))
+
+
+def _sigmoid_norm(
+    z_w: torch.Tensor,
+    z_l: torch.Tensor,
+    *,
+    beta: float,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Length-normalised DPO (TRL ``sigmoid_norm``): ``softplus(-β(z_w/n_w - z_l/n_l))``."""
+    delta = _per_token(z_w, chosen_lengths) - _per_token(z_l, rejected_lengths)
+    return _softplus(-beta * delta)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What a preference loss is: its per-example function and the bound it negates.
+
+    Attributes:
+        name: registry key (the ``kind`` of :func:`preference_loss`).
+        fn: per-example loss ``fn(z_w, z_l, *, beta, **params) -> [...]`` of the log-ratios
+            ``z = policy_logps - reference_logps``.
+        bound: the bound whose negation (up to a constant) the loss is, or ``None``.
+        P: the positive distribution in the MI reading.
+        Q: the negative distribution in the MI reading.
+        source: the paper (and, for TRL's losses, TRL's ``loss_type``).
+        formula: the per-example loss in terms of ``T_w = β z_w``, ``T_l = β z_l``.
+        params: the keyword parameters the loss accepts and their defaults (TRL's names).
+        trl_name: TRL 1.16's ``loss_type`` for the same formula, or ``None``.
+    """
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    bound: str | None
+    P: str
+    Q: str
+    source: str
+    formula: str
+    params: Mapping[str, object] = field(default_factory=dict)
+    trl_name: str | None = None
+
+
+_CHOSEN = "chosen δ_w"
+_MIX = "½(δ_w + δ_l)"
+_NA = "— (not a bound)"
+_LENGTHS = {"chosen_lengths": None, "rejected_lengths": None}
+
+LOSSES: dict[str, LossSpec] = {
+    spec.name: spec
+    for spec in [
+        LossSpec("dpo", _dpo, "log 2 - DV (also log 2 - InfoNCE_2)", _CHOSEN, _MIX,
+                 "Rafailov et al. 2023 (DPO), Eq. 7", "softplus(-(T_w - T_l))",
+                 trl_name="sigmoid"),
+        LossSpec("mio", _mio, "-JS", _CHOSEN, _MIX,
+                 "MIO (JS estimator with Q = ½(w + l)); = NCA, Chen et al. 2024",
+                 "softplus(-T_w) + ½ softplus(T_w) + ½ softplus(T_l)", trl_name="nca_pair"),
+        LossSpec("bco_pair", _bco_pair, "-JS", _CHOSEN, "rejected δ_l",
+                 "Jung et al. 2024 (BCO), without the running-mean shift δ",
+                 "softplus(-T_w) + softplus(T_l)", trl_name="bco_pair"),
+        LossSpec("infonce", _infonce, "-InfoNCE_K", _CHOSEN,
+                 "the K-1 rejected responses (with the chosen one in the denominator)",
+                 "van den Oord et al. 2018 (InfoNCE) with the implicit critic",
+                 "-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K"),
+        LossSpec("nwj", _nwj, "-NWJ", _CHOSEN, "rejected δ_l",
+                 "Nguyen, Wainwright & Jordan 2010 with the implicit critic",
+                 "-T_w + exp(T_l - 1)"),
+        LossSpec("ipo", _ipo, None, _NA, _NA,
+                 "Azar et al. 2023 (IPO), Eq. 17; TRL loss_type='ipo'",
+                 "((z_w/n_w - z_l/n_l) - 1/(2β))²", params=_LENGTHS, trl_name="ipo"),
+        LossSpec("hinge", _hinge, None, _NA, _NA,
+                 "Zhao et al. 2023 (SLiC); TRL loss_type='hinge'",
+                 "relu(1 - (T_w - T_l))", trl_name="hinge"),
+        LossSpec("robust", _robust, None, _NA, _NA,
+                 "Chowdhury et al. 2024 (robust DPO); TRL loss_type='robust'",
+                 "((1-ε) softplus(-(T_w-T_l)) - ε softplus(T_w-T_l)) / (1-2ε)",
+                 params={"label_smoothing": 0.0}, trl_name="robust"),
+        LossSpec("nca_pair", _mio, "-JS", _CHOSEN, _MIX,
+                 "Chen et al. 2024 (NCA); TRL loss_type='nca_pair'",
+                 "-log σ(T_w) - ½ log σ(-T_w) - ½ log σ(-T_l)", trl_name="nca_pair"),
+        LossSpec("sppo_hard", _sppo_hard, None, _NA, _NA,
+                 "Wu et al. 2024 (SPPO), Eq. 4.7, hard labels; TRL loss_type='sppo_hard'",
+                 "(z_w - 1/(2β))² + (z_l + 1/(2β))²", trl_name="sppo_hard"),
+        LossSpec("apo_zero", _apo_zero, None, _NA, _NA,
+                 "D'Oosterlinck et al. 2024 (APO), Eq. 7; TRL loss_type='apo_zero'",
+                 "1 - σ(T_w) + σ(T_l)", trl_name="apo_zero"),
+        LossSpec("apo_down", _apo_down, None, _NA, _NA,
+                 "D'Oosterlinck et al. 2024 (APO), Eq. 8; TRL loss_type='apo_down'",
+                 "σ(T_w) + 1 - σ(T_w - T_l)", trl_name="apo_down"),
+        LossSpec("exo_pair", _exo_pair, None, _NA, _NA,
+                 "Ji et al. 2024 (EXO), Eq. 16, K = 2; TRL loss_type='exo_pair'",
+                 "σ(d)(log σ(d) - log(1-ε)) + σ(-d)(log σ(-d) - log ε), d = T_w - T_l",
+                 params={"label_smoothing": 0.0}, trl_name="exo_pair"),
+        LossSpec("discopop", _discopop, None, _NA, _NA,
+                 "Chris Lu et al. 2024 (DiscoPOP), Eq. 5; TRL loss_type='discopop'",
+                 "softplus(-d)(1 - σ(d/τ)) + exp(-d) σ(d/τ), d = T_w - T_l",
+                 params={"discopop_tau": 0.05}, trl_name="discopop"),
+        LossSpec("sigmoid_norm", _sigmoid_norm, None, _NA, _NA,
+                 "length-normalised DPO; TRL loss_type='sigmoid_norm'",
+                 "softplus(-β(z_w/n_w - z_l/n_l))", params=_LENGTHS, trl_name="sigmoid_norm"),
+    ]
+}
+
+
+def get_loss(kind: str) -> LossSpec:
+    """Look up a loss by name; an unknown name raises ``ValueError`` listing the valid ones."""
+    if not isinstance(kind, str) or kind not in LOSSES:
+        raise ValueError(f"unknown preference loss {kind!r}; valid kinds: {', '.join(LOSSES)}")
+    return LOSSES[kind]
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points.
+# --------------------------------------------------------------------------------------------
+
+
+def _logratios(
+    policy_chosen_logps: ArrayLike,
+    policy_rejected_logps: ArrayLike,
+    reference_chosen_logps: ArrayLike,
+    reference_rejected_logps: ArrayLike,
+    *,
+    multi_negative: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate the four log-probability arguments; return (z_w, z_l, pc, pr) in one dtype."""
+    pc = as_float_tensor(policy_chosen_logps, "policy_chosen_logps", min_ndim=0)
+    pr = as_float_tensor(policy_rejected_logps, "policy_rejected_logps", min_ndim=0, like=pc)
+    rc = as_float_tensor(reference_chosen_logps, "reference_chosen_logps", min_ndim=0, like=pc)
+    rr = as_float_tensor(reference_rejected_logps, "reference_rejected_logps", min_ndim=0, like=pc)
+    pc, pr, rc, rr = promote(pc, pr, rc, rr)
+    if rc.shape != pc.shape:
+        raise ValueError(
+            f"reference_chosen_logps must have the shape of policy_chosen_logps "
+            f"{tuple(pc.shape)}, got {tuple(rc.shape)}"
+        )
+    if rr.shape != pr.shape:
+        raise ValueError(
+            f"reference_rejected_logps must have the shape of policy_rejected_logps "
+            f"{tuple(pr.shape)}, got {tuple(rr.shape)}"
+        )
+    if multi_negative:
+        if pr.shape == pc.shape:  # one negative per chosen: K = 2
+            pr, rr = pr.unsqueeze(-1), rr.unsqueeze(-1)
+        elif pr.shape[:-1] != pc.shape:
+            raise ValueError(
+                f"policy_rejected_logps must have shape [*policy_chosen_logps.shape, K-1] = "
+                f"[{', '.join(map(str, pc.shape))}, K-1] (or the chosen shape for K = 2), "
+                f"got {tuple(pr.shape)}"
+            )
+    elif pr.shape != pc.shape:
+        raise ValueError(
+            f"policy_rejected_logps must have the shape of policy_chosen_logps "
+            f"{tuple(pc.shape)}, got {tuple(pr.shape)}"
+        )
+    return pc - rc, pr - rr, pc, pr
+
+
+def _check_params(spec: LossSpec, params: dict[str, object], like: torch.Tensor) -> dict:
+    """Validate the loss's own keyword parameters (TRL's names) and fill in defaults."""
+    unknown = sorted(set(params) - set(spec.params))
+    if unknown:
+        accepted = ", ".join(spec.params) or "none"
+        raise TypeError(
+            f"preference loss {spec.name!r} got unexpected parameter(s) {', '.join(unknown)}; "
+            f"it accepts: {accepted}"
+        )
+    out = {**spec.params, **params}
+    if "label_smoothing" in out:
+        eps = out["label_smoothing"]
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
+            raise TypeError(f"label_smoothing must be a real number, got {eps!r}")
+        eps = float(eps)
+        if spec.name == "robust" and not 0.0 <= eps < 0.5:
+            raise ValueError(f"label_smoothing must lie in [0, 0.5) for 'robust', got {eps}")
+        if spec.name == "exo_pair" and not 0.0 < eps < 1.0:
+            raise ValueError(
+                f"label_smoothing must lie in (0, 1) for 'exo_pair' (the EXO paper recommends "
+                f"1e-3), got {eps}"
+            )
+        out["label_smoothing"] = eps
+    if "discopop_tau" in out:
+        out["discopop_tau"] = check_positive(out["discopop_tau"], "discopop_tau")
+    for name in ("chosen_lengths", "rejected_lengths"):
+        if name in out and out[name] is not None:
+            n = as_float_tensor(out[name], name, min_ndim=0, like=like).to(like.dtype)
+            if bool((n < 0).any()):
+                raise ValueError(f"{name} must be non-negative token counts")
+            try:
+                torch.broadcast_shapes(n.shape, like.shape)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"{name} must broadcast to the batch shape {tuple(like.shape)}, "
+                    f"got {tuple(n.shape)}"
+                ) from err
+            out[name] = n
+    return out
+
+
+def preference_loss(
+    kind: str,
+    policy_chosen_logps: ArrayLike,
+    policy_rejected_logps: ArrayLike,
+    reference_chosen_logps: ArrayLike,
+    reference_rejected_logps: ArrayLike,
+    *,
+    beta: float = 0.1,
+    reduction: str = "mean",
+    **params: object,
+) -> torch.Tensor:
+    r"""A preference loss (to minimise) of sequence log-probabilities; see :data:`LOSSES`.
+
+    With ``z_w = policy_chosen_logps - reference_chosen_logps``,
+    ``z_l = policy_rejected_logps - reference_rejected_logps`` and the implicit critic
+    ``T = β z`` (DESIGN.md §5), e.g.
+
+    .. math:: \mathcal{L}_{dpo} = \mathrm{softplus}(-(T_w - T_l)) = \log 2 - I_{DV}(T;
+              P = \delta_w, Q = \tfrac12(\delta_w + \delta_l))
+
+    .. math:: \mathcal{L}_{mio} = \mathrm{softplus}(-T_w) + \tfrac12\mathrm{softplus}(T_w)
+              + \tfrac12\mathrm{softplus}(T_l) = -I_{JS}(T; \delta_w, \tfrac12(\delta_w+\delta_l))
+
+    Args:
+        kind: a key of :data:`LOSSES` (``dpo``, ``mio``, ``bco_pair``, ``infonce``, ``nwj``,
+            ``ipo``, ``hinge``, ``robust``, ``nca_pair``, ``sppo_hard``, ``apo_zero``,
+            ``apo_down``, ``exo_pair``, ``discopop``, ``sigmoid_norm``).
+        policy_chosen_logps, reference_chosen_logps: sequence log-probabilities of the chosen
+            responses under the policy and the reference, shape ``[B]`` (any batch shape).
+        policy_rejected_logps, reference_rejected_logps: the same for the rejected responses,
+            shape ``[B]``; for ``kind="infonce"``, ``[B, K-1]`` (K-1 negatives per chosen;
+            ``[B]`` means K = 2).
+        beta: the KL weight β > 0 (TRL's ``beta``; for ``ipo`` it is the τ of the IPO paper).
+        reduction: ``'none'`` (per-example losses ``[B]``), ``'mean'`` or ``'sum'``.
+        **params: the loss's own parameters, with TRL's names: ``label_smoothing`` (``robust``,
+            in [0, 0.5); ``exo_pair``, in (0, 1), required > 0 as in TRL), ``discopop_tau``
+            (``discopop``, default 0.05), ``chosen_lengths``/``rejected_lengths`` (``ipo``,
+            ``sigmoid_norm``: completion token counts, clamped to ≥ 1 as TRL does; default
+            ``None`` = the log-probabilities are used as they are).
+
+    Returns:
+        The reduced loss, in the inputs' common dtype (float32 at least), with autograd intact.
+
+    Raises:
+        ValueError: unknown ``kind`` (the message lists the valid ones), mismatched shapes,
+            non-finite inputs, ``beta`` ≤ 0, a parameter out of range, unknown ``reduction``.
+        TypeError: non-tensor input or an unexpected keyword parameter.
+
+    Example:
+        >>> import torch
+        >>> pc, pr = torch.tensor([-5.0]), torch.tensor([-7.0])
+        >>> rc, rr = torch.tensor([-6.0]), torch.tensor([-6.0])
+        >>> preference_loss("dpo", pc, pr, rc, rr, beta=1.0)  # softplus(-(1 - (-1)))
+        tensor(0.1269)
+    """
+    spec = get_loss(kind)
+    beta = check_positive(beta, "beta")
+    check_reduction(reduction)
+    z_w, z_l, _, _ = _logratios(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        reference_chosen_logps,
+        reference_rejected_logps,
+        multi_negative=spec.name == "infonce",
+    )
+    kwargs = _check_params(spec, dict(params), z_w)
+    return reduce(spec.fn(z_w, z_l, beta=beta, **kwargs), reduction)
+
+
+def implicit_reward(
+    policy_logps: ArrayLike, reference_logps: ArrayLike, beta: float
+) -> torch.Tensor:
+    """The implicit critic / reward ``β (policy_logps - reference_logps)`` (TRL's ``rewards/*``).
+
+    Shapes: any matching shapes; returns a tensor of that shape (autograd intact).
+    """
+    beta = check_positive(beta, "beta")
+    p = as_float_tensor(policy_logps, "policy_logps", min_ndim=0)
+    r = as_float_tensor(reference_logps, "reference_logps", min_ndim=0, like=p)
+    p, r = promote(p, r)
+    if p.shape != r.shape:
+        raise ValueError(
+            f"reference_logps must have the shape of policy_logps {tuple(p.shape)}, "
+            f"got {tuple(r.shape)}"
+        )
+    return beta * (p - r)
+
+
+def preference_metrics(
+    policy_chosen_logps: ArrayLike,
+    policy_rejected_logps: ArrayLike,
+    reference_chosen_logps: ArrayLike,
+    reference_rejected_logps: ArrayLike,
+    *,
+    beta: float,
+) -> dict[str, torch.Tensor]:
+    """TRL's logged metrics for a batch (detached scalars, means over the batch).
+
+    Returns a dict with ``rewards/chosen`` (mean of ``T_w``), ``rewards/rejected`` (mean of
+    ``T_l``), ``rewards/margins`` (mean of ``T_w - T_l``), ``rewards/accuracies`` (fraction with
+    ``T_w > T_l``, strict as in TRL), ``logps/chosen`` and ``logps/rejected`` (means of the
+    policy's log-probabilities). The rejected arguments may be ``[B]`` or ``[B, K-1]``; with
+    K-1 negatives, margins and accuracies are over all (chosen, rejected) pairs.
+    """
+    beta = check_positive(beta, "beta")
+    z_w, z_l, pc, pr = _logratios(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        reference_chosen_logps,
+        reference_rejected_logps,
+        multi_negative=True,
+    )
+    with torch.no_grad():
+        t_w, t_l = beta * z_w, beta * z_l  # (...), (..., K-1)
+        diff = t_w.unsqueeze(-1) - t_l
+        return {
+            "rewards/chosen": t_w.mean(),
+            "rewards/rejected": t_l.mean(),
+            "rewards/margins": diff.mean(),
+            "rewards/accuracies": (diff > 0).to(t_w.dtype).mean(),
+            "logps/chosen": pc.mean(),
+            "logps/rejected": pr.mean(),
+        }
