@@ -1,0 +1,415 @@
+"""Neural MI estimation: train a critic by maximising a bound on mini-batches.
+
+Every estimator here reads a ``[K, K]`` score matrix ``S[i, j] = T(x_i, y_j)`` from a critic of
+:mod:`mi_bounds.critics` and calls the bounds of :mod:`mi_bounds.bounds` on it (through
+:func:`~mi_bounds.bounds.split_scores` or :func:`~mi_bounds.bounds.infonce_bound`); no bound is
+re-implemented. An estimator has a *value* (what is reported, per step) and a *training
+gradient*; the two differ for MINE and for the JS-trained estimators, and
+:func:`~mi_bounds.bounds.value_with_gradient_of` joins them.
+
+=========  ==========================================  ===========================================
+name       reported value                              training gradient
+=========  ==========================================  ===========================================
+dv         DV(S)                                       ∇ DV(S) (biased in mini-batches)
+mine       DV(S)                                       ∇E_P[T] - ∇Ẑ / EMA(Ẑ),  Ẑ = E_Q[e^T] (MINE)
+nwj        NWJ(S)                                      ∇ NWJ(S)
+infonce    InfoNCE(S)                                  ∇ InfoNCE(S)
+js         JS(S) (a bound on 2·JSD - 2 log 2, not MI)  ∇ JS(S)
+js_dv      DV(S)                                       ∇ JS(S)  (Poole et al. 2019, Sec. 4)
+js_nwj     NWJ(S + 1)                                  ∇ JS(S)  (the JS-optimal critic is log r;
+                                                       NWJ's is 1 + log r)
+smile      SMILE(S, τ) = E_P[T] - log E_Q[clip(e^T)]   ∇ JS(S)  (Song & Ermon 2020, Eq. 17)
+=========  ==========================================  ===========================================
+
+``smile_<τ>`` (e.g. ``smile_5``) and ``smile_inf`` name SMILE with that clip; ``smile_inf`` equals
+``js_dv``. The MINE correction (Belghazi et al., ICML 2018, Sec. 3.2) replaces the mini-batch
+denominator of the DV gradient, ``∇Ẑ/Ẑ``, by ``∇Ẑ/EMA(Ẑ)``, where the exponential moving average
+``EMA_t = m·EMA_{t-1} + (1-m)·Ẑ_t`` (kept in the log domain with ``logaddexp``) reduces the bias of
+the gradient; the reported value stays the plain DV estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mi_bounds.bounds import (
+    dv_bound,
+    infonce_bound,
+    js_bound,
+    nwj_bound,
+    smile_bound,
+    split_scores,
+    value_with_gradient_of,
+)
+from mi_bounds.critics import make_critic
+from mi_bounds.tasks import Task
+
+__all__ = [
+    "ESTIMATORS",
+    "EstimateConfig",
+    "EstimationResult",
+    "MineAverage",
+    "estimate_mi",
+    "estimator_value",
+    "evaluate",
+    "parse_estimator",
+    "train",
+    "training_objective",
+]
+
+#: Estimator name -> (training objective, one-line description).
+ESTIMATORS: dict[str, tuple[str, str]] = {
+    "dv": ("dv", "Donsker-Varadhan, trained and reported"),
+    "mine": ("mine", "DV value, MINE's moving-average-corrected DV gradient"),
+    "nwj": ("nwj", "NWJ, trained and reported"),
+    "infonce": ("infonce", "InfoNCE, trained and reported (at most log K)"),
+    "js": ("js", "JS bound value (2 JSD - 2 log 2, not MI), JS gradient"),
+    "js_dv": ("js", "JS-trained critic, DV value (= SMILE with no clipping)"),
+    "js_nwj": ("js", "JS-trained critic, NWJ value of the critic shifted by +1"),
+    "smile": ("js", "JS-trained critic, SMILE value with clip tau"),
+}
+
+
+def parse_estimator(name: str, clip: float | None = None) -> tuple[str, float | None]:
+    """Resolve an estimator name to ``(base name, clip)``.
+
+    ``"smile_5"`` → ``("smile", 5.0)``, ``"smile_inf"`` → ``("smile", None)``; ``"smile"`` takes
+    ``clip`` from the argument; every other name of :data:`ESTIMATORS` is returned as it is
+    (with ``clip=None``). Unknown names raise ``ValueError`` listing the valid ones.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"estimator name must be a str, got {type(name).__name__}")
+    if name.startswith("smile_"):
+        suffix = name[len("smile_"):]
+        if suffix in ("inf", "none"):
+            return "smile", None
+        try:
+            tau = float(suffix)
+        except ValueError:
+            tau = float("nan")
+        if not (math.isfinite(tau) and tau > 0):
+            raise ValueError(
+                f"bad SMILE clip in {name!r}: use smile_<tau> with tau > 0, or smile_inf"
+            )
+        return "smile", tau
+    if name not in ESTIMATORS:
+        raise ValueError(
+            f"unknown estimator {name!r}; valid names: {', '.join(ESTIMATORS)}, "
+            "smile_<tau>, smile_inf"
+        )
+    if name == "smile":
+        if clip is not None and not (
+            isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip > 0
+            and math.isfinite(clip)
+        ):
+            raise ValueError(f"clip must be a number > 0 or None, got {clip!r}")
+        return "smile", None if clip is None else float(clip)
+    return name, None
+
+
+def estimator_value(name: str, scores: torch.Tensor, *, clip: float | None = None) -> torch.Tensor:
+    """The reported value of estimator ``name`` on a ``[..., K, K]`` score matrix.
+
+    Gradients flow through the value's own formula; use :func:`training_objective` for the
+    training gradient.
+    """
+    base, tau = parse_estimator(name, clip)
+    if base == "infonce":
+        return infonce_bound(scores)
+    if base == "js_nwj":
+        return nwj_bound(*split_scores(scores + 1.0))
+    pos, neg = split_scores(scores)
+    if base in ("dv", "mine", "js_dv"):
+        return dv_bound(pos, neg)
+    if base == "nwj":
+        return nwj_bound(pos, neg)
+    if base == "js":
+        return js_bound(pos, neg)
+    return smile_bound(pos, neg, clip=tau)  # base == "smile"
+
+
+class MineAverage:
+    """MINE's exponential moving average of ``Ẑ = E_Q[e^T]``, kept as ``log EMA``.
+
+    ``update(log_z)`` folds in one batch, ``EMA ← m·EMA + (1-m)·Ẑ`` (the first batch
+    initialises it), and returns the new ``log EMA`` (detached).
+    """
+
+    def __init__(self, momentum: float = 0.99) -> None:
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
+            0 <= momentum < 1
+        ):
+            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+        self.log_ema: torch.Tensor | None = None
+
+    def update(self, log_z: torch.Tensor) -> torch.Tensor:
+        log_z = log_z.detach()
+        if self.log_ema is None or self.momentum == 0.0:
+            self.log_ema = log_z
+        else:
+            self.log_ema = torch.logaddexp(
+                self.log_ema + math.log(self.momentum), log_z + math.log1p(-self.momentum)
+            )
+        return self.log_ema
+
+
+def training_objective(
+    name: str,
+    scores: torch.Tensor,
+    *,
+    clip: float | None = None,
+    mine: MineAverage | None = None,
+) -> torch.Tensor:
+    """A tensor whose value is the estimate of ``name`` and whose gradient trains the critic.
+
+    Args:
+        name: a key of :data:`ESTIMATORS` (or ``smile_<τ>``).
+        scores: ``[K, K]`` score matrix with autograd.
+        clip: SMILE's τ for ``name == "smile"``.
+        mine: the moving average for ``name == "mine"`` (updated in place).
+
+    Returns:
+        Scalar tensor to *maximise*.
+    """
+    base, tau = parse_estimator(name, clip)
+    value = estimator_value(name, scores, clip=tau)
+    objective = ESTIMATORS[base][0]
+    if objective == "js" and base != "js":
+        return value_with_gradient_of(value, js_bound(*split_scores(scores)))
+    if objective == "mine":
+        if mine is None:
+            raise ValueError("estimator 'mine' needs its moving average: pass mine=MineAverage()")
+        pos, neg = split_scores(scores)
+        log_z = torch.logsumexp(neg, -1) - math.log(neg.shape[-1])  # log Ẑ, Ẑ = mean_Q e^T
+        log_ema = mine.update(log_z)
+        # ∇(E_P[T] - Ẑ/EMA) = ∇E_P[T] - ∇Ẑ/EMA: the corrected DV gradient (MINE, Sec. 3.2).
+        surrogate = pos.mean(-1) - torch.exp(log_z - log_ema)
+        return value_with_gradient_of(value, surrogate)
+    return value
+
+
+def _check_int(value: object, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+@dataclass
+class EstimateConfig:
+    """Settings of one neural MI estimation run (the CLI's options carry the same help).
+
+    Attributes:
+        bound: estimator to train and report (see :data:`ESTIMATORS`; also ``smile_<τ>``).
+        clip: SMILE's τ when ``bound == "smile"`` (``None``: no clipping).
+        steps: training steps (one fresh batch each).
+        batch_size: K, the number of joint samples per batch (K² critic evaluations).
+        lr: Adam learning rate.
+        mine_momentum: momentum m of MINE's moving average (``bound == "mine"``).
+        seed: seeds the critic's initialisation, the training batches and the evaluation batches.
+        device: torch device for the critic and the samples ("cpu", "cuda", "cuda:1", ...).
+        report: further estimators evaluated (value only) on every training batch's scores.
+        eval_batches: fresh batches scored by the trained critic for the final estimate and its
+            standard error (0: no final evaluation).
+        progress: show a tqdm progress bar.
+    """
+
+    bound: str = "smile"
+    clip: float | None = 5.0
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 5e-4
+    mine_momentum: float = 0.99
+    seed: int = 0
+    device: str = "cpu"
+    report: tuple[str, ...] = ()
+    eval_batches: int = 64
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        parse_estimator(self.bound, self.clip)
+        self.report = tuple(self.report)
+        for name in self.report:
+            parse_estimator(name, self.clip)
+        _check_int(self.steps, "steps", 1)
+        _check_int(self.batch_size, "batch_size", 2)
+        _check_int(self.seed, "seed", 0)
+        _check_int(self.eval_batches, "eval_batches", 0)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
+            math.isfinite(self.lr) and self.lr > 0
+        ):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        MineAverage(self.mine_momentum)  # validates
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device must name a torch device, got {self.device!r}") from err
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(self.progress).__name__}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every estimator recorded per step: ``bound`` first, then ``report`` (deduplicated)."""
+        return tuple(dict.fromkeys((self.bound, *self.report)))
+
+
+@dataclass
+class EstimationResult:
+    """Per-step estimates of one run and the trained critic's final estimate.
+
+    Attributes:
+        estimates: estimator name -> per-step values on the training batches, ``[steps]``.
+        true_mi: the task's true MI per step, ``[steps]`` (NaN where unknown).
+        final: estimator name -> (mean, standard error) over ``eval_batches`` fresh batches
+            scored by the trained critic (empty if ``eval_batches == 0``).
+        seconds: wall time of the training loop.
+        config: the run's settings.
+    """
+
+    estimates: dict[str, np.ndarray]
+    true_mi: np.ndarray
+    final: dict[str, tuple[float, float]]
+    seconds: float
+    config: EstimateConfig
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.config.steps / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary (per-step arrays as lists)."""
+        return {
+            "config": asdict(self.config),
+            "final": {k: {"estimate": m, "stderr": s} for k, (m, s) in self.final.items()},
+            "true_mi": None if np.all(np.isnan(self.true_mi)) else float(self.true_mi[-1]),
+            "seconds": self.seconds,
+            "steps_per_second": self.steps_per_second,
+            "estimates": {k: v.tolist() for k, v in self.estimates.items()},
+            **self.extra,
+        }
+
+
+def _device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+@torch.no_grad()
+def evaluate(
+    critic: nn.Module,
+    task: Task,
+    names: Sequence[str],
+    *,
+    batches: int,
+    batch_size: int,
+    generator: torch.Generator,
+    step: int,
+    clip: float | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Score ``batches`` fresh batches with a fixed critic; ``name -> (mean, standard error)``.
+
+    The standard error is ``std / sqrt(batches)`` over independent batches (it measures the
+    sampling noise of the estimate at this critic, not the spread over training runs).
+    """
+    _check_int(batches, "batches", 2)
+    values: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(batches):
+        x, y = task(step, batch_size, generator)
+        scores = critic.scores(x, y)
+        for n in names:
+            values[n].append(float(estimator_value(n, scores, clip=clip)))
+    out = {}
+    for n, v in values.items():
+        arr = np.asarray(v)
+        out[n] = (float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(len(arr))))
+    return out
+
+
+def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationResult:
+    """Train ``critic`` to maximise ``config.bound`` on fresh batches from ``task``.
+
+    At every step ``t`` a batch of ``K = batch_size`` joint samples is drawn with
+    ``task(t, K, generator)``, the critic's score matrix is computed, every estimator of
+    ``config.names`` is recorded (value on that batch, before the update), and one Adam step
+    ascends the training objective of ``config.bound`` (:func:`training_objective`).
+
+    Deterministic given ``config.seed`` (on CPU): the batches come from a generator seeded with
+    ``seed + 1`` and the final evaluation batches from one seeded with ``seed + 2``. The critic's
+    initialisation is the caller's (:func:`estimate_mi` seeds it with ``seed``).
+    """
+    if not isinstance(config, EstimateConfig):
+        raise TypeError(f"config must be an EstimateConfig, got {type(config).__name__}")
+    if not hasattr(critic, "scores"):
+        raise TypeError("critic must have a scores(x, y) -> [K, K] method (see mi_bounds.critics)")
+    device = _device(config.device)
+    critic = critic.to(device)
+    gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    opt = torch.optim.Adam(critic.parameters(), lr=config.lr)
+    mine = MineAverage(config.mine_momentum) if parse_estimator(config.bound)[0] == "mine" else None
+    names = config.names
+    per_step = {n: np.empty(config.steps) for n in names}
+    true_mi = np.full(config.steps, np.nan)
+    bar = tqdm(range(config.steps), disable=not config.progress, desc=config.bound, leave=False)
+    t0 = time.perf_counter()
+    for t in bar:
+        x, y = task(t, config.batch_size, gen)
+        scores = critic.scores(x, y)  # (K, K)
+        objective = training_objective(config.bound, scores, clip=config.clip, mine=mine)
+        opt.zero_grad(set_to_none=True)
+        (-objective).backward()
+        opt.step()
+        with torch.no_grad():
+            per_step[config.bound][t] = float(objective)
+            for n in names[1:]:
+                per_step[n][t] = float(estimator_value(n, scores, clip=config.clip))
+        mi = task.true_mi(t)
+        if mi is not None:
+            true_mi[t] = mi
+        if config.progress and t % 100 == 0:
+            bar.set_postfix(estimate=f"{per_step[config.bound][t]:.3f}")
+    seconds = time.perf_counter() - t0
+    final: dict[str, tuple[float, float]] = {}
+    if config.eval_batches >= 2:
+        critic.eval()
+        final = evaluate(
+            critic, task, names, batches=config.eval_batches, batch_size=config.batch_size,
+            generator=torch.Generator(device=device).manual_seed(config.seed + 2),
+            step=config.steps - 1, clip=config.clip,
+        )
+        critic.train()
+    return EstimationResult(per_step, true_mi, final, seconds, config)
+
+
+def estimate_mi(
+    task: Task,
+    config: EstimateConfig | None = None,
+    *,
+    critic: str = "separable",
+    **critic_kwargs: object,
+) -> tuple[EstimationResult, nn.Module]:
+    """Build a critic (seeded with ``config.seed``) for ``task`` and :func:`train` it.
+
+    Args:
+        task: a :class:`~mi_bounds.tasks.Task` (Gaussian, staircase, or arrays).
+        config: run settings (default :class:`EstimateConfig`).
+        critic: ``"separable"`` or ``"concat"``.
+        **critic_kwargs: sizes passed to the critic (``hidden_dim``, ``embed_dim``, ``layers``,
+            ``activation``).
+
+    Returns:
+        ``(result, trained critic)``.
+    """
+    config = EstimateConfig() if config is None else config
+    torch.manual_seed(config.seed)
+    net = make_critic(critic, task.x_dim, task.y_dim, **critic_kwargs)
+    return train(net, task, config), net
