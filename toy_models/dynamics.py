@@ -66,6 +66,8 @@ METRICS = (
 )
 
 _DTYPE = torch.float64
+#: A run whose parameters leave [-_THETA_LIMIT, _THETA_LIMIT] (or become non-finite) has diverged.
+_THETA_LIMIT = 1e6
 
 
 class WorldLike(Protocol):
@@ -104,6 +106,9 @@ class Trajectory:
         kl_to_optimal: ``E_x KL(pi(.|x) ‖ pi*(.|x))`` for the world's Gibbs policy ``pi*`` at the
             world's beta; ``J(pi*) - J(pi) = beta_world · kl_to_optimal`` (RLHF suboptimality).
         theta: the final parameters (``[X, Y]`` tabular, ``[d]`` shared-feature).
+        diverged_at: ``None``, or the first step whose parameters would have been non-finite or
+            larger than ``1e6`` in absolute value (gradient descent with too large a rate); the
+            run is stopped there and every metric from that step on is NaN.
     """
 
     kind: str
@@ -120,6 +125,7 @@ class Trajectory:
     expected_reward: NDArray[np.float64]
     kl_to_optimal: NDArray[np.float64]
     theta: NDArray[np.float64] = field(repr=False)
+    diverged_at: int | None = None
 
     @property
     def chosen_peak_step(self) -> int:
@@ -127,10 +133,15 @@ class Trajectory:
         return int(np.argmax(self.chosen_logps))
 
     def peak_to_final_drop(self, metric: str = "chosen_logps") -> float:
-        """``max_t m_t - m_final`` for a metric ``m`` (>= 0; 0 if it never falls from its peak)."""
+        """``max_t m_t - m_final`` for a metric ``m`` (>= 0; 0 if it never falls from its peak).
+
+        NaN for a run that diverged (see ``diverged_at``).
+        """
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
         values = getattr(self, metric)
+        if self.diverged_at is not None:
+            return float("nan")
         return float(values.max() - values[-1])
 
     def as_dict(self) -> dict[str, Any]:
@@ -138,6 +149,7 @@ class Trajectory:
         out: dict[str, Any] = {
             "kind": self.kind, "beta": self.beta, "lr": self.lr, "batch_size": self.batch_size,
             "step": self.step.tolist(), "theta": self.theta.tolist(),
+            "diverged_at": self.diverged_at,
         }
         out.update({m: getattr(self, m).tolist() for m in METRICS})
         return out
@@ -446,6 +458,7 @@ def gradient_descent_many(
     counts = [batch.offsets[i + 1] - batch.offsets[i] for i in range(n)]
     world_probs = [batch.prob[batch.offsets[i]:batch.offsets[i + 1]].numpy() for i in range(n)]
 
+    diverged_at: list[int | None] = [None] * n
     history: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
     for t in range(steps + 1):
         z = policy_log_ratios(theta, batch.log_ref, batch.features)
@@ -468,15 +481,27 @@ def gradient_descent_many(
             objective = losses[torch.as_tensor(np.concatenate(picks))].sum() / batch_size
         (grad,) = torch.autograd.grad(objective, theta)
         with torch.no_grad():
-            theta -= lr_t * grad
+            new = theta - lr_t * grad
+            flat = new.reshape(n, -1)
+            bad = ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) > _THETA_LIMIT)
+            for i in torch.nonzero(bad & (lr_t.reshape(n) > 0)).flatten().tolist():
+                diverged_at[i] = t + 1  # stop this world here; its metrics from t + 1 are NaN
+            stopped = torch.tensor([d is not None for d in diverged_at])
+            lr_t[stopped] = 0.0
+            theta.copy_(torch.where(stopped.reshape(lr_t.shape), theta, new))
 
     arrays = {m: torch.stack(v, dim=1).numpy() for m, v in history.items()}  # each [B, steps+1]
+    for i, d in enumerate(diverged_at):
+        if d is not None:
+            for m in METRICS:
+                arrays[m][i, d:] = np.nan
     final = theta.detach().numpy()
     return [
         Trajectory(
             kind=kind, beta=beta, lr=lrs[i], batch_size=batch_size,
             step=np.arange(steps + 1, dtype=np.int64),
-            theta=final[i].copy(), **{m: arrays[m][i].copy() for m in METRICS},
+            theta=final[i].copy(), diverged_at=diverged_at[i],
+            **{m: arrays[m][i].copy() for m in METRICS},
         )
         for i in range(n)
     ]
