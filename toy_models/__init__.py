@@ -8,3 +8,8 @@ JSD, entropy and mutual information with scipy, independently of :mod:`mi_bounds
 from toy_models.oracle import as_distribution, entropy, jsd, kl, log_ratio, mutual_information
 
 __all__ = ["as_distribution", "entropy", "jsd", "kl", "log_ratio", "mutual_information"]
+
+# :mod:`toy_models.world`: the categorical world (prompts, responses, pi_ref, reward, beta).
+from toy_models.world import PAIR_KINDS, CategoricalWorld
+
+__all__ += ["PAIR_KINDS", "CategoricalWorld"]
