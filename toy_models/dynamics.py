@@ -68,6 +68,8 @@ METRICS = (
 _DTYPE = torch.float64
 #: A run whose parameters leave [-_THETA_LIMIT, _THETA_LIMIT] (or become non-finite) has diverged.
 _THETA_LIMIT = 1e6
+#: Steps whose metrics are computed together (memory ~ _METRIC_CHUNK · B · X · Y · 8 bytes · 4).
+_METRIC_CHUNK = 256
 
 
 class WorldLike(Protocol):
@@ -179,7 +181,7 @@ def policy_log_ratios(
     if features is None:
         scores = theta.expand_as(log_pi_ref)
     else:
-        scores = torch.einsum("...xyd,...d->...xy", features, theta)
+        scores = (features @ theta[..., None, :, None]).squeeze(-1)  # [..., X, Y]
     return scores - torch.logsumexp(log_pi_ref + scores, dim=-1, keepdim=True)
 
 
@@ -368,12 +370,14 @@ def expected_loss(
 def _metrics(
     z: torch.Tensor, z_w: torch.Tensor, z_l: torch.Tensor, batch: _Batch, beta: float
 ) -> dict[str, torch.Tensor]:
-    """Exact per-world metrics at one step (each ``[B]``), from the log-ratios ``z``."""
-    n_worlds = batch.log_ref.shape[0]
+    """Exact per-world metrics (each ``[T, B]``) from the log-ratios ``z [T, B, X, Y]`` of ``T``
+    steps and their values ``z_w``, ``z_l`` ``[T, n_pairs]`` on the pair support."""
+    n_steps, n_worlds = z.shape[:2]
     p = batch.prob
 
     def per_world(values: torch.Tensor) -> torch.Tensor:  # Σ_pairs P · values, per world
-        return torch.zeros(n_worlds, dtype=_DTYPE).index_add_(0, batch.b, p * values)
+        out = torch.zeros(n_steps, n_worlds, dtype=_DTYPE)
+        return out.index_add_(1, batch.b, p * values)
 
     log_pi = batch.log_ref + z
     pi = log_pi.exp()
@@ -459,15 +463,15 @@ def gradient_descent_many(
     world_probs = [batch.prob[batch.offsets[i]:batch.offsets[i + 1]].numpy() for i in range(n)]
 
     diverged_at: list[int | None] = [None] * n
-    history: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
+    stopped = torch.zeros(n, dtype=torch.bool)
+    zs: list[torch.Tensor] = []  # z [B, X, Y] per step; the metrics are computed at the end
+    exact_losses: list[torch.Tensor] = []
     for t in range(steps + 1):
         z = policy_log_ratios(theta, batch.log_ref, batch.features)
         losses, z_w, z_l = _pair_losses(kind, z, batch, beta, params)
         weighted = batch.prob * losses
-        exact = torch.zeros(n, dtype=_DTYPE).index_add(0, batch.b, weighted.detach())
-        history["loss"].append(exact)
-        for name, value in _metrics(z.detach(), z_w.detach(), z_l.detach(), batch, beta).items():
-            history[name].append(value)
+        exact_losses.append(torch.zeros(n, dtype=_DTYPE).index_add(0, batch.b, weighted.detach()))
+        zs.append(z.detach())
         if t == steps:
             break
         if batch_size is None:
@@ -484,13 +488,26 @@ def gradient_descent_many(
             new = theta - lr_t * grad
             flat = new.reshape(n, -1)
             bad = ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) > _THETA_LIMIT)
-            for i in torch.nonzero(bad & (lr_t.reshape(n) > 0)).flatten().tolist():
-                diverged_at[i] = t + 1  # stop this world here; its metrics from t + 1 are NaN
-            stopped = torch.tensor([d is not None for d in diverged_at])
-            lr_t[stopped] = 0.0
-            theta.copy_(torch.where(stopped.reshape(lr_t.shape), theta, new))
+            bad &= ~stopped
+            if bool(bad.any()):
+                for i in torch.nonzero(bad).flatten().tolist():
+                    diverged_at[i] = t + 1  # stop this world here; its metrics from t+1 are NaN
+                stopped |= bad
+                lr_t[stopped] = 0.0
+            if bool(stopped.any()):
+                theta.copy_(torch.where(stopped.reshape(lr_t.shape), theta, new))
+            else:
+                theta.copy_(new)
 
-    arrays = {m: torch.stack(v, dim=1).numpy() for m, v in history.items()}  # each [B, steps+1]
+    history: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS if m != "loss"}
+    for start in range(0, steps + 1, _METRIC_CHUNK):  # in chunks of steps, to bound memory
+        z_chunk = torch.stack(zs[start:start + _METRIC_CHUNK])  # [T, B, X, Y]
+        z_w = z_chunk[:, batch.b, batch.x, batch.w]
+        z_l = z_chunk[:, batch.b, batch.x, batch.l]
+        for name, value in _metrics(z_chunk, z_w, z_l, batch, beta).items():
+            history[name].append(value)
+    arrays = {m: torch.cat(v).T.numpy() for m, v in history.items()}  # each [B, steps + 1]
+    arrays["loss"] = torch.stack(exact_losses, dim=1).numpy()
     for i, d in enumerate(diverged_at):
         if d is not None:
             for m in METRICS:
