@@ -192,20 +192,24 @@ class ProofResult:
 
 
 def _rewrites(diff: sp.Expr) -> Iterable[tuple[str, Callable[[], sp.Expr]]]:
-    """Targeted rewrites of ``lhs - rhs``, cheapest first (simplify has false negatives)."""
-    yield "expand", lambda: sp.expand(diff)
-    yield "simplify", lambda: sp.simplify(diff)
-    yield "expand_log + simplify", lambda: sp.simplify(sp.expand_log(sp.expand(diff), force=True))
-    yield "rewrite(exp) + together/cancel", lambda: sp.cancel(
-        sp.together(sp.expand(diff.rewrite(sp.exp)))
-    )
-    yield "logcombine + simplify", lambda: sp.simplify(sp.logcombine(diff, force=True))
+    """Targeted rewrites of ``lhs - rhs``, cheapest first (simplify has false negatives).
+
+    Each yields ``(description, thunk)``; the identity holds when the thunk returns exactly 0.
+    """
+    yield "expand(lhs - rhs) = 0", lambda: sp.expand(diff)
+    yield "cancel(together(lhs - rhs)) = 0", lambda: sp.cancel(sp.together(diff))
+    yield "simplify(lhs - rhs) = 0", lambda: sp.simplify(diff)
+    yield "cancel(together(rewrite(exp))) = 0", lambda: sp.cancel(
+        sp.together(sp.expand(diff.rewrite(sp.exp))))
+    yield "simplify(expand_log(lhs - rhs)) = 0", lambda: sp.simplify(
+        sp.expand_log(sp.expand(diff), force=True))
+    yield "simplify(logcombine(lhs - rhs)) = 0", lambda: sp.simplify(
+        sp.logcombine(diff, force=True))
     # exp is injective on the reals: exp(lhs - rhs) = 1 iff lhs = rhs (all our expressions are
     # real for the declared symbol domains).
     yield "simplify(exp(lhs - rhs)) = 1", lambda: sp.simplify(sp.exp(diff)) - 1
-    yield "powsimp/expand(exp(lhs - rhs)) = 1", lambda: sp.simplify(
-        sp.powsimp(sp.expand(sp.exp(sp.expand_log(diff, force=True))), force=True)
-    ) - 1
+    yield "simplify(powsimp(exp(lhs - rhs))) = 1", lambda: sp.simplify(
+        sp.powsimp(sp.expand(sp.exp(sp.expand_log(diff, force=True))), force=True)) - 1
 
 
 def _concrete(expr: sp.Expr, n_concrete: int) -> sp.Expr:
@@ -272,10 +276,10 @@ def equal(
         try:
             reduced = rewrite()
             if reduced == 0:
-                return Step(claim, latex, True, f"{name}(lhs - rhs) = 0")
+                return Step(claim, latex, True, name)
             if given and sp.simplify(reduced.subs(given)) == 0:
                 facts = ", ".join(f"{sp.sstr(k)} = {sp.sstr(v)}" for k, v in given.items())
-                return Step(claim, latex, True, f"{name}(lhs - rhs) = 0 using {facts}")
+                return Step(claim, latex, True, f"{name}, using {facts}")
         except (TypeError, ValueError, NotImplementedError, RecursionError):
             continue
     if given:

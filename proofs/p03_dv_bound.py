@@ -48,17 +48,19 @@ def derive() -> list[Step]:
         r"$\partial\,\mathrm{DV}/\partial T_k = p_k - q_k e^{T_k}/\mathbb{E}_Q[e^T]$ vanishes for "
         r"every $k$ (uses $\sum_i p_i = 1$)",
         grad_k, sp.Integer(0), given=NORMALISED))
-    # concavity: v^T H v = -Var_w(v) <= 0, with w_i = q_i e^{T_i} / sum_j q_j e^{T_j} (n = 3)
+    # concavity: v^T H v = -Var_w(v) <= 0, with w_i = q_i e^{T_i} / sum_j q_j e^{T_j} (n = 3);
+    # after differentiating, e^{T_j} is renamed E_j > 0 so that the identity is rational.
     t3 = [T[j] for j in (1, 2, 3)]
     dv3 = sum(p[j] * T[j] for j in (1, 2, 3)) - sp.log(sum(q[j] * sp.exp(T[j]) for j in (1, 2, 3)))
-    hessian = sp.hessian(dv3, t3)
-    w = [q[j] * sp.exp(T[j]) / sum(q[m] * sp.exp(T[m]) for m in (1, 2, 3)) for j in (1, 2, 3)]
     vv = sp.Matrix([v[j] for j in (1, 2, 3)])
+    quad = (vv.T * sp.hessian(dv3, t3) * vv)[0, 0]
+    big_e = sp.IndexedBase("E", positive=True)
+    quad = quad.subs({sp.exp(T[j]): big_e[j] for j in (1, 2, 3)})
+    w = [q[j] * big_e[j] / sum(q[m] * big_e[m] for m in (1, 2, 3)) for j in (1, 2, 3)]
     mean_v = sum(w[j] * vv[j] for j in range(3))
-    quad = (vv.T * hessian * vv)[0, 0]
     steps.append(equal(
-        r"Concavity ($n = 3$): the Hessian's quadratic form is minus a variance, "
-        r"$v^\top H v = -\sum_i w_i (v_i - \bar v)^2$ with $w \propto q e^T$, so "
+        r"Concavity ($n = 3$, $E_i = e^{T_i}$): the Hessian's quadratic form is minus a "
+        r"variance, $v^\top H v = -\sum_i w_i (v_i - \bar v)^2$ with $w \propto q e^T$, so "
         r"$\mathrm{DV}$ is concave and its stationary points are global maxima",
         quad, -sum(w[j] * (vv[j] - mean_v) ** 2 for j in range(3))))
     steps.append(equal(
