@@ -283,8 +283,12 @@ def offdiagonal(scores: ArrayLike) -> torch.Tensor:
     """The off-diagonal entries of ``[..., K, K]`` scores, flattened to ``[..., K(K-1)]``."""
     s = _check_scores(scores)
     k = s.shape[-1]
-    mask = ~torch.eye(k, dtype=torch.bool, device=s.device)
-    return s[..., mask]
+    batch = s.shape[:-2]
+    # Drop the first entry of the flattened matrix: what is left, read in rows of K + 1, starts
+    # each row with the K off-diagonal entries between two diagonal ones. One strided copy,
+    # much cheaper than boolean-mask indexing.
+    flat = s.reshape(*batch, k * k)[..., 1:]
+    return flat.reshape(*batch, k - 1, k + 1)[..., :-1].reshape(*batch, k * (k - 1))
 
 
 def _infonce(pos: torch.Tensor, row_logsumexp: torch.Tensor, k: int) -> torch.Tensor:

@@ -432,3 +432,14 @@ def test_registry_is_complete_and_consistent():
         assert B.get_bound(name) is spec
         assert spec.target in {"KL", "2JSD-2log2", "I(X;Y)"}
         assert (spec.optimal_critic is None) == (not spec.is_bound)
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_offdiagonal_equals_boolean_mask(k):
+    """The strided off-diagonal extraction equals boolean-mask indexing, also on a
+    non-contiguous (transposed) input."""
+    s = torch.randn(2, 3, k, k, dtype=torch.float64)
+    mask = ~torch.eye(k, dtype=torch.bool)
+    assert torch.equal(B.offdiagonal(s), s[..., mask])
+    st_ = s.transpose(-1, -2)
+    assert torch.equal(B.offdiagonal(st_), st_[..., mask])
