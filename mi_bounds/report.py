@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,14 +86,12 @@ def _infonce_expectation(joint: np.ndarray, critic: np.ndarray, k: int) -> float
     """E[InfoNCE_K] by enumerating every batch of K iid pairs from ``joint`` exactly."""
     nx, ny = joint.shape
     cells = [(x, y) for x in range(nx) for y in range(ny) if joint[x, y] > 0]
-    total = 0.0
     batches = list(itertools.product(cells, repeat=k))
     xs = np.array([[c[0] for c in b] for b in batches])
     ys = np.array([[c[1] for c in b] for b in batches])
     prob = np.prod(joint[xs, ys], axis=1)
     scores = torch.as_tensor(critic[xs[:, :, None], ys[:, None, :]])
-    total = float(np.sum(prob * B.infonce_bound(scores).numpy()))
-    return total
+    return float(np.sum(prob * B.infonce_bound(scores).numpy()))
 
 
 def verify(worlds: int = 200, critics: int = 20, seed: int = 0) -> list[Row]:
@@ -105,7 +102,8 @@ def verify(worlds: int = 200, critics: int = 20, seed: int = 0) -> list[Row]:
     facts: dict[str, _Max] = {name: _Max() for name in [
         "1. DV(T) <= KL", "1. NWJ(T) <= KL", "1. TUBA(T,a) <= KL", "1. JS(T) <= 2JSD - 2log2",
         "2. NWJ(T) <= DV(T)", "2. TUBA(T,a) <= DV(T)",
-        "3. |DV(T*) - KL|", "3. |NWJ(T*) - KL|", "3. |TUBA(T*,a) - KL|", "3. |JS(T*) - (2JSD-2log2)|",
+        "3. |DV(T*) - KL|", "3. |NWJ(T*) - KL|", "3. |TUBA(T*,a) - KL|",
+        "3. |JS(T*) - (2JSD-2log2)|",
         "4. |DV(T+c) - DV(T)|",
         "5. InfoNCE batch value <= log K", "5. E[InfoNCE_K] <= I(X;Y) (exact enumeration)",
         "6. KL = inf off-support, bounds finite",
@@ -195,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``mi-bounds report [--worlds N] [--critics M] [--seed S] [--json PATH]``."""
     parser = argparse.ArgumentParser(prog="mi-bounds report", description=__doc__.split("\n")[0])
     parser.add_argument("--worlds", type=int, default=200, help="random (P, Q) pairs (default 200)")
-    parser.add_argument("--critics", type=int, default=20, help="critic tables per pair (default 20)")
+    parser.add_argument("--critics", type=int, default=20,
+                        help="critic tables per pair (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this path")
     args = parser.parse_args(argv)
