@@ -1,0 +1,302 @@
+"""Configuration of a small-LM run: validated dataclasses and named presets.
+
+A run is described by one :class:`RunConfig` (model size, task, and the settings of the base,
+sample and align stages). It is written to ``<run dir>/config.json`` by the first stage and every
+later invocation on the same directory must agree with it (except for the loss and seed
+selection, which may grow between invocations), so a re-run with the same command resumes.
+
+Presets (see :data:`PRESETS`):
+
+* ``cpu-tiny``: seconds on a 2-core CPU; used by the tests.
+* ``cpu-small``: a few minutes on one CPU core; the CPU result of docs/RESULTS.md §5.
+* ``gpu-small``: the validation run, sized for well under 10 minutes on one H100 (not yet run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "PRESETS",
+    "AlignConfig",
+    "BaseConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SampleConfig",
+    "TaskConfig",
+    "get_preset",
+]
+
+
+def _check_int(value: object, name: str, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_float(value: object, name: str, *, low: float = 0.0, inclusive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (value >= low if inclusive else value > low) or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number {'>=' if inclusive else '>'} {low}, "
+                         f"got {value}")
+
+
+@dataclass
+class ModelConfig:
+    """Size of the Llama-style causal LM built by the base stage (ignored with ``--model``)."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    #: context length in tokens (prompt + response + BOS/EOS must fit)
+    context: int = 24
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "context"):
+            _check_int(getattr(self, name), f"model.{name}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                             f"model.num_heads ({self.num_heads})")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("model.hidden_size / model.num_heads must be even (rotary embeddings)")
+
+
+@dataclass
+class TaskConfig:
+    """The arithmetic task: ``a<op>b=`` with ``level``-digit operands; the answer is the result."""
+
+    #: difficulty levels (operand digit counts) used for base training and prompts
+    levels: tuple[int, ...] = (1, 2)
+    #: relative frequency of each level in base training and in the prompt sets
+    level_weights: tuple[float, ...] = (1.0, 1.0)
+    #: operators drawn uniformly: any of "+", "-", "*"
+    ops: str = "+"
+
+    def __post_init__(self) -> None:
+        self.levels = tuple(self.levels)
+        self.level_weights = tuple(float(w) for w in self.level_weights)
+        if not self.levels:
+            raise ValueError("task.levels must not be empty")
+        for lv in self.levels:
+            _check_int(lv, "task.levels[i]")
+            if lv > 9:
+                raise ValueError(f"task.levels entries must be <= 9 digits, got {lv}")
+        if len(self.level_weights) != len(self.levels):
+            raise ValueError(f"task.level_weights must have one entry per level "
+                             f"({len(self.levels)}), got {len(self.level_weights)}")
+        for w in self.level_weights:
+            _check_float(w, "task.level_weights[i]")
+        if not self.ops or any(op not in "+-*" for op in self.ops):
+            raise ValueError(
+                f"task.ops must be a non-empty string of '+', '-', '*', got {self.ops!r}")
+
+
+@dataclass
+class BaseConfig:
+    """Base stage: supervised training of the fresh model on the task (answer tokens only)."""
+
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 20
+    weight_decay: float = 0.0
+    #: write a resumable checkpoint every this many steps
+    ckpt_every: int = 100
+
+    def __post_init__(self) -> None:
+        _check_int(self.steps, "base.steps", minimum=0)
+        _check_int(self.batch_size, "base.batch_size")
+        _check_float(self.lr, "base.lr")
+        _check_int(self.warmup, "base.warmup", minimum=0)
+        _check_float(self.weight_decay, "base.weight_decay", inclusive=True)
+        _check_int(self.ckpt_every, "base.ckpt_every")
+
+
+@dataclass
+class SampleConfig:
+    """Sample stage: k responses per prompt from the base model, labelled by the verifier."""
+
+    n_train_prompts: int = 128
+    n_heldout_prompts: int = 64
+    #: responses sampled per prompt
+    k: int = 8
+    temperature: float = 1.0
+    #: at most this many (chosen, rejected) pairs per prompt
+    pairs_per_prompt: int = 2
+    #: a held-out prompt is "hard" when the base model's sampled accuracy on it is <= this
+    hard_threshold: float = 0.0
+    #: with --pairs FILE: fraction of the user's pairs kept out of training (held-out pairs)
+    heldout_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_int(self.n_train_prompts, "sample.n_train_prompts")
+        _check_int(self.n_heldout_prompts, "sample.n_heldout_prompts")
+        _check_int(self.k, "sample.k", minimum=2)
+        _check_float(self.temperature, "sample.temperature")
+        _check_int(self.pairs_per_prompt, "sample.pairs_per_prompt")
+        _check_float(self.hard_threshold, "sample.hard_threshold", inclusive=True)
+        _check_float(self.heldout_fraction, "sample.heldout_fraction", inclusive=True)
+        if self.heldout_fraction >= 1:
+            raise ValueError(f"sample.heldout_fraction must be < 1, got {self.heldout_fraction}")
+
+
+@dataclass
+class AlignConfig:
+    """Align stage: one run per (loss, seed), all from the same base model and pairs."""
+
+    losses: tuple[str, ...] = ("dpo", "mio", "ipo")
+    seeds: tuple[int, ...] = (0,)
+    beta: float = 0.1
+    lr: float = 1e-3
+    steps: int = 30
+    #: pairs per step (each step runs 2 * batch_size sequences in one forward pass)
+    batch_size: int = 16
+    #: record metrics every this many steps (and at step 0 and the last step)
+    eval_every: int = 10
+    #: write a resumable checkpoint every this many steps
+    ckpt_every: int = 10
+    #: train pairs used for the recorded train metrics (the first n of the train pairs)
+    n_eval_pairs: int = 64
+    max_grad_norm: float = 1.0
+    #: save each aligned model (save_pretrained) next to its metrics
+    save_models: bool = False
+
+    def __post_init__(self) -> None:
+        self.losses = tuple(self.losses)
+        self.seeds = tuple(self.seeds)
+        if not self.losses:
+            raise ValueError("align.losses must not be empty")
+        if len(set(self.losses)) != len(self.losses):
+            raise ValueError(f"align.losses has duplicates: {self.losses}")
+        for loss in self.losses:
+            if not isinstance(loss, str):
+                raise TypeError(f"align.losses entries must be str, got {type(loss).__name__}")
+        if not self.seeds:
+            raise ValueError("align.seeds must not be empty")
+        for s in self.seeds:
+            _check_int(s, "align.seeds[i]", minimum=0)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"align.seeds has duplicates: {self.seeds}")
+        _check_float(self.beta, "align.beta")
+        _check_float(self.lr, "align.lr")
+        _check_int(self.steps, "align.steps")
+        _check_int(self.batch_size, "align.batch_size")
+        _check_int(self.eval_every, "align.eval_every")
+        _check_int(self.ckpt_every, "align.ckpt_every")
+        _check_int(self.n_eval_pairs, "align.n_eval_pairs")
+        _check_float(self.max_grad_norm, "align.max_grad_norm")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written to ``<run dir>/config.json``."""
+
+    preset: str = "cpu-tiny"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    base: BaseConfig = field(default_factory=BaseConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    #: peak FLOP/s used for the MFU estimate on CPU (a nominal figure; pass --peak-tflops)
+    cpu_peak_flops: float = 1e11
+    #: peak FLOP/s used for the MFU estimate on CUDA (H100 SXM dense bf16: 989 TFLOP/s)
+    cuda_peak_flops: float = 989e12
+
+    def __post_init__(self) -> None:
+        _check_int(self.seed, "seed", minimum=0)
+        for name, cls in (("model", ModelConfig), ("task", TaskConfig), ("base", BaseConfig),
+                          ("sample", SampleConfig), ("align", AlignConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _from_dict(cls, value, name))
+            elif not isinstance(value, cls):
+                raise TypeError(f"{name} must be a {cls.__name__} or dict")
+        _check_float(self.cpu_peak_flops, "cpu_peak_flops")
+        _check_float(self.cuda_peak_flops, "cuda_peak_flops")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return _from_dict(cls, data, "config")
+
+    def replace(self, **sections: dict[str, Any]) -> RunConfig:
+        """A copy with fields of sections replaced, e.g. ``replace(align={"seeds": (0, 1)})``."""
+        data = self.to_dict()
+        for section, updates in sections.items():
+            if section not in data:
+                raise ValueError(f"unknown config section {section!r}")
+            if isinstance(updates, dict):
+                data[section].update(updates)
+            else:
+                data[section] = updates
+        return RunConfig.from_dict(data)
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"{where} must be a JSON object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown field(s) in {where}: {sorted(unknown)}; valid: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+#: Named presets. ``cpu-tiny`` is what the tests run; ``gpu-small`` is the GPU validation run.
+PRESETS: dict[str, RunConfig] = {
+    "cpu-tiny": RunConfig(
+        preset="cpu-tiny",
+        model=ModelConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
+                          context=16),
+        task=TaskConfig(levels=(1, 2), level_weights=(1.0, 3.0), ops="+"),
+        base=BaseConfig(steps=200, batch_size=32, lr=3e-3, warmup=20, ckpt_every=50),
+        sample=SampleConfig(n_train_prompts=64, n_heldout_prompts=32, k=8, pairs_per_prompt=2),
+        align=AlignConfig(losses=("dpo", "mio", "ipo"), seeds=(0,), beta=0.1, lr=1e-3, steps=24,
+                          batch_size=8, eval_every=8, ckpt_every=8, n_eval_pairs=32),
+    ),
+    "cpu-small": RunConfig(
+        preset="cpu-small",
+        model=ModelConfig(hidden_size=96, num_layers=3, num_heads=4, intermediate_size=256,
+                          context=20),
+        task=TaskConfig(levels=(1, 2, 3), level_weights=(1.0, 3.0, 3.0), ops="+"),
+        base=BaseConfig(steps=1200, batch_size=64, lr=3e-3, warmup=50, ckpt_every=200),
+        sample=SampleConfig(n_train_prompts=384, n_heldout_prompts=128, k=8, pairs_per_prompt=2),
+        align=AlignConfig(losses=("dpo", "mio", "ipo"), seeds=(0, 1, 2), beta=0.1, lr=5e-4,
+                          steps=200, batch_size=32, eval_every=20, ckpt_every=50,
+                          n_eval_pairs=128),
+    ),
+    "gpu-small": RunConfig(
+        preset="gpu-small",
+        model=ModelConfig(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024,
+                          context=32),
+        task=TaskConfig(levels=(2, 3, 4), level_weights=(1.0, 2.0, 2.0), ops="+"),
+        base=BaseConfig(steps=3000, batch_size=256, lr=1e-3, warmup=100, ckpt_every=500),
+        sample=SampleConfig(n_train_prompts=4096, n_heldout_prompts=512, k=16,
+                            pairs_per_prompt=4),
+        align=AlignConfig(losses=("dpo", "mio", "ipo"), seeds=(0, 1, 2), beta=0.1, lr=3e-5,
+                          steps=600, batch_size=64, eval_every=50, ckpt_every=100,
+                          n_eval_pairs=512, save_models=False),
+    ),
+}
+
+
+def get_preset(name: str) -> RunConfig:
+    """A fresh copy of the named preset; an unknown name raises ``ValueError`` listing them."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return RunConfig.from_dict(PRESETS[name].to_dict())

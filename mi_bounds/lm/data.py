@@ -1,0 +1,77 @@
+"""Preference pairs: reading and validating a user's JSONL file, and length checks.
+
+A pairs file has one JSON object per line with string fields ``prompt``, ``chosen`` and
+``rejected`` (other fields are kept but ignored); blank lines are skipped. Every error names the
+file and the 1-based line number, and the whole file is validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mi_bounds.lm.tokenizer import Tokenizer
+
+__all__ = ["check_fits", "read_pairs_jsonl", "sequence_length"]
+
+_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def sequence_length(tokenizer: Tokenizer, prompt: str, response: str) -> int:
+    """Tokens of ``[BOS] prompt response EOS``."""
+    bos = 1 if tokenizer.bos_id is not None else 0
+    return bos + len(tokenizer.encode(prompt)) + len(tokenizer.encode(response)) + 1
+
+
+def check_fits(tokenizer: Tokenizer, prompt: str, response: str, context: int, where: str) -> None:
+    """``ValueError`` naming ``where`` if the sequence does not fit the model's context."""
+    n = sequence_length(tokenizer, prompt, response)
+    if n > context:
+        raise ValueError(f"{where}: prompt + response is {n} tokens, longer than the model's "
+                         f"context of {context} tokens")
+
+
+def read_pairs_jsonl(path: str | Path, tokenizer: Tokenizer, context: int) -> list[dict[str, Any]]:
+    """Read and validate a pairs file; returns ``[{"prompt", "chosen", "rejected"}, ...]``.
+
+    Raises:
+        ValueError: the file is missing or empty (no pairs), a line is not a JSON object, a field
+            is missing or not a non-empty string, chosen equals rejected, a character is not in
+            the tokenizer's vocabulary, or a sequence is longer than ``context``. The message
+            names the line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"pairs file {str(path)!r} does not exist")
+    pairs: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object with fields {_FIELDS}, "
+                                 f"got {type(row).__name__}")
+            for name in _FIELDS:
+                if name not in row:
+                    raise ValueError(f"{where}: missing field {name!r}")
+                if not isinstance(row[name], str) or not row[name]:
+                    raise ValueError(f"{where}: field {name!r} must be a non-empty string")
+            if row["chosen"] == row["rejected"]:
+                raise ValueError(f"{where}: chosen and rejected are identical")
+            for name in _FIELDS:
+                try:
+                    tokenizer.encode(row[name])
+                except ValueError as err:
+                    raise ValueError(f"{where}: field {name!r}: {err}") from None
+            for name in ("chosen", "rejected"):
+                check_fits(tokenizer, row["prompt"], row[name], context, f"{where} ({name})")
+            pairs.append({k: row[k] for k in _FIELDS})
+    if not pairs:
+        raise ValueError(f"pairs file {str(path)!r} holds no pairs (empty pair set)")
+    return pairs

@@ -1,0 +1,196 @@
+"""Report of a small-LM run: chosen log-likelihood against step per loss, and accuracy tables.
+
+Outputs (PNG and PDF written deterministically, numbers as JSON, table also as Markdown):
+
+* ``lm_chosen_logp``: mean chosen log-likelihood of the train and held-out pairs against the
+  alignment step, one colour per loss, mean over seeds with a ±1 std band; also the rejected
+  log-likelihood and the greedy accuracy on held-out and hard prompts.
+* ``lm_table``: per loss, final greedy accuracy on held-out and hard prompts (mean ± std over
+  seeds), held-out reward accuracy, and the chosen log-likelihood's start, peak and final values
+  with the decline from the peak ("late decline") and the change over the second half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mi_bounds.lm import _io
+from mi_bounds.lm.config import RunConfig
+
+__all__ = ["summarise", "write_report"]
+
+_COLORS = {"dpo": "#1f77b4", "mio": "#2ca02c", "nca_pair": "#bcbd22", "ipo": "#7f7f7f",
+           "bco_pair": "#17becf", "infonce": "#d62728", "nwj": "#ff7f0e"}
+
+
+def _color(loss: str, i: int) -> str:
+    return _COLORS.get(loss, f"C{i % 10}")
+
+
+def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
+    """PNG and PDF without run-dependent metadata (same numbers -> same bytes)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
+    with plt.rc_context({"svg.hashsalt": "mi-bounds"}):
+        fig.savefig(png, metadata={"Software": None}, bbox_inches="tight", dpi=150)
+        fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None, "Producer": None,
+                                   "Creator": None}, bbox_inches="tight")
+    plt.close(fig)
+    return [png, pdf]
+
+
+def _series(results: Sequence[dict], section: str,
+            key: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values [n_seeds, n_points]) of a recorded metric; NaN where it is missing."""
+    steps = np.array([h["step"] for h in results[0]["history"]])
+    rows = []
+    for r in results:
+        if [h["step"] for h in r["history"]] != steps.tolist():
+            raise ValueError(f"runs of loss {r['loss']!r} have different evaluation steps")
+        vals = [h[section].get(key) if key is not None else h[section] for h in r["history"]]
+        rows.append([np.nan if v is None else float(v) for v in vals])
+    return steps, np.array(rows, dtype=float)
+
+
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
+
+
+def _by_loss(results: Sequence[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: (r["loss"], r["seed"])):
+        groups.setdefault(r["loss"], []).append(r)
+    return groups
+
+
+def summarise(results: Sequence[dict]) -> dict[str, Any]:
+    """Per-loss numbers over seeds (mean, std with ddof=1, and the per-seed values).
+
+    ``chosen_decline_from_peak`` = final - max over the run of the mean train chosen log-prob
+    (0 if it never fell below its peak); ``chosen_change_second_half`` = final - value at the
+    evaluation step nearest the middle of the run; ``chosen_change`` = final - initial.
+    """
+    out: dict[str, Any] = {}
+    for loss, runs in _by_loss(results).items():
+        steps, chosen = _series(runs, "train", "logps/chosen")
+        _, rejected = _series(runs, "train", "logps/rejected")
+        _, h_chosen = _series(runs, "heldout", "logps/chosen")
+        _, rew_acc = _series(runs, "heldout", "rewards/accuracies")
+        _, acc_h = _series(runs, "acc_heldout", None)
+        _, acc_hard = _series(runs, "acc_hard", None)
+        mid = int(np.argmin(np.abs(steps - steps[-1] / 2)))
+        per_seed = {
+            "acc_heldout": acc_h[:, -1],
+            "acc_hard": acc_hard[:, -1],
+            "heldout_reward_accuracy": rew_acc[:, -1],
+            "chosen_initial": chosen[:, 0],
+            "chosen_peak": chosen.max(axis=1),
+            "chosen_final": chosen[:, -1],
+            "chosen_change": chosen[:, -1] - chosen[:, 0],
+            "chosen_decline_from_peak": chosen[:, -1] - chosen.max(axis=1),
+            "chosen_change_second_half": chosen[:, -1] - chosen[:, mid],
+            "rejected_change": rejected[:, -1] - rejected[:, 0],
+            "heldout_chosen_change": h_chosen[:, -1] - h_chosen[:, 0],
+        }
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "steps": int(steps[-1])}
+        for key, vals in per_seed.items():
+            m, s = _mean_std(vals)
+            entry[key] = {"mean": m, "std": s, "per_seed": [float(v) for v in vals]}
+        tp = [r["throughput"] for r in runs]
+        entry["tokens_per_s"] = _mean_std(np.array([t["tokens_per_s"] for t in tp]))[0]
+        entry["mfu"] = _mean_std(np.array([t["mfu"] for t in tp]))[0]
+        entry["padding_fraction"] = _mean_std(np.array([t["padding_fraction"] for t in tp]))[0]
+        out[loss] = entry
+    return out
+
+
+def _fmt(d: dict[str, float], digits: int = 3) -> str:
+    if not np.isfinite(d["mean"]):
+        return "n/a"
+    return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+
+
+def _plot_curves(groups: dict[str, list[dict]], out_dir: Path) -> tuple[list[Path], dict]:
+    panels = [("train", "logps/chosen", "chosen log-lik. (train pairs)"),
+              ("heldout", "logps/chosen", "chosen log-lik. (held-out pairs)"),
+              ("train", "logps/rejected", "rejected log-lik. (train pairs)"),
+              ("acc_heldout", None, "greedy accuracy (held-out; dashed: hard)")]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.2), sharex=True)
+    data: dict[str, Any] = {}
+    for i, (loss, runs) in enumerate(groups.items()):
+        c = _color(loss, i)
+        data[loss] = {}
+        for ax, (section, key, title) in zip(axes.flat, panels, strict=True):
+            steps, vals = _series(runs, section, key)
+            name = f"{section}/{key}" if key else section
+            data[loss][name] = {"steps": steps.tolist(), "mean": np.nanmean(vals, 0).tolist(),
+                                "std": (np.nanstd(vals, 0, ddof=1) if len(runs) > 1
+                                        else np.zeros(len(steps))).tolist()}
+            m, s = np.array(data[loss][name]["mean"]), np.array(data[loss][name]["std"])
+            if np.all(np.isnan(m)):
+                continue
+            ax.plot(steps, m, color=c, label=f"{loss} (n={len(runs)})")
+            ax.fill_between(steps, m - s, m + s, color=c, alpha=0.2, lw=0)
+            ax.set_title(title)
+            if section == "acc_heldout":
+                st, hv = _series(runs, "acc_hard", None)
+                if not np.all(np.isnan(hv)):
+                    data[loss]["acc_hard"] = {"steps": st.tolist(),
+                                              "mean": np.nanmean(hv, 0).tolist()}
+                    ax.plot(st, np.nanmean(hv, 0), color=c, ls="--")
+    for ax in axes[1]:
+        ax.set_xlabel("alignment step")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Alignment from one base model: mean over seeds, band = ±1 std")
+    fig.tight_layout()
+    return _save(fig, out_dir, "lm_chosen_logp"), data
+
+
+def _table_rows(summary: dict, base_acc: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["loss", "seeds", "acc held-out", "acc hard", "reward acc (held-out)",
+              "chosen Δ (final-start)", "chosen final-peak", "chosen Δ 2nd half"]
+    rows = [["base", "-", f"{base_acc.get('heldout_greedy') or float('nan'):.3f}",
+             f"{base_acc.get('hard_greedy') or float('nan'):.3f}", "-", "-", "-", "-"]]
+    for loss, e in summary.items():
+        rows.append([loss, str(len(e["seeds"])), _fmt(e["acc_heldout"]), _fmt(e["acc_hard"]),
+                     _fmt(e["heldout_reward_accuracy"]), _fmt(e["chosen_change"]),
+                     _fmt(e["chosen_decline_from_peak"]), _fmt(e["chosen_change_second_half"])])
+    return header, rows
+
+
+def write_report(results: Sequence[dict], sample: dict, config: RunConfig,
+                 out_dir: str | Path) -> list[Path]:
+    """Write the figure, the table (PNG, PDF, JSON, Markdown) and return their paths."""
+    out_dir = Path(out_dir)
+    groups = _by_loss(results)
+    paths, curves = _plot_curves(groups, out_dir)
+    summary = summarise(results)
+    base_acc = sample.get("base_accuracy", {})
+    header, rows = _table_rows(summary, base_acc)
+    fig, ax = plt.subplots(figsize=(11, 0.45 * (len(rows) + 1) + 0.3))
+    ax.axis("off")
+    table = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1, 1.3)
+    ax.set_title("Final greedy accuracy and chosen log-likelihood change (mean ± std over seeds)",
+                 fontsize=9)
+    paths += _save(fig, out_dir, "lm_table")
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    paths.append(_io.write_text(out_dir / "lm_table.md", "\n".join(md) + "\n"))
+    payload = {"preset": config.preset, "config": config.to_dict(), "summary": summary,
+               "base_accuracy": base_acc, "counts": sample.get("counts", {}), "curves": curves}
+    paths.append(_io.write_json(out_dir / "lm_report.json", payload))
+    return paths
