@@ -443,3 +443,11 @@ def test_offdiagonal_equals_boolean_mask(k):
     assert torch.equal(B.offdiagonal(s), s[..., mask])
     st_ = s.transpose(-1, -2)
     assert torch.equal(B.offdiagonal(st_), st_[..., mask])
+
+
+def test_js_exact_for_large_critics():
+    """JS at T = 30 is -30 - 2 log1p(e^-30) to float64 round-off (a softplus that returns its
+    input above a threshold would be off by ~2e-13 here)."""
+    t = torch.tensor([30.0], dtype=torch.float64)
+    expected = -30.0 - 2 * math.log1p(math.exp(-30.0))
+    assert float(B.js_bound(t, t)) == pytest.approx(expected, abs=1e-14, rel=0)
