@@ -354,7 +354,7 @@ def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationRe
     device = _device(config.device)
     critic = critic.to(device)
     gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    opt = torch.optim.Adam(critic.parameters(), lr=config.lr)
+    opt = torch.optim.Adam(critic.parameters(), lr=config.lr, foreach=True)
     mine = MineAverage(config.mine_momentum) if parse_estimator(config.bound)[0] == "mine" else None
     names = config.names
     per_step = {n: np.empty(config.steps) for n in names}

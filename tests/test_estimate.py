@@ -1,0 +1,268 @@
+"""Neural estimation: estimator values and gradients, MINE's average, the trainer, the CLI and
+the staircase runner, checked against independent numpy/autograd computations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+
+from mi_bounds.estimate import (
+    ESTIMATORS,
+    EstimateConfig,
+    MineAverage,
+    estimate_mi,
+    estimator_value,
+    parse_estimator,
+    training_objective,
+)
+from mi_bounds.estimate_cli import main as cli_main
+from mi_bounds.staircase import (
+    OBJECTIVES,
+    RunSpec,
+    bias_variance_table,
+    level_stats,
+    load_runs,
+    plan,
+    run_grid,
+)
+from mi_bounds.tasks import ArrayTask, GaussianTask
+
+
+def _scores(k: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.randn(k, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
+
+
+def _numpy_reference(name: str, s: np.ndarray, tau: float | None = None) -> float:
+    """Each estimator's formula on a score matrix, written out with numpy/scipy."""
+    k = s.shape[0]
+    diag, off = np.diag(s), s[~np.eye(k, dtype=bool)]
+    lme = lambda v: logsumexp(v) - math.log(v.size)  # noqa: E731
+    if name in ("dv", "mine", "js_dv") or (name == "smile" and tau is None):
+        return diag.mean() - lme(off)
+    if name == "nwj":
+        return diag.mean() - np.exp(lme(off) - 1.0)
+    if name == "js_nwj":  # NWJ at T + 1
+        return (diag + 1).mean() - np.exp(lme(off + 1) - 1.0)
+    if name == "js":
+        return -np.logaddexp(0, -diag).mean() - np.logaddexp(0, off).mean()
+    if name == "infonce":
+        return float(np.mean(diag - logsumexp(s, axis=1)) + math.log(k))
+    if name == "smile":
+        return diag.mean() - lme(np.clip(off, -tau, tau))
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", [*ESTIMATORS, "smile_1", "smile_5", "smile_inf"])
+def test_estimator_values_match_numpy(name: str) -> None:
+    s = _scores()
+    base, tau = parse_estimator(name, 2.0)
+    expected = _numpy_reference(base, s.numpy(), tau)
+    assert float(estimator_value(name, s, clip=2.0)) == pytest.approx(expected, abs=1e-10)
+
+
+def test_parse_estimator() -> None:
+    assert parse_estimator("smile_5") == ("smile", 5.0)
+    assert parse_estimator("smile_inf") == ("smile", None)
+    assert parse_estimator("smile", 1.0) == ("smile", 1.0)
+    assert parse_estimator("mine") == ("mine", None)
+    with pytest.raises(ValueError, match=r"unknown estimator 'mi'.*dv, mine, nwj"):
+        parse_estimator("mi")
+    with pytest.raises(ValueError, match="bad SMILE clip"):
+        parse_estimator("smile_-1")
+
+
+def _grad(f, s: torch.Tensor) -> torch.Tensor:
+    s = s.clone().requires_grad_(True)
+    f(s).backward()
+    return s.grad
+
+
+@pytest.mark.parametrize("name", ["js_dv", "js_nwj", "smile_1", "smile_5"])
+def test_js_trained_estimators_report_their_value_with_the_js_gradient(name: str) -> None:
+    """value = the reported estimator; gradient = ∇JS, computed by autograd on the numpy formula."""
+    s = _scores(seed=1)
+    obj = training_objective(name, s.clone().requires_grad_(True))
+    assert float(obj) == pytest.approx(float(estimator_value(name, s)), abs=1e-12)
+    k = s.shape[0]
+    eye = torch.eye(k, dtype=torch.bool)
+
+    def js(t: torch.Tensor) -> torch.Tensor:  # the JS bound written out
+        return -torch.nn.functional.softplus(-t[eye]).mean() - torch.nn.functional.softplus(
+            t[~eye]).mean()
+
+    torch.testing.assert_close(_grad(lambda t: training_objective(name, t), s), _grad(js, s))
+
+
+@pytest.mark.parametrize("name", ["dv", "nwj", "infonce", "js"])
+def test_plain_estimators_train_on_their_own_gradient(name: str) -> None:
+    s = _scores(seed=2)
+    torch.testing.assert_close(
+        _grad(lambda t: training_objective(name, t), s),
+        _grad(lambda t: estimator_value(name, t), s),
+    )
+
+
+def test_mine_gradient_uses_the_moving_average() -> None:
+    """MINE: ∇ = ∇E_P[T] - ∇Ẑ / EMA. On the first batch EMA = Ẑ, so it equals ∇DV exactly;
+    on the second it equals the formula with the hand-computed EMA."""
+    k, m = 5, 0.9
+    eye = torch.eye(k, dtype=torch.bool)
+    s1, s2 = _scores(k, 3), _scores(k, 4)
+    avg = MineAverage(m)
+    g1 = _grad(lambda t: training_objective("mine", t, mine=avg), s1)
+    torch.testing.assert_close(g1, _grad(lambda t: estimator_value("dv", t), s1))
+    z1 = float(torch.exp(s1[~eye]).mean())
+    z2 = float(torch.exp(s2[~eye]).mean())
+    ema = m * z1 + (1 - m) * z2
+    out = training_objective("mine", s2.clone().requires_grad_(True), mine=avg)
+    assert float(out) == pytest.approx(float(estimator_value("dv", s2)), abs=1e-12)
+    g2 = _grad(lambda t: training_objective("mine", t, mine=MineAverage(m)), s2)  # fresh: = ∇DV
+    corrected = _grad(lambda t: t[eye].mean() - torch.exp(t[~eye]).mean() / ema, s2)
+    assert not torch.allclose(g2, corrected)
+    avg2 = MineAverage(m)
+    avg2.update(torch.tensor(math.log(z1), dtype=torch.float64))
+    g2 = _grad(lambda t: training_objective("mine", t, mine=avg2), s2)
+    expected = _grad(lambda t: t[eye].mean() - torch.exp(t[~eye]).mean() / ema, s2)
+    torch.testing.assert_close(g2, expected)
+    assert math.exp(float(avg2.log_ema)) == pytest.approx(ema, rel=1e-12)
+    with pytest.raises(ValueError, match="needs its moving average"):
+        training_objective("mine", s1)
+
+
+def test_mine_average_matches_numpy_ema() -> None:
+    z = np.exp(np.random.default_rng(0).normal(size=20) * 3)
+    avg, ema = MineAverage(0.99), z[0]
+    for i, zi in enumerate(z):
+        out = avg.update(torch.tensor(math.log(zi), dtype=torch.float64))
+        if i:
+            ema = 0.99 * ema + 0.01 * zi
+        assert math.exp(float(out)) == pytest.approx(ema, rel=1e-10)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="unknown estimator"):
+        EstimateConfig(bound="kl")
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        EstimateConfig(steps=0)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 2"):
+        EstimateConfig(batch_size=1)
+    with pytest.raises(ValueError, match="lr must be"):
+        EstimateConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="momentum"):
+        EstimateConfig(mine_momentum=1.0)
+    with pytest.raises(ValueError, match="device"):
+        EstimateConfig(device="tpu:9")
+    with pytest.raises(ValueError, match="unknown estimator"):
+        EstimateConfig(report=("dv", "nope"))
+    assert EstimateConfig(bound="dv", report=("dv", "nwj")).names == ("dv", "nwj")
+
+
+SMALL = {"hidden_dim": 32, "embed_dim": 8, "layers": 1}
+
+
+def test_training_is_deterministic_and_seed_dependent() -> None:
+    task = GaussianTask(mi=1.0, dim=2)
+    cfg = EstimateConfig(bound="smile", steps=10, batch_size=8, eval_batches=3, seed=5)
+    a, _ = estimate_mi(task, cfg, **SMALL)
+    b, _ = estimate_mi(task, cfg, **SMALL)
+    cfg_c = EstimateConfig(bound="smile", steps=10, batch_size=8, eval_batches=3, seed=6)
+    c, _ = estimate_mi(task, cfg_c, **SMALL)
+    np.testing.assert_array_equal(a.estimates["smile"], b.estimates["smile"])
+    assert a.final == b.final
+    assert not np.array_equal(a.estimates["smile"], c.estimates["smile"])
+    np.testing.assert_array_equal(a.true_mi, np.ones(10))
+
+
+def test_training_recovers_a_small_mi() -> None:
+    """On a 2-d Gaussian with I = 1 nat, a small separable critic trained 400 steps with
+    InfoNCE (K = 128, log K = 4.85 ≫ I) and with SMILE(τ=5) estimates I within 0.25 nat."""
+    task = GaussianTask(mi=1.0, dim=2)
+    for bound in ("infonce", "smile"):
+        cfg = EstimateConfig(bound=bound, steps=400, batch_size=128, lr=2e-3, eval_batches=32,
+                             report=("dv",))
+        result, _ = estimate_mi(task, cfg, **SMALL)
+        mean, se = result.final[bound]
+        assert se < 0.1
+        assert mean == pytest.approx(1.0, abs=0.25), (bound, mean, se)
+        assert np.all(result.estimates["infonce" if bound == "infonce" else "dv"] < 50)
+
+
+def test_infonce_per_step_values_never_exceed_log_k() -> None:
+    """Every InfoNCE batch value is ≤ log K, whatever the critic (here: at 10 nats)."""
+    task = GaussianTask(mi=10.0, dim=20)
+    cfg = EstimateConfig(bound="infonce", steps=25, batch_size=16, lr=5e-3, eval_batches=0)
+    result, _ = estimate_mi(task, cfg, **SMALL)
+    assert np.all(result.estimates["infonce"] <= math.log(16) + 1e-6)
+    assert result.final == {}
+
+
+def test_array_task_training(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 2))
+    y = 0.9 * x + math.sqrt(1 - 0.81) * rng.normal(size=(500, 2))
+    cfg = EstimateConfig(bound="js_nwj", steps=10, batch_size=16, eval_batches=3)
+    result, _ = estimate_mi(ArrayTask(x, y, true_mi=-math.log(1 - 0.81)), cfg, critic="concat",
+                            hidden_dim=16, layers=0)
+    assert np.all(np.isfinite(result.estimates["js_nwj"]))
+    assert result.to_dict()["true_mi"] == pytest.approx(-math.log(0.19))
+
+
+def test_cli_on_a_task_and_on_an_npz_file(tmp_path, capsys) -> None:
+    out = tmp_path / "r.json"
+    args = ["--steps", "15", "--batch-size", "16", "--eval-batches", "4", "--hidden-dim", "16",
+            "--embed-dim", "4", "--layers", "0", "--no-progress"]
+    argv = ["--task", "cubic", "--mi", "2", "--bound", "js_dv", "--out", str(out), *args]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "js_dv:" in printed and "±" in printed and "true MI: 2.0000" in printed
+    record = json.loads(out.read_text())
+    assert len(record["estimates"]["js_dv"]) == 15 and record["source"]["task"] == "cubic"
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(64, 3)), Y=rng.normal(size=(64, 1)))
+    assert cli_main(["--data", str(tmp_path / "d.npz"), "--bound", "smile_1", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "smile_1:" in printed and "true MI" not in printed
+    with pytest.raises(SystemExit):
+        cli_main(["--data", str(tmp_path / "missing.npz")])
+    with pytest.raises(SystemExit):
+        cli_main(["--bound", "kl"])
+
+
+def test_level_stats_against_direct_computation() -> None:
+    est = np.arange(12, dtype=float)
+    stats = level_stats(est, [1.0, 5.0, 9.0], 4, window=0.5)
+    seg = est[2:4]
+    assert stats[0]["mean"] == pytest.approx(seg.mean())
+    assert stats[0]["bias"] == pytest.approx(seg.mean() - 1.0)
+    assert stats[0]["variance"] == pytest.approx(seg.var())
+    assert stats[2]["mse"] == pytest.approx(np.mean((est[10:12] - 9.0) ** 2))
+    for s in stats:
+        assert s["mse"] == pytest.approx(s["bias"] ** 2 + s["variance"])
+    with pytest.raises(ValueError, match="shape"):
+        level_stats(est, [1.0], 4)
+
+
+def test_staircase_runner_is_resumable(tmp_path, capsys) -> None:
+    """A reduced staircase: one JSON per run; a re-run skips finished runs (files untouched)."""
+    specs = plan("quick", ("js", "infonce"), steps_per_level=4, hidden_dim=16, embed_dim=4)
+    paths = run_grid(specs, tmp_path)
+    assert [p.name for p in paths] == [f"{s.run_id}.json" for s in specs]
+    mtimes = [p.stat().st_mtime_ns for p in paths]
+    run_grid(specs, tmp_path)
+    assert [p.stat().st_mtime_ns for p in paths] == mtimes
+    assert "skipped (done)" in capsys.readouterr().out
+    runs = load_runs(tmp_path)
+    js = next(r for r in runs if r["spec"]["objective"] == "js")
+    assert set(js["stats"]) == set(OBJECTIVES["js"])
+    assert len(js["curves"]["js_dv"]) == 20 // js["thin"]
+    assert all(len(v) == 5 for v in js["stats"].values())
+    table = bias_variance_table(runs)
+    assert "SMILE τ=5" in table and "InfoNCE" in table
+    assert cli_main(["staircase", "--table", "--out-dir", str(tmp_path)]) == 0
+    with pytest.raises(ValueError, match="unknown objective"):
+        RunSpec(objective="kl")
