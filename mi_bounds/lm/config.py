@@ -277,7 +277,7 @@ PRESETS: dict[str, RunConfig] = {
         base=BaseConfig(steps=1200, batch_size=64, lr=3e-3, warmup=50, ckpt_every=200),
         sample=SampleConfig(n_train_prompts=384, n_heldout_prompts=128, k=8, pairs_per_prompt=2),
         align=AlignConfig(losses=("dpo", "mio", "ipo"), seeds=(0, 1, 2), beta=0.1, lr=5e-4,
-                          steps=200, batch_size=32, eval_every=20, ckpt_every=50,
+                          steps=200, batch_size=16, eval_every=20, ckpt_every=50,
                           n_eval_pairs=128),
     ),
     "gpu-small": RunConfig(

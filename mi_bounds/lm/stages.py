@@ -503,14 +503,16 @@ def _pair_logps(model, chosen, rejected, pad_id, device, batch_size=256):
     return (torch.cat(pc) if pc else empty), (torch.cat(pr) if pr else empty)
 
 
-def _reference(run: Run, data: dict, base, tokenizer) -> dict[str, _PairSet]:
+def _reference(run: Run, data: dict) -> dict[str, _PairSet]:
     """Reference log-probabilities of every train and held-out pair, computed once and stored."""
     path = run.dir / "align" / "reference.pt"
     sets = {}
+    tokenizer = load_tokenizer(_base_dir(run))
     tok = {name: _tokenise(tokenizer, data[f"{name}_pairs"]) for name in ("train", "heldout")}
     if path.is_file():
         ref = _io.torch_load(path)
     else:
+        base, _ = load_model_dir(_base_dir(run))
         base.to(run.device)
         ref = {name: _pair_logps(base, *tok[name], tokenizer.pad_id, run.device)
                for name in tok}
@@ -673,9 +675,7 @@ def run_align(run: Run, *, stop_after: int | None = None) -> list[dict[str, Any]
     """Align with every requested loss and seed from the same base model and pairs."""
     _require(run.dir / "sample" / "data.json", "sample", run)
     data = _io.read_json(run.dir / "sample" / "data.json")
-    base, tokenizer = load_model_dir(_base_dir(run))
-    sets = _reference(run, data, base, tokenizer)
-    del base
+    sets = _reference(run, data)
     results = []
     for loss_kind in run.config.align.losses:
         for seed in run.config.align.seeds:

@@ -1,0 +1,266 @@
+"""End-to-end checks of the small-LM path on the ``cpu-tiny`` preset: the full run, the stored
+numbers against independent recomputation, kill-and-resume, --model/--pairs, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+import torch
+
+from mi_bounds.lm import _io, cli, stages
+from mi_bounds.lm.config import get_preset
+from mi_bounds.lm.model import (
+    encode_pair_sequences,
+    load_model_dir,
+    make_batch,
+    sequence_logps,
+)
+
+
+def _truth(prompt: str) -> int:
+    """The answer of ``a+b=`` computed without the package's verifier."""
+    a, b = prompt[:-1].split("+")
+    return int(a) + int(b)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: extra threads only cost time on a busy machine
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, one_thread):
+    """The cpu-tiny preset, end to end, once for the module (its wall time is printed)."""
+    out = tmp_path_factory.mktemp("lm") / "tiny"
+    t0, c0 = time.perf_counter(), time.process_time()
+    run = stages.open_run(out, get_preset("cpu-tiny"), device="cpu", log=lambda m: None)
+    paths = stages.run_all(run)
+    print(f"\ncpu-tiny end to end: {time.perf_counter() - t0:.1f} s wall, "
+          f"{time.process_time() - c0:.1f} s CPU")
+    return run, paths
+
+
+def test_tiny_run_writes_every_stage(tiny_run):
+    run, paths = tiny_run
+    names = {p.name for p in paths}
+    assert {"lm_chosen_logp.png", "lm_chosen_logp.pdf", "lm_table.png", "lm_table.pdf",
+            "lm_table.md", "lm_report.json"} <= names
+    for loss in ("dpo", "mio", "ipo"):
+        res = _io.read_json(run.dir / "align" / f"{loss}-seed0" / "result.json")
+        assert [h["step"] for h in res["history"]] == [0, 8, 16, 24]
+        assert res["throughput"]["tokens_per_s"] > 0 and 0 < res["throughput"]["mfu"] < 1
+        assert 0 <= res["throughput"]["padding_fraction"] < 0.5
+        assert not (run.dir / "align" / f"{loss}-seed0" / "ckpt.pt").exists()
+    assert not list(run.dir.rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_sample_stage_labels_and_pairs(tiny_run):
+    run, _ = tiny_run
+    data = _io.read_json(run.dir / "sample" / "data.json")
+    assert data["train_pairs"], "cpu-tiny must produce training pairs"
+    for pr in data["train_pairs"] + data["heldout_pairs"]:
+        assert int(pr["chosen"]) == _truth(pr["prompt"])  # chosen: correct
+        assert pr["rejected"] != str(_truth(pr["prompt"]))  # rejected: incorrect
+    assert not set(data["train_prompts"]) & set(data["heldout_prompts"])
+    acc = data["base_accuracy"]
+    assert 0 < acc["heldout_greedy"] < 1, "the base model must be right on some, wrong on others"
+    # hard prompts: none of the k base samples was right (threshold 0), recomputed here
+    for p in data["hard_prompts"]:
+        assert all(not (fin and t == str(_truth(p))) for t, fin in data["heldout_samples"][p])
+    assert data["counts"]["hard_prompts"] == len(data["hard_prompts"]) > 0
+
+
+def test_reference_logps_match_token_by_token_recomputation(tiny_run):
+    """Stored reference log-probs (batched, chosen+rejected in one padded pass) equal the sum
+    of next-token log-probs computed one unpadded sequence and one position at a time."""
+    run, _ = tiny_run
+    model, tok = load_model_dir(run.dir / "base" / "model")
+    model.eval()
+    ref = _io.torch_load(run.dir / "align" / "reference.pt")
+    pairs = _io.read_json(run.dir / "sample" / "data.json")["train_pairs"]
+    with torch.no_grad():
+        for i in (0, len(pairs) // 2, len(pairs) - 1):
+            for key, col in (("chosen", 0), ("rejected", 1)):
+                ids, n_prompt = encode_pair_sequences(tok, pairs[i]["prompt"], pairs[i][key])
+                total = 0.0
+                for t in range(n_prompt, len(ids)):
+                    logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
+                    total += float(torch.log_softmax(logits.double(), -1)[ids[t]])
+                assert float(ref["train"][col][i]) == pytest.approx(total, abs=1e-4)
+
+
+def test_stacked_forward_equals_separate_forwards(tiny_run):
+    run, _ = tiny_run
+    model, tok = load_model_dir(run.dir / "base" / "model")
+    seqs = [encode_pair_sequences(tok, "1+2=", "3"), encode_pair_sequences(tok, "45+67=", "112"),
+            encode_pair_sequences(tok, "9+9=", "99")]
+    with torch.no_grad():
+        together = sequence_logps(model, make_batch(seqs, tok.pad_id))
+        alone = torch.cat([sequence_logps(model, make_batch([s], tok.pad_id)) for s in seqs])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
+def test_step_zero_is_the_reference_and_report_matches_history(tiny_run):
+    run, _ = tiny_run
+    report = _io.read_json(run.dir / "report" / "lm_report.json")
+    for loss in ("dpo", "mio", "ipo"):
+        res = _io.read_json(run.dir / "align" / f"{loss}-seed0" / "result.json")
+        h0, hN = res["history"][0], res["history"][-1]
+        assert h0["train"]["rewards/chosen"] == pytest.approx(0.0, abs=1e-5)  # policy == ref
+        assert h0["train"]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+        s = report["summary"][loss]
+        change = hN["train"]["logps/chosen"] - h0["train"]["logps/chosen"]
+        assert s["chosen_change"]["mean"] == pytest.approx(change)
+        peak = max(h["train"]["logps/chosen"] for h in res["history"])
+        assert s["chosen_decline_from_peak"]["mean"] == pytest.approx(
+            hN["train"]["logps/chosen"] - peak)
+        assert s["acc_heldout"]["mean"] == pytest.approx(hN["acc_heldout"])
+
+
+def _fresh_copy(src: Path, dst: Path, *, with_reference: bool = True) -> Path:
+    """A run directory holding only the finished base and sample stages of ``src``."""
+    dst.mkdir(parents=True)
+    for name in ("config.json", "inputs.json"):
+        shutil.copy(src / name, dst / name)
+    shutil.copytree(src / "base", dst / "base")
+    shutil.copytree(src / "sample", dst / "sample")
+    if with_reference:
+        (dst / "align").mkdir()
+        shutil.copy(src / "align" / "reference.pt", dst / "align" / "reference.pt")
+    return dst
+
+
+def test_align_interrupted_then_resumed_equals_uninterrupted(tiny_run, tmp_path):
+    run, _ = tiny_run
+    d = _fresh_copy(run.dir, tmp_path / "resume")
+    cfg = run.config.replace(align={"losses": ("dpo",)})
+    r = stages.open_run(d, cfg, device="cpu", log=lambda m: None)
+    with pytest.raises(stages.StageInterrupted):
+        stages.run_align(r, stop_after=13)  # a "kill" after step 13; last checkpoint: step 8
+    ck = _io.torch_load(d / "align" / "dpo-seed0" / "ckpt.pt")
+    assert ck["step"] == 8
+    assert not (d / "align" / "dpo-seed0" / "result.json").exists()
+    stages.run_align(stages.open_run(d, cfg, device="cpu", log=lambda m: None))
+    got = _io.read_json(d / "align" / "dpo-seed0" / "result.json")
+    want = _io.read_json(run.dir / "align" / "dpo-seed0" / "result.json")
+    assert len(got["history"]) == len(want["history"])
+    for hg, hw in zip(got["history"], want["history"], strict=True):
+        for section in ("train", "heldout"):
+            for k, v in hw[section].items():
+                assert hg[section][k] == pytest.approx(v, abs=1e-6), (hg["step"], section, k)
+        assert hg["acc_heldout"] == hw["acc_heldout"] and hg["acc_hard"] == hw["acc_hard"]
+
+
+def test_base_interrupted_then_resumed_equals_uninterrupted(tmp_path, one_thread):
+    cfg = get_preset("cpu-tiny").replace(base={"steps": 12, "batch_size": 8, "ckpt_every": 5})
+    runs = {}
+    for name, stop in (("straight", None), ("killed", 8)):
+        r = stages.open_run(tmp_path / name, cfg, device="cpu", log=lambda m: None)
+        if stop is not None:
+            with pytest.raises(stages.StageInterrupted):
+                stages.run_base(r, stop_after=stop)
+            assert _io.torch_load(tmp_path / name / "base" / "ckpt.pt")["step"] == 5
+            assert not (tmp_path / name / "base" / "result.json").exists()
+        stages.run_base(r)
+        runs[name] = load_model_dir(tmp_path / name / "base" / "model")[0].state_dict()
+    for k, v in runs["straight"].items():
+        torch.testing.assert_close(runs["killed"][k], v, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_killed_subprocess_resumes(tiny_run, tmp_path):
+    """A real SIGKILL of `mi-bounds lm align` mid-run; the re-run finishes from the checkpoint."""
+    run, _ = tiny_run
+    d = _fresh_copy(run.dir, tmp_path / "kill", with_reference=False)
+    cmd = [sys.executable, "-m", "mi_bounds.cli", "lm", "align", "--out", str(d),
+           "--losses", "mio", "--set", "align.steps=400", "--set", "align.ckpt_every=20"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = d / "align" / "mio-seed0" / "ckpt.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    assert ckpt.exists()
+    step = _io.torch_load(ckpt)["step"]
+    assert 0 < step < 400
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+    assert (d / "align" / "mio-seed0" / "result.json").exists()
+
+
+def test_cli_rerun_skips_finished_work(tiny_run, capsys, tmp_path):
+    run, _ = tiny_run
+    before = _io.read_json(run.dir / "align" / "dpo-seed0" / "result.json")
+    assert cli.main(["align", "--out", str(run.dir), "--preset", "cpu-tiny"]) == 0
+    err = capsys.readouterr().err
+    assert "align dpo seed 0: done" in err and "resuming" not in err
+    assert _io.read_json(run.dir / "align" / "dpo-seed0" / "result.json") == before
+    # a stage whose inputs are missing is a clear error (exit code 2), not a traceback
+    assert cli.main(["align", "--out", str(tmp_path / "new")]) == 2
+    assert "the base stage has not finished" in capsys.readouterr().err
+
+
+def test_model_path_and_user_pairs(tiny_run, tmp_path):
+    run, _ = tiny_run
+    model_dir = shutil.copytree(run.dir / "base" / "model", tmp_path / "my-model")
+    pairs = _io.read_json(run.dir / "sample" / "data.json")["train_pairs"][:16]
+    pfile = tmp_path / "pairs.jsonl"
+    pfile.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    cfg = get_preset("cpu-tiny").replace(
+        align={"losses": ("mio",), "steps": 4, "eval_every": 2, "ckpt_every": 2},
+        sample={"heldout_fraction": 0.25})
+    r = stages.open_run(tmp_path / "user", cfg, model_path=model_dir, pairs_path=pfile,
+                        device="cpu", log=lambda m: None)
+    stages.run_base(r)
+    stages.run_sample(r)
+    stages.run_align(r)
+    assert _io.read_json(tmp_path / "user" / "base" / "result.json")["trained"] is False
+    data = _io.read_json(tmp_path / "user" / "sample" / "data.json")
+    assert data["counts"]["train_pairs"] == 12 and data["counts"]["heldout_pairs"] == 4
+    res = _io.read_json(tmp_path / "user" / "align" / "mio-seed0" / "result.json")
+    assert res["final"]["acc_heldout"] is not None  # held-out prompts are task prompts
+
+
+def test_bad_input_writes_nothing(tiny_run, tmp_path):
+    run, _ = tiny_run
+    cfg = get_preset("cpu-tiny")
+    out = tmp_path / "never"
+    no_tok = shutil.copytree(run.dir / "base" / "model", tmp_path / "no-tok")
+    os.remove(no_tok / "char_tokenizer.json")
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        stages.open_run(out, cfg, model_path=no_tok, device="cpu")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n{"prompt": 1}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
+        stages.open_run(out, cfg, pairs_path=bad, device="cpu")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="empty pair set"):
+        stages.open_run(out, cfg, pairs_path=empty, device="cpu")
+    with pytest.raises(ValueError, match="unknown preference loss"):
+        stages.open_run(out, cfg.replace(align={"losses": ("dpo", "nope")}), device="cpu")
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        stages.open_run(out, cfg.replace(task={"levels": (1, 9), "level_weights": (1, 1)}),
+                        device="cpu")
+    assert not out.exists()
+    # a different config on an existing run is refused, and the run is left as it was
+    before = (run.dir / "config.json").read_text()
+    with pytest.raises(ValueError, match="different config"):
+        stages.open_run(run.dir, cfg.replace(base={"steps": 7}), device="cpu")
+    assert (run.dir / "config.json").read_text() == before
+    # the CLI turns these into exit code 2 with the message
+    assert cli.main(["run", "--out", str(out), "--pairs", str(bad)]) == 2
+    assert not out.exists()
