@@ -101,6 +101,8 @@ class Proof:
         tolerance: the largest spot-check error accepted.
         spot_check_doc: one sentence saying what the spot check compares.
         source: where the result comes from.
+        notes: optional; returns Markdown appended to the result's section of docs/PROOFS.md
+            (e.g. a table computed from the proof's expressions). It must be deterministic.
     """
 
     key: str
@@ -112,6 +114,7 @@ class Proof:
     spot_check_doc: str
     source: str
     tolerance: float = 1e-9
+    notes: Callable[[], str] | None = None
 
     def run(self, seed: int = 0) -> ProofResult:
         """Run the derivation and the spot check; exceptions become a failed result."""
