@@ -39,6 +39,7 @@ __all__ = [
     "softplus",
     "solves",
     "stationary_point",
+    "tex",
 ]
 
 #: sympy versions of the scalar functions of DESIGN.md §3 (log domain, real argument).
@@ -418,3 +419,8 @@ def random_distribution(rng: np.random.Generator, n: int, *, size: int | None = 
     shape = (n,) if size is None else (size, n)
     p = rng.dirichlet(np.ones(n), size=size).reshape(shape) + 1e-3
     return p / p.sum(-1, keepdims=True)
+
+
+def tex(lhs: str, rhs: sp.Expr) -> str:
+    """``lhs = rhs`` as LaTeX, with ``lhs`` given verbatim and ``rhs`` rendered by sympy."""
+    return f"{lhs} = {sp.latex(rhs)}"

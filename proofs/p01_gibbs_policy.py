@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 from scipy.special import logsumexp
 
-from proofs._core import Proof, Step, equal, log_inequality, second_derivative_sign, solves
+from proofs._core import Proof, Step, equal, log_inequality, second_derivative_sign, solves, tex
 from toy_models.oracle import kl
 
 i, n = sp.symbols("i n", integer=True, positive=True)
@@ -123,9 +123,9 @@ PROOF = Proof(
         r"(Here $\rho = \pi_{\mathrm{ref}}$.)"
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"\pi^*_i"), GIBBS.subs({rho[i]: rho_i, r[i]: r_i}))),
-        sp.latex(sp.Eq(sp.Symbol("Z"), Z_SUM)),
-        sp.latex(sp.Eq(sp.Symbol(r"J(\pi^*)"), OPTIMAL_VALUE)),
+        tex(r"\pi^*_i", GIBBS.subs({rho[i]: rho_i, r[i]: r_i})),
+        tex("Z", Z_SUM),
+        tex(r"J(\pi^*)", OPTIMAL_VALUE),
     ),
     derive=derive,
     spot_check=spot_check,

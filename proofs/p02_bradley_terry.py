@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 import torch
 
-from proofs._core import Proof, Step, equal, sigmoid, softplus, solves
+from proofs._core import Proof, Step, equal, sigmoid, softplus, solves, tex
 
 beta = sp.Symbol("beta", positive=True)
 Z = sp.Symbol("Z", positive=True)
@@ -85,8 +85,8 @@ PROOF = Proof(
         r"log-likelihood is the DPO loss $\mathrm{softplus}(-(T_w - T_l))$."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol("r"), reward(pi_y, rho_y))),
-        sp.latex(sp.Eq(-sp.log(sp.Symbol(r"P(y_w \succ y_l)")), DPO_LOSS)),
+        tex("r", reward(pi_y, rho_y)),
+        tex(r"-\log P(y_w \succ y_l)", DPO_LOSS),
     ),
     derive=derive,
     spot_check=spot_check,

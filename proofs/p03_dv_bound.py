@@ -12,7 +12,7 @@ import sympy as sp
 import torch
 
 from mi_bounds.bounds import dv_bound
-from proofs._core import Proof, Step, equal, log_inequality, random_distribution
+from proofs._core import Proof, Step, equal, log_inequality, random_distribution, tex
 from toy_models.oracle import kl
 
 i, k, n = sp.symbols("i k n", integer=True, positive=True)
@@ -114,9 +114,9 @@ PROOF = Proof(
         r"$Q_T \propto Q e^T$."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{DV}(T)"), dv(T[i]))),
-        sp.latex(sp.Eq(sp.Symbol(r"T^*_i"), OPTIMAL_CRITIC)),
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{DV}(T^*)"), KL)),
+        tex(r"\mathrm{DV}(T)", dv(T[i])),
+        tex(r"T^*_i", OPTIMAL_CRITIC),
+        tex(r"\mathrm{DV}(T^*)", KL),
     ),
     derive=derive,
     spot_check=spot_check,

@@ -20,6 +20,7 @@ from proofs._core import (
     random_distribution,
     second_derivative_sign,
     stationary_point,
+    tex,
 )
 from toy_models.oracle import kl
 
@@ -106,9 +107,9 @@ PROOF = Proof(
         r"$\log u \le u/e$ for $u > 0$."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{NWJ}(T)"), nwj(T[i]))),
-        sp.latex(sp.Eq(sp.Symbol(r"T^*_i"), OPTIMAL_CRITIC)),
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{DV}(T) - \mathrm{NWJ}(T)"), u / sp.E - sp.log(u)))
+        tex(r"\mathrm{NWJ}(T)", nwj(T[i])),
+        tex(r"T^*_i", OPTIMAL_CRITIC),
+        tex(r"\mathrm{DV}(T) - \mathrm{NWJ}(T)", u / sp.E - sp.log(u))
         + r",\quad u = \mathbb{E}_Q[e^T]",
     ),
     derive=derive,

@@ -20,6 +20,7 @@ from proofs._core import (
     random_distribution,
     second_derivative_sign,
     stationary_point,
+    tex,
 )
 from toy_models.oracle import kl
 
@@ -116,10 +117,10 @@ PROOF = Proof(
         r"$\log u \le u/a + \log a - 1$); NWJ is the case $a = e$."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{TUBA}(T, a)"), tuba(T[i]))),
-        sp.latex(sp.Eq(sp.Symbol(r"T^*_i"), OPTIMAL_CRITIC)),
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{DV}(T) - \mathrm{TUBA}(T, a)"),
-                       u / a + sp.log(a) - 1 - sp.log(u))) + r",\quad u = \mathbb{E}_Q[e^T]",
+        tex(r"\mathrm{TUBA}(T, a)", tuba(T[i])),
+        tex(r"T^*_i", OPTIMAL_CRITIC),
+        tex(r"\mathrm{DV}(T) - \mathrm{TUBA}(T, a)", u / a + sp.log(a) - 1 - sp.log(u))
+        + r",\quad u = \mathbb{E}_Q[e^T]",
     ),
     derive=derive,
     spot_check=spot_check,

@@ -22,6 +22,7 @@ from proofs._core import (
     sigmoid,
     softplus,
     stationary_point,
+    tex,
 )
 from toy_models.oracle import jsd
 
@@ -109,9 +110,9 @@ PROOF = Proof(
         r"$2\,\mathrm{JSD}(P, Q) - 2\log 2$, JSD in nats, $M = (P + Q)/2$."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{JS}(T)"), js(T[i]))),
-        sp.latex(sp.Eq(sp.Symbol(r"T^*_i"), OPTIMAL_CRITIC)),
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{JS}(T^*)"), VALUE)),
+        tex(r"\mathrm{JS}(T)", js(T[i])),
+        tex(r"T^*_i", OPTIMAL_CRITIC),
+        tex(r"\mathrm{JS}(T^*)", VALUE),
     ),
     derive=derive,
     spot_check=spot_check,

@@ -78,8 +78,7 @@ PROOF = Proof(
         r"InfoNCE saturates at $\log K$ however large the mutual information."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"I_{\mathrm{NCE}}(S) - \log K"),
-                       sp.Symbol(r"\frac{1}{K}\sum_i \log\mathrm{softmax}(S_{i\cdot})_i"))),
+        r"I_{\mathrm{NCE}}(S) - \log K = \frac{1}{K}\sum_i \log\mathrm{softmax}(S_{i\cdot})_i",
         sp.latex(sp.Eq(-sp.log(sp.exp(a) / (sp.exp(a) + R)), sp.log(1 + R * sp.exp(-a))))
         + r" > 0",
     ),

@@ -15,7 +15,7 @@ import torch
 from scipy.special import logsumexp
 
 from mi_bounds.bounds import dv_bound
-from proofs._core import Proof, Step, equal, solves
+from proofs._core import Proof, Step, equal, solves, tex
 from toy_models.oracle import kl
 
 i, n = sp.symbols("i n", integer=True, positive=True)
@@ -93,9 +93,8 @@ PROOF = Proof(
         r"$\beta\log\frac{1-\rho_y}{\rho_y}$."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{DV}(r/\beta;\ \pi^*, \pi_{\mathrm{ref}})"),
-                       DV_AT_REWARD)),
-        sp.latex(sp.Eq(sp.Symbol(r"\mathrm{KL}(\pi^*\|\pi_{\mathrm{ref}})"), KL_OPT)),
+        tex(r"\mathrm{DV}(r/\beta;\ \pi^*, \pi_{\mathrm{ref}})", DV_AT_REWARD),
+        tex(r"\mathrm{KL}(\pi^*\|\pi_{\mathrm{ref}})", KL_OPT),
     ),
     derive=derive,
     spot_check=spot_check,

@@ -28,6 +28,7 @@ from proofs._core import (
     sigmoid,
     softplus,
     solves,
+    tex,
 )
 
 t_w, t_l, c = sp.symbols("T_w T_l c", real=True)
@@ -139,13 +140,12 @@ PROOF = Proof(
         r"pairwise NCA loss (Chen et al. 2024)."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"\nabla_\theta L_{\mathrm{DPO}}"),
-                       -sigmoid(t_l - t_w) * sp.Symbol(r"(\nabla T_w - \nabla T_l)"))),
-        sp.latex(sp.Eq(sp.Symbol(r"\partial L_{\mathrm{MIO}}/\partial T_w"), MIO_CHOSEN_WEIGHT))
-        + r",\quad " + sp.latex(sp.Eq(sp.Symbol(r"\partial L_{\mathrm{MIO}}/\partial T_l"),
-                                      MIO_REJECTED_WEIGHT)),
-        sp.latex(sp.Eq(sp.Symbol(r"L_{\mathrm{MIO}}"), -JS_MIX)),
-        sp.latex(sp.Eq(sp.Symbol(r"L_{\mathrm{DPO}}"), sp.log(2) - DV_MIX)),
+        tex(r"\nabla_\theta L_{\mathrm{DPO}}", -sigmoid(t_l - t_w))
+        + r"\,(\nabla_\theta T_w - \nabla_\theta T_l)",
+        tex(r"\partial L_{\mathrm{MIO}}/\partial T_w", MIO_CHOSEN_WEIGHT)
+        + r",\quad " + tex(r"\partial L_{\mathrm{MIO}}/\partial T_l", MIO_REJECTED_WEIGHT),
+        tex(r"L_{\mathrm{MIO}}", -JS_MIX),
+        tex(r"L_{\mathrm{DPO}}", sp.log(2) - DV_MIX),
     ),
     derive=derive,
     spot_check=spot_check,

@@ -32,6 +32,7 @@ from proofs._core import (
     sigmoid,
     softplus,
     solves,
+    tex,
 )
 
 p, pbar, beta, rho1, rho2 = sp.symbols("p pbar beta rho_1 rho_2", positive=True)
@@ -257,11 +258,10 @@ PROOF = Proof(
         r"= 1$ (e.g. $\beta = 1$, uniform reference) and otherwise is computed numerically below."
     ),
     latex=(
-        sp.latex(sp.Eq(sp.Symbol(r"(T_1^*, T_2^*)_{\mathrm{MIO}}"),
-                       sp.Tuple(sp.log(2 * p), sp.log(2 * pbar)))),
-        sp.latex(sp.Eq(sp.Symbol(r"\pi^*_{\mathrm{DPO}}(y_1)"), DPO_POLICY_OPT)),
+        tex(r"(T_1^*, T_2^*)_{\mathrm{MIO}}", sp.Tuple(sp.log(2 * p), sp.log(2 * pbar))),
+        tex(r"\pi^*_{\mathrm{DPO}}(y_1)", DPO_POLICY_OPT),
         sp.latex(sp.Eq(MIO_FEASIBLE, 1)) + r"\ \Rightarrow\ "
-        + sp.latex(sp.Eq(sp.Symbol(r"\pi^*_{\mathrm{MIO}}(y_1)"), rho1 * (2 * p) ** (1 / beta))),
+        + tex(r"\pi^*_{\mathrm{MIO}}(y_1)", rho1 * (2 * p) ** (1 / beta)),
     ),
     derive=derive,
     spot_check=spot_check,
