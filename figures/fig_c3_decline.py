@@ -56,7 +56,8 @@ def plot(data: dict[str, Any]) -> plt.Figure:
                 txt = f"{v:.2f}" if v < 10 else f"{v:.0f}"
                 ax.text(b, a, txt, ha="center", va="center", fontsize=5,
                         color="white" if v > 3 else "black")
-            ax.set_xticks(range(len(g["overlap"])), [f"{o:g}" for o in g["overlap"]], fontsize=6)
+            ticks = [f"{o:g}".removeprefix("0") or "0" for o in g["overlap"]]  # .5, .99
+            ax.set_xticks(range(len(g["overlap"])), ticks, fontsize=6)
             ax.set_yticks(range(len(g["n_responses"])), [str(n) for n in g["n_responses"]],
                           fontsize=6)
             ax.grid(False)
