@@ -5,7 +5,7 @@ Grid (:class:`toy_models.claims_c3.C3Grid`): beta ∈ {0.05, 0.1, 0.5} × learni
 0.95, 0.99} × 3 seeds, 8 prompts, d = 8, 1000 exact full-batch steps, losses dpo, mio and ipo
 (nca_pair is mio term for term; see ``fig_c3_trajectories``). Each cell shows the drop
 ``max_t c_t - c_T`` (nats) averaged over the seeds; hatched cells: some seed diverged (the rate
-is too large for plain gradient descent on that loss). ``quick``: a 2 × 2 grid, 300 steps.
+is too large for plain gradient descent on that loss). ``quick``: a 2 × 2 grid, 150 steps.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Row 1, the world fixed before any C3 result was looked at: ``displacement_world()`` (8 prompts,
 8 responses, d = 8, overlap 0.9, beta = 0.1, seed 0; one chosen/rejected pair per prompt),
 exact full-batch gradient descent, lr = 10, 2000 steps. Row 2, a world picked from the grid
-afterwards to show the rise-then-fall shape (see ``WORLDS``). ``quick``: 200 steps each.
+afterwards to show the rise-then-fall shape (see ``WORLDS``). ``quick``: 100 steps each.
 Numbers from :func:`toy_models.claims_c3.canonical_trajectories`.
 """
 
@@ -42,7 +42,7 @@ def make(out_dir: Path, *, quick: bool = False) -> list[Path]:
     try:
         rows = [
             (title, spec, lr, canonical_trajectories(displacement_world(**spec), losses=C3_LOSSES,
-                                                      lr=lr, steps=200 if quick else steps))
+                                                      lr=lr, steps=100 if quick else steps))
             for title, spec, lr, steps in WORLDS
         ]
     finally:

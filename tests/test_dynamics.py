@@ -9,6 +9,8 @@ to pi*; and claim C3 in one world fixed before any C3 result was looked at.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,6 @@ from scipy.special import logsumexp
 from toy_models.claims_c3 import (
     C3Grid,
     canonical_trajectories,
-    decline_grid,
     displacement_world,
     summarise_decline,
 )
@@ -301,18 +302,47 @@ def test_c3_canonical_world_mio_drops_less_than_dpo():
     assert mio["drop"] < dpo["drop"]
 
 
-def test_decline_grid_quick_is_consistent():
-    """The quick grid runs, has the stated shape, and its drops equal single runs' drops."""
-    grid = C3Grid.quick()
-    grid = C3Grid(**{**grid.__dict__, "losses": ("dpo", "mio")})
-    out = decline_grid(grid)
-    shape = (1, 1, 2, 2, 1)
-    for kind in ("dpo", "mio"):
-        assert np.array(out["drop"][kind]).shape == shape
-        assert np.all(np.array(out["drop"][kind]) >= 0)
+def test_decline_figure_quick_is_consistent(tmp_path):
+    """fig_c3_decline (quick) writes PNG/PDF/JSON; the grid has the stated shape and its drops
+    equal those of single runs."""
+    from figures import fig_c3_decline
+
+    paths = fig_c3_decline.make(tmp_path, quick=True)
+    assert sorted(p.suffix for p in paths) == [".json", ".pdf", ".png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    out = json.loads((tmp_path / "c3_decline.json").read_text())
+    grid = fig_c3_decline.grid(quick=True)
+    for kind in grid.losses:
+        drop = np.array(out["drop"][kind], dtype=float)
+        assert drop.shape == (1, 1, 2, 2, 1)
+        assert np.all(drop[~np.isnan(drop)] >= 0)
     c3 = displacement_world(n_prompts=grid.n_prompts, n_responses=8, dim=grid.dim, overlap=0.9,
                             beta=0.1, seed=0)
     single = gradient_descent(c3.world, "dpo", pairs=c3.pairs, features=c3.features, lr=10.0,
                               steps=grid.steps)
     assert out["drop"]["dpo"][0][0][1][1][0] == pytest.approx(single.peak_to_final_drop(),
                                                                abs=1e-10)
+
+
+@pytest.mark.slow
+def test_trajectories_figure_quick(tmp_path):
+    """fig_c3_trajectories (quick) writes PNG/PDF/JSON; mio and nca_pair rows are identical."""
+    from figures import fig_c3_trajectories
+
+    paths = fig_c3_trajectories.make(tmp_path, quick=True)
+    assert sorted(p.suffix for p in paths) == [".json", ".pdf", ".png"]
+    out = json.loads((tmp_path / "c3_trajectories.json").read_text())
+    for row in out["rows"]:
+        assert row["summary"]["mio"] == row["summary"]["nca_pair"]
+        assert row["steps"] == 100
+
+
+def test_c3_grid_config_is_validated():
+    with pytest.raises(ValueError, match="overlaps"):
+        C3Grid(overlaps=(0.5, 1.0))
+    with pytest.raises(ValueError, match="steps"):
+        C3Grid(steps=0)
+    with pytest.raises(ValueError, match="betas"):
+        C3Grid(betas=())
+    with pytest.raises(ValueError, match="n_responses"):
+        C3Grid(n_responses=(1,))

@@ -206,7 +206,7 @@ class C3Grid:
     def quick(cls) -> C3Grid:
         """A tiny grid for tests (a few seconds)."""
         return cls(betas=(0.1,), overlaps=(0.0, 0.9), lrs=(10.0,), n_responses=(2, 8),
-                   seeds=(0,), steps=300)
+                   seeds=(0,), steps=150)
 
 
 def decline_grid(grid: C3Grid | None = None) -> dict[str, Any]:
