@@ -117,7 +117,7 @@ def optimal_scores(x, y, rho):
     return (-0.5 * math.log(v) - (yj - rho * xi) ** 2 / (2 * v) + yj**2 / 2).sum(-1)
 
 
-K, BATCHES, DIM = 64, 30, 20
+K, BATCHES, DIM = 64, 20, 20
 levels = [2.0, 4.0, 6.0, 8.0, 10.0]
 table = {name: [] for name in ("InfoNCE", "DV", "NWJ", "SMILE (τ=5)")}
 for mi in levels:
@@ -172,7 +172,7 @@ plt.show()
 # ascending a bound on mini-batches. `estimate_mi` builds a *separable* critic
 # $T(x, y) = g(x)^\top h(y)$ (all $K^2$ scores from $2K$ network evaluations) and records, at
 # every step, the training bound and any other estimators on the same score matrix.
-# We train two critics for a few hundred steps at MI = 4 nats in $d = 5$: one with InfoNCE,
+# We train two critics for 200 steps at MI = 4 nats in $d = 5$: one with InfoNCE,
 # one with SMILE (JS-trained critic, clipped-DV value, Song & Ermon 2020). The full
 # experiment — a staircase of MI levels with 4,000 steps each — is
 # `mi-bounds estimate staircase` (see the README); it takes minutes, not seconds.
@@ -181,7 +181,7 @@ plt.show()
 task = GaussianTask(mi=4.0, dim=5)
 runs = {}
 for bound in ("infonce", "smile_5"):
-    config = EstimateConfig(bound=bound, steps=300, batch_size=64, lr=2e-3, eval_batches=8,
+    config = EstimateConfig(bound=bound, steps=200, batch_size=64, lr=2e-3, eval_batches=8,
                             report=("infonce",) if bound != "infonce" else ())
     runs[bound], _ = estimate_mi(task, config, critic="separable", hidden_dim=64)
 
@@ -197,7 +197,7 @@ for bound, res in runs.items():
     print(bound, {k: f"{m:.3f} ± {s:.3f}" for k, (m, s) in res.final.items()})
 
 # %% [markdown]
-# Both curves rise as the critic learns. In this run, after 300 steps, both are still below
+# Both curves rise as the critic learns. In this run, after 200 steps, both are still below
 # the true 4 nats: now the error is dominated by the *critic* (under-trained), not by the
 # estimator. Every InfoNCE value, at every step, stays below $\log 64$, whatever the critic.
 

@@ -206,7 +206,7 @@ plt.show()
 
 # %%
 c3 = displacement_world()  # the canonical C3 world (overlap 0.9, beta = 0.1, seed 0)
-STEPS = 300
+STEPS = 200
 runs = {kind: gradient_descent(c3.world, kind, pairs=c3.pairs, features=c3.features, lr=10.0,
                                steps=STEPS)
         for kind in ("dpo", "mio")}

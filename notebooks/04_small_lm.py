@@ -61,7 +61,7 @@ if (RUN_DIR / "config.json").is_file():
 else:
     config = get_preset("cpu-tiny")
     if QUICK:  # fewer base steps, prompts and alignment steps: a smoke-test-sized run
-        config = config.replace(base={"steps": 120},
+        config = config.replace(base={"steps": 100},
                                 sample={"n_train_prompts": 64, "n_heldout_prompts": 32},
                                 align={"steps": 12, "eval_every": 4})
 run = stages.open_run(RUN_DIR, config, device="cpu", log=print)

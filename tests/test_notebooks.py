@@ -33,6 +33,13 @@ EXPECTED = (
 CELL_TIMEOUT = 240
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """The notebooks' tensors are tiny: one thread is fastest, and kinder to a shared machine."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+
+
 def _kernel_check_cell() -> nbformat.NotebookNode:
     """A first cell asserting that the kernel runs this test's interpreter (same sys.prefix)."""
     source = (
