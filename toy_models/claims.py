@@ -464,7 +464,7 @@ def claim_c4(
             table = w.pair_distribution(pair_kind)
             c, dd = table.sum(2), table.sum(1)  # chosen / rejected marginals [X, Y]
             m = 0.5 * (c + dd)
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore"):
                 mio_free = w.pi_ref * (c / m) ** (1.0 / beta)
             row = {
                 "pairs": pair_kind,
