@@ -225,13 +225,21 @@ def _concrete(expr: sp.Expr, n_concrete: int) -> sp.Expr:
     return expr.subs({u: n_concrete for u in upper}).doit()
 
 
+def _variables(expr: sp.Expr) -> list[sp.Basic]:
+    """The quantities to draw at random: indexed entries ``p[i]`` and plain symbols (not the
+    labels and indices inside indexed entries)."""
+    indexed = sorted(expr.atoms(sp.Indexed), key=str)
+    inner = {x.base.label for x in indexed} | {j for x in indexed for j in x.indices}
+    plain = sorted((s for s in expr.free_symbols
+                    if s not in inner and not isinstance(s, sp.Indexed)), key=str)
+    return [*indexed, *plain]
+
+
 def _random_point(symbols: Iterable[sp.Basic], rng: random.Random) -> dict[sp.Basic, sp.Expr]:
     """A random rational value for each symbol, respecting positive/real declarations."""
     point: dict[sp.Basic, sp.Expr] = {}
     for s in symbols:
-        positive = getattr(s, "is_positive", None)
-        if isinstance(s, sp.Indexed):
-            positive = s.base.label.is_positive
+        positive = s.base.label.is_positive if isinstance(s, sp.Indexed) else s.is_positive
         if positive:
             point[s] = sp.Rational(rng.randint(1, 400), rng.randint(50, 400))
         else:
@@ -239,16 +247,53 @@ def _random_point(symbols: Iterable[sp.Basic], rng: random.Random) -> dict[sp.Ba
     return point
 
 
-def _numeric_equal(lhs: sp.Expr, rhs: sp.Expr, points: int = 30, seed: int = 0) -> bool:
-    lhs, rhs = _concrete(lhs, 3), _concrete(rhs, 3)
-    free = sorted((lhs - rhs).free_symbols | (lhs - rhs).atoms(sp.Indexed), key=str)
-    free = [s for s in free if not isinstance(s, sp.IndexedBase)]
-    rng = random.Random(seed)
-    for _ in range(points):
-        pt = _random_point(free, rng)
-        a, b = complex(lhs.subs(pt).evalf(30)), complex(rhs.subs(pt).evalf(30))
-        if not abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b)):
-            return False
+def _evaluate(expr: sp.Expr, point: Mapping[sp.Basic, sp.Expr]) -> complex:
+    return complex(sp.sympify(expr).xreplace(dict(point)).evalf(30))
+
+
+def _numeric_equal(lhs: sp.Expr, rhs: sp.Expr, points: int = 30, seed: int = 0,
+                   given: Mapping[sp.Basic, sp.Expr] | None = None) -> bool:
+    """lhs = rhs at ``points`` random rational points (symbolic-length sums taken at n = 3).
+
+    False if any point differs (relative 1e-12) or cannot be evaluated to a number.
+    """
+    return _numeric_compare(lhs, rhs, points, seed, given) is True
+
+
+def _normalised_bases(given: Mapping[sp.Basic, sp.Expr] | None) -> list[sp.IndexedBase]:
+    """Indexed bases ``w`` with a fact ``Sum(w[i], (i, 1, n)) = 1`` among ``given``."""
+    return [k.function.base for k, v in (given or {}).items()
+            if isinstance(k, sp.Sum) and isinstance(k.function, sp.Indexed) and v == 1]
+
+
+def _numeric_compare(lhs: sp.Expr, rhs: sp.Expr, points: int, seed: int,
+                     given: Mapping[sp.Basic, sp.Expr] | None = None) -> bool | None:
+    """True: equal at every point; False: differs at some point; None: cannot evaluate.
+
+    Facts ``Sum(w[i]) = 1`` in ``given`` are honoured by normalising the random ``w[1..3]``;
+    other facts are substituted before evaluation.
+    """
+    try:
+        lhs, rhs = sp.sympify(lhs), sp.sympify(rhs)
+        if given:
+            lhs, rhs = lhs.subs(given), rhs.subs(given)
+        lhs, rhs = _concrete(lhs, 3), _concrete(rhs, 3)
+        free = _variables(lhs - rhs)
+        bases = _normalised_bases(given)
+        rng = random.Random(seed)
+        for _ in range(points):
+            pt = _random_point(free, rng)
+            for base in bases:
+                entries = [k for k in pt if isinstance(k, sp.Indexed) and k.base == base
+                           and all(j.is_number for j in k.indices)]  # w[1..3], not w[k]
+                total = sum(pt[k] for k in entries)
+                for k in entries:
+                    pt[k] = pt[k] / total
+            a, b = _evaluate(lhs, pt), _evaluate(rhs, pt)
+            if not abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b)):
+                return False
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
     return True
 
 
@@ -276,6 +321,9 @@ def equal(
     if definitions:
         lhs, rhs = sp.sympify(lhs).subs(definitions), sp.sympify(rhs).subs(definitions)
     diff = sp.sympify(lhs) - sp.sympify(rhs)
+    if _numeric_compare(lhs, rhs, 3, 1, given) is False:
+        # not an identity: no need to try the (slow) symbolic rewrites
+        return Step(claim, latex, False, "differs at random rational points", symbolic=False)
     for name, rewrite in _rewrites(diff):
         try:
             reduced = rewrite()
@@ -286,9 +334,7 @@ def equal(
                 return Step(claim, latex, True, f"{name}, using {facts}")
         except (TypeError, ValueError, NotImplementedError, RecursionError):
             continue
-    if given:
-        lhs, rhs = lhs.subs(given), rhs.subs(given)
-    ok = _numeric_equal(lhs, rhs)
+    ok = _numeric_equal(lhs, rhs, given=given)
     return Step(claim, latex, ok, "no rewrite reached 0; equal at 30 random rational points"
                 if ok else "no rewrite reached 0; differs at random rational points",
                 symbolic=False)
@@ -320,10 +366,12 @@ def sign(claim: str, expr: sp.Expr, which: str, *, display: sp.Expr | None = Non
         except (TypeError, ValueError, NotImplementedError, RecursionError):
             continue
     concrete = _concrete(expr, 3)
-    free = sorted(concrete.free_symbols | concrete.atoms(sp.Indexed), key=str)
-    free = [s for s in free if not isinstance(s, sp.IndexedBase)]
+    free = _variables(concrete)
     rng = random.Random(0)
-    ok = all(test(float(concrete.subs(_random_point(free, rng)).evalf(30))) for _ in range(30))
+    try:
+        ok = all(test(_evaluate(concrete, _random_point(free, rng)).real) for _ in range(30))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        ok = False
     return Step(claim, latex, ok, f"not provable by sympy; {which} at 30 random rational points"
                 if ok else f"not provable by sympy; not {which} at random rational points",
                 symbolic=False)
