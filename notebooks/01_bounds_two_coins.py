@@ -139,7 +139,7 @@ for name, spec in BOUNDS.items():
 # JS's the single point $\log dP/dQ$.
 
 # %%
-grid = torch.linspace(-3, 3, 81)
+grid = torch.linspace(-3, 4, 81)
 th, tt = torch.meshgrid(grid, grid, indexing="xy")
 plane = torch.stack([th, tt], dim=-1)  # [81, 81, 2]
 surfaces = {"DV": exact(dv_bound, plane), "NWJ": exact(nwj_bound, plane),
@@ -152,8 +152,9 @@ for ax, (name, z) in zip(axes, surfaces.items(), strict=True):
     ax.plot(*best[name], "r*", ms=10)
     if name == "DV":
         ax.plot(grid, grid + float(log_r[1] - log_r[0]), "r--", lw=1)
-    ax.set(title=name, xlabel="T(heads)")
+    ax.set(title=name, xlabel="T(heads)", xlim=(-3, 4), ylim=(-3, 4))
 axes[0].set_ylabel("T(tails)")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]

@@ -211,10 +211,10 @@ runs = {kind: gradient_descent(c3.world, kind, pairs=c3.pairs, features=c3.featu
                                steps=STEPS)
         for kind in ("dpo", "mio")}
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-for kind, traj in runs.items():
-    axes[0].plot(traj.step, traj.chosen_logps, label=f"{kind}: chosen")
-    axes[0].plot(traj.step, traj.rejected_logps, ls="--", label=f"{kind}: rejected")
-    axes[1].plot(traj.step, traj.margin, label=kind)
+for color, (kind, traj) in zip(("C0", "C2"), runs.items(), strict=True):
+    axes[0].plot(traj.step, traj.chosen_logps, color=color, label=f"{kind}: chosen")
+    axes[0].plot(traj.step, traj.rejected_logps, color=color, ls="--", label=f"{kind}: rejected")
+    axes[1].plot(traj.step, traj.margin, color=color, label=kind)
 axes[0].set(xlabel="step", ylabel="E log pi(y | x)")
 axes[1].set(xlabel="step", ylabel="margin E[T_w − T_l]")
 axes[0].legend(fontsize=7)
