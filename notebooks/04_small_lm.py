@@ -235,7 +235,9 @@ seqs = [encode_pair_sequences(tokenizer, p["prompt"], p["chosen"])
 with torch.no_grad():
     solution_3 = sequence_logps(model, make_batch(seqs, tokenizer.pad_id))
 answer_3 = solution_3 if answer_3 is None else torch.as_tensor(answer_3)
-assert torch.allclose(answer_3, reference["train"][0][:3], atol=1e-4), (answer_3, reference)
+# float32 on CPU here; a reference computed on a GPU (bf16 autocast) agrees less closely
+tol = 1e-4 if dpo_run["throughput"]["device"] == "cpu" else 5e-2
+assert torch.allclose(answer_3, reference["train"][0][:3], atol=tol), (answer_3, reference)
 print("log pi_ref(chosen | prompt) for 3 pairs:", answer_3.numpy().round(4))
 
 # %% [markdown]
