@@ -304,6 +304,7 @@ def equal(
     *,
     definitions: Mapping[sp.Basic, sp.Expr] | None = None,
     given: Mapping[sp.Basic, sp.Expr] | None = None,
+    display: str | None = None,
 ) -> Step:
     """Check ``lhs = rhs``: some rewrite of ``lhs - rhs`` must reach exactly 0.
 
@@ -314,10 +315,12 @@ def equal(
             document, replaced by its defining sum for the check).
         given: facts used after a rewrite, as substitutions (e.g. ``{Sum(p[i], (i, 1, n)): 1}``
             for a normalised distribution); the step's ``how`` names them.
+        display: LaTeX shown instead of ``sympy.latex(Eq(lhs, rhs))`` when that is unreadably
+            long (the check itself always uses ``lhs`` and ``rhs``).
 
     Falls back to 30 random rational points (``symbolic=False``) only when no rewrite reaches 0.
     """
-    latex = sp.latex(sp.Eq(lhs, rhs, evaluate=False))
+    latex = display if display is not None else sp.latex(sp.Eq(lhs, rhs, evaluate=False))
     if definitions:
         lhs, rhs = sp.sympify(lhs).subs(definitions), sp.sympify(rhs).subs(definitions)
     diff = sp.sympify(lhs) - sp.sympify(rhs)

@@ -62,7 +62,11 @@ def derive() -> list[Step]:
         r"Concavity ($n = 3$, $E_i = e^{T_i}$): the Hessian's quadratic form is minus a "
         r"variance, $v^\top H v = -\sum_i w_i (v_i - \bar v)^2$ with $w \propto q e^T$, so "
         r"$\mathrm{DV}$ is concave and its stationary points are global maxima",
-        quad, -sum(w[j] * (vv[j] - mean_v) ** 2 for j in range(3))))
+        quad, -sum(w[j] * (vv[j] - mean_v) ** 2 for j in range(3)),
+        display=(r"v^\top \nabla^2_T \mathrm{DV}\, v = -\sum_{i=1}^{3} w_i (v_i - \bar v)^2,"
+                 r"\quad w_i = \frac{q_i E_i}{\sum_j q_j E_j},\quad \bar v = \sum_i w_i v_i"
+                 r"\qquad \text{(the checked expressions are the full sympy Hessian form "
+                 r"and its right-hand side, expanded)}")))
     steps.append(equal(
         r"Value at the optimum: $\mathrm{DV}(\log(p/q) + c) = \mathrm{KL}(P\|Q)$ for every $c$",
         dv(OPTIMAL_CRITIC), KL, given=NORMALISED))
