@@ -59,8 +59,11 @@ def derive() -> list[Step]:
             r"one shared weight",
             sp.diff(DPO.subs({t_w: tw_f, t_l: tl_f}), theta),
             -sigmoid(tl_f - tw_f) * (sp.diff(tw_f, theta) - sp.diff(tl_f, theta))),
-        equal(r"DPO is shift invariant: $L(T_w + c, T_l + c) = L(T_w, T_l)$",
-              DPO.subs(shift, simultaneous=True), DPO),
+        equal(r"DPO is shift invariant: $L(T_w + c, T_l + c) = L(T_w, T_l)$ (sympy cancels "
+              r"$c$ as soon as it substitutes)",
+              DPO.subs(shift, simultaneous=True), DPO,
+              display=r"\mathrm{softplus}\big(-((T_w + c) - (T_l + c))\big) = "
+                      + sp.latex(DPO)),
         equal(r"MIO: $\partial L/\partial T_w = \frac32\sigma(T_w) - 1$",
               sp.diff(MIO, t_w), MIO_CHOSEN_WEIGHT),
         equal(r"MIO: $\partial L/\partial T_l = \frac12\sigma(T_l)$",

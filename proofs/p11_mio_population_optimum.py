@@ -88,7 +88,10 @@ def derive() -> list[Step]:
               sp.log(2 * p) - sp.log(2 * pbar), sp.log(p / pbar)),
         equal(r"DPO, free rewards: the loss depends on the margin only, "
               r"$L(T_1 + c, T_2 + c) = L(T_1, T_2)$",
-              DPO_POP.subs(shift, simultaneous=True), DPO_POP),
+              DPO_POP.subs(shift, simultaneous=True), DPO_POP,
+              display=r"p\,\mathrm{softplus}\big(-((T_1 + c) - (T_2 + c))\big) + \bar p\,"
+                      r"\mathrm{softplus}\big(-((T_2 + c) - (T_1 + c))\big) = "
+                      + sp.latex(DPO_POP)),
         equal(r"so its Hessian is singular (a whole line of minimisers)",
               hess_dpo.det(), sp.Integer(0)),
         solves(r"DPO's optimal margin $\Delta = T_1 - T_2$ is also $\log(p/\bar p)$",
