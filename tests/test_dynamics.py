@@ -20,6 +20,7 @@ from toy_models.claims_c3 import (
     C3Grid,
     canonical_trajectories,
     displacement_world,
+    labelled_pairs_world,
     summarise_decline,
 )
 from toy_models.dynamics import (
@@ -235,6 +236,7 @@ def test_divergence_is_reported_and_isolated(world):
     assert np.all(np.isnan(bad.chosen_logps[bad.diverged_at:]))
     assert np.all(np.isfinite(bad.chosen_logps[:bad.diverged_at]))
     assert np.isnan(bad.peak_to_final_drop())
+    assert bad.chosen_peak_step < bad.diverged_at
     single = gradient_descent(world, "ipo", lr=0.05, steps=50)
     assert good.diverged_at is None
     np.testing.assert_allclose(good.chosen_logps, single.chosen_logps, rtol=1e-12, atol=1e-12)
@@ -286,6 +288,18 @@ def test_displacement_world_has_the_stated_geometry():
         displacement_world(overlap=1.0)
     with pytest.raises(ValueError, match="n_responses"):
         displacement_world(n_responses=1)
+
+
+def test_labelled_pairs_world_uses_the_worlds_pair_distribution():
+    """The second C3 setting: pairs are the world's own base-labelled pairs; unit features."""
+    c3 = labelled_pairs_world(pair_kind="base_labelled", n_prompts=3, n_responses=4, dim=5,
+                              seed=2)
+    np.testing.assert_array_equal(c3.pairs, c3.world.pair_distribution("base_labelled"))
+    np.testing.assert_allclose(np.linalg.norm(c3.features, axis=-1), 1.0, atol=1e-12)
+    assert c3.features.shape == (3, 4, 5) and np.isnan(c3.overlap)
+    again = labelled_pairs_world(pair_kind="base_labelled", n_prompts=3, n_responses=4, dim=5,
+                                 seed=2)
+    assert np.array_equal(again.features, c3.features)
 
 
 def test_c3_canonical_world_mio_drops_less_than_dpo():

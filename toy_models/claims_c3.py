@@ -48,6 +48,8 @@ __all__ = [
     "canonical_trajectories",
     "decline_grid",
     "displacement_world",
+    "labelled_pairs_check",
+    "labelled_pairs_world",
     "summarise_decline",
 ]
 
@@ -125,6 +127,56 @@ def displacement_world(
         prompt_weights=np.full(n_prompts, 1.0 / n_prompts), pi_ref=pi_ref, reward=reward, beta=beta
     )
     return C3World(world=world, features=features, pairs=pairs, overlap=float(overlap))
+
+
+def labelled_pairs_world(
+    *,
+    pair_kind: str = "base_labelled",
+    n_prompts: int = 8,
+    n_responses: int = 8,
+    dim: int = 16,
+    beta: float = 0.1,
+    seed: int = 0,
+) -> C3World:
+    """A second C3 setting, closer to the paper's data: many pairs per prompt.
+
+    ``CategoricalWorld.random(seed, n_prompts, n_responses, beta, uniform_prompts=True)``
+    (Dirichlet ``pi_ref``, Gaussian reward), random unit features ``phi [X, Y, dim]``
+    (``default_rng(100 + seed)``; the reward is not a function of them), and the pair
+    distribution ``world.pair_distribution(pair_kind)``: two responses drawn from ``pi_ref`` and
+    labelled by the reward (``"base_labelled"``) or by Bradley–Terry (``"bradley_terry"``).
+    ``overlap`` is NaN (not controlled).
+    """
+    from toy_models.world import CategoricalWorld
+
+    world = CategoricalWorld.random(seed, n_prompts, n_responses, beta, uniform_prompts=True)
+    phi = np.random.default_rng(100 + seed).standard_normal((n_prompts, n_responses, dim))
+    return C3World(world=world, features=_unit(phi), pairs=world.pair_distribution(pair_kind),
+                   overlap=float("nan"))
+
+
+def labelled_pairs_check(
+    *,
+    pair_kinds: Sequence[str] = ("base_labelled", "bradley_terry"),
+    dims: Sequence[int] = (4, 16),
+    seeds: Sequence[int] = tuple(range(6)),
+    losses: Sequence[str] = ("dpo", "mio"),
+    lr: float = 10.0,
+    steps: int = 2000,
+) -> dict[str, Any]:
+    """C3 in :func:`labelled_pairs_world` worlds: per (pair kind, dim, loss), each seed's
+    :func:`summarise_decline` numbers (runs batched over seeds)."""
+    out: dict[str, Any] = {"lr": lr, "steps": steps, "seeds": list(seeds), "runs": []}
+    for pair_kind in pair_kinds:
+        for dim in dims:
+            worlds = [labelled_pairs_world(pair_kind=pair_kind, dim=dim, seed=s) for s in seeds]
+            for kind in losses:
+                trajs = gradient_descent_many(
+                    [c.world for c in worlds], kind, pairs=[c.pairs for c in worlds],
+                    features=[c.features for c in worlds], lr=lr, steps=steps)
+                out["runs"].append({"pair_kind": pair_kind, "dim": dim, "loss": kind,
+                                    "per_seed": [summarise_decline(t) for t in trajs]})
+    return out
 
 
 def canonical_trajectories(

@@ -131,8 +131,8 @@ class Trajectory:
 
     @property
     def chosen_peak_step(self) -> int:
-        """The first step at which ``chosen_logps`` is largest."""
-        return int(np.argmax(self.chosen_logps))
+        """The first step at which ``chosen_logps`` is largest (before divergence, if any)."""
+        return int(np.argmax(self.chosen_logps[:self.diverged_at]))
 
     def peak_to_final_drop(self, metric: str = "chosen_logps") -> float:
         """``max_t m_t - m_final`` for a metric ``m`` (>= 0; 0 if it never falls from its peak).
