@@ -94,10 +94,9 @@ def _staircase_parser() -> argparse.ArgumentParser:
         "Song & Ermon 2020). Finished runs are skipped.",
     )
     p.add_argument("--plan", choices=list(PLANS), default="default",
-                   help="default: published settings for the separable critic on the Gaussian "
-                   "task; cubic task at 1000 steps/level (JS, InfoNCE, DV); concat critic at 200 "
-                   "steps/level (JS, InfoNCE). full: everything at 4000 steps/level; quick: a "
-                   "smoke test" + D)
+                   help="default: what fitted the shared CPU (see mi_bounds.staircase.PLANS); "
+                   "full: every task, critic and objective at 4000 steps/level; quick: a smoke "
+                   "test" + D)
     p.add_argument("--objectives", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES),
                    help="training objectives to run (default: all)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help=D.strip())

@@ -174,25 +174,25 @@ def run_one(
     return path
 
 
-#: Named plans. ``default`` is what a shared 2-core CPU affords in about an hour: the published
-#: settings for the separable critic on the Gaussian task, the cubic task at 1/4 of the steps
-#: (three objectives) and the concat critic at 1/20 of the steps (two objectives); see
-#: docs/RESULTS.md §4 for what finished. A block
-#: may restrict the objectives with an ``"objectives"`` entry.
+#: Named plans. ``default`` is what a 2-core CPU shared by several jobs afforded in about 90
+#: minutes (docs/RESULTS.md §4): the published settings (4000 steps/level) for the separable
+#: critic on the Gaussian task with the JS (→ DV, NWJ, SMILE τ = 1, 5), InfoNCE and DV
+#: objectives; NWJ and MINE at 1000 steps/level; the cubic task and the concat critic reduced.
+#: A block may restrict the objectives with an ``"objectives"`` entry; blocks run in order.
 PLANS: dict[str, list[dict[str, object]]] = {
     "default": [
-        {"task": "gaussian", "critic": "separable"},
-        {"task": "cubic", "critic": "separable", "steps_per_level": 1000,
-         "objectives": ("js", "infonce", "dv")},
-        {"task": "gaussian", "critic": "concat", "steps_per_level": 200,
-         "objectives": ("js", "infonce")},
+        {"task": "gaussian", "critic": "separable", "objectives": ("js", "infonce", "dv")},
+        {"task": "gaussian", "critic": "separable", "steps_per_level": 1000,
+         "objectives": ("nwj", "mine")},
+        {"task": "cubic", "critic": "separable", "steps_per_level": 1000, "objectives": ("js",)},
+        {"task": "gaussian", "critic": "concat", "steps_per_level": 200, "objectives": ("js",)},
     ],
     "full": [
         {"task": t, "critic": c} for t in ("gaussian", "cubic") for c in ("separable", "concat")
     ],
     "quick": [
-        {"task": "gaussian", "critic": "separable", "steps_per_level": 40, "hidden_dim": 64,
-         "embed_dim": 16, "layers": 1},
+        {"task": "gaussian", "critic": "separable", "steps_per_level": 40, "hidden_dim": 32,
+         "embed_dim": 8, "layers": 1},
     ],
 }
 
