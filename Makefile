@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,lm,notebooks
+EXTRAS ?= dev,lm,notebooks,trl
 
 .PHONY: install run test test-all lint bench
 
