@@ -77,9 +77,10 @@ def _by_loss(results: Sequence[dict]) -> dict[str, list[dict]]:
 def summarise(results: Sequence[dict]) -> dict[str, Any]:
     """Per-loss numbers over seeds (mean, std with ddof=1, and the per-seed values).
 
-    ``chosen_decline_from_peak`` = final - max over the run of the mean train chosen log-prob
-    (0 if it never fell below its peak); ``chosen_change_second_half`` = final - value at the
-    evaluation step nearest the middle of the run; ``chosen_change`` = final - initial.
+    For the mean train chosen log-prob: ``chosen_change`` = final - initial;
+    ``chosen_decline_from_peak`` = final - max over the run (0 if it never fell below its peak);
+    ``chosen_peak_step`` = the evaluation step of that max; ``chosen_change_second_half`` =
+    final - value at the evaluation step nearest the middle of the run.
     """
     out: dict[str, Any] = {}
     for loss, runs in _by_loss(results).items():
@@ -96,6 +97,7 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
             "heldout_reward_accuracy": rew_acc[:, -1],
             "chosen_initial": chosen[:, 0],
             "chosen_peak": chosen.max(axis=1),
+            "chosen_peak_step": steps[np.argmax(chosen, axis=1)].astype(float),
             "chosen_final": chosen[:, -1],
             "chosen_change": chosen[:, -1] - chosen[:, 0],
             "chosen_decline_from_peak": chosen[:, -1] - chosen.max(axis=1),
