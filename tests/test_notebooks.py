@@ -9,6 +9,8 @@ number fails too. The notebooks never download anything.
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,17 @@ EXPECTED = (
 )
 #: Seconds a single cell may run before the notebook fails.
 CELL_TIMEOUT = 240
+#: A wrong answer to every exercise (Python source): after the notebook has run, each is put
+#: into its answer variable and the exercise's check cell is re-run in the same kernel; it must
+#: raise AssertionError. So every exercise is checkable, and its check can fail.
+WRONG_ANSWERS = {
+    "01_bounds_two_coins.py": {1: "0.0", 2: "torch.tensor([0.0, 0.0])", 3: "1.0", 4: "1.0"},
+    "02_estimators_from_samples.py": {1: '"dv"', 2: "math.log(32)", 3: "4.0", 4: "5.0"},
+    "03_rlhf_dpo_mio.py": {1: "0.0", 2: "1.0", 3: "0.0", 4: '(0.0, "down")'},
+    "04_small_lm.py": {1: '("0", 1)', 2: "0.0", 3: "torch.zeros(3)"},
+}
+#: An exercise's answer cell: one line, ``answer_<k> = None`` (or ``"unset"``) and a comment.
+_ANSWER_RE = re.compile(r'answer_(\d+) = (?:None|"unset")\s*(?:#.*)?')
 
 
 @pytest.fixture(autouse=True)
@@ -50,9 +63,43 @@ def _kernel_check_cell() -> nbformat.NotebookNode:
     return nbformat.v4.new_code_cell(source)
 
 
-def execute(path: Path) -> nbformat.NotebookNode:
-    """Convert ``path`` with jupytext and execute it in a fresh ``python3`` kernel."""
+def _wrong_answer_cells(nb: nbformat.NotebookNode, wrong: dict[int, str]) -> list:
+    """Cells that re-run each exercise's check cell with a wrong answer and expect it to fail.
+
+    An exercise is a code cell assigning ``answer_<k> = ...``; its check is the next code cell.
+    """
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    checks = {}
+    for cell, nxt in itertools.pairwise(code):
+        m = _ANSWER_RE.fullmatch(cell.source.strip())
+        if m:
+            checks[int(m.group(1))] = nxt.source
+    assert sorted(checks) == sorted(wrong), (
+        f"exercises {sorted(checks)} in the notebook, wrong answers given for {sorted(wrong)}")
+    cells = []
+    for k, check in sorted(checks.items()):
+        message = f"exercise {k} accepted the wrong answer {wrong[k]}"
+        cells.append(nbformat.v4.new_code_cell(
+            f"answer_{k} = {wrong[k]}\n"
+            "try:\n"
+            f"    exec({check!r})\n"
+            "except AssertionError:\n"
+            f"    print('exercise {k} rejects a wrong answer')\n"
+            "else:\n"
+            f"    raise RuntimeError({message!r})\n"
+        ))
+    return cells
+
+
+def execute(path: Path, wrong: dict[int, str] | None = None) -> nbformat.NotebookNode:
+    """Convert ``path`` with jupytext and execute it in a fresh ``python3`` kernel.
+
+    With ``wrong`` (exercise number -> wrong answer source), cells are appended that check each
+    exercise rejects its wrong answer.
+    """
     nb = jupytext.read(path)
+    if wrong is not None:
+        nb.cells.extend(_wrong_answer_cells(nb, wrong))
     nb.cells.insert(0, _kernel_check_cell())
     client = nbclient.NotebookClient(
         nb,
@@ -92,11 +139,13 @@ def test_every_notebook_is_present_and_in_percent_format():
 @pytest.mark.parametrize("name", EXPECTED[:3])
 def test_notebook_executes(name):
     t0 = time.perf_counter()
-    nb = execute(NOTEBOOKS / name)
+    nb = execute(NOTEBOOKS / name, WRONG_ANSWERS[name])
     seconds = time.perf_counter() - t0
     text = _outputs_text(nb)
     # each notebook prints "checks passed" in its last cell, after all its asserts have run
     assert "all checks passed" in text, f"{name} did not reach its final cell"
+    for k in WRONG_ANSWERS[name]:
+        assert f"exercise {k} rejects a wrong answer" in text
     print(f"{name}: {seconds:.1f} s")
 
 
@@ -106,8 +155,11 @@ def test_lm_notebook_executes(tmp_path, monkeypatch):
     # The notebook trains the cpu-tiny preset into this run directory (nothing is downloaded).
     monkeypatch.setenv("MI_BOUNDS_LM_RUN", str(tmp_path / "run"))
     monkeypatch.setenv("MI_BOUNDS_NOTEBOOK_QUICK", "1")
-    nb = execute(NOTEBOOKS / "04_small_lm.py")
-    assert "all checks passed" in _outputs_text(nb)
+    nb = execute(NOTEBOOKS / "04_small_lm.py", WRONG_ANSWERS["04_small_lm.py"])
+    text = _outputs_text(nb)
+    assert "all checks passed" in text
+    for k in WRONG_ANSWERS["04_small_lm.py"]:
+        assert f"exercise {k} rejects a wrong answer" in text
     assert (tmp_path / "run" / "align").is_dir()
 
 
