@@ -50,6 +50,7 @@ __all__ = [
     "displacement_world",
     "labelled_pairs_check",
     "labelled_pairs_world",
+    "minibatch_check",
     "summarise_decline",
 ]
 
@@ -193,6 +194,34 @@ def canonical_trajectories(
                                steps=steps)
         for kind in losses
     }
+
+
+def minibatch_check(
+    *,
+    batch_sizes: Sequence[int] = (2, 4),
+    seeds: Sequence[int] = (0, 1, 2),
+    losses: Sequence[str] = ("dpo", "mio"),
+    lr: float = 10.0,
+    steps: int = 2000,
+) -> dict[str, Any]:
+    """C3 in the canonical world with sampled pairs: each step descends the mean loss of
+    ``batch_size`` pairs drawn from the 8 (seeded); returns :func:`summarise_decline` per
+    (batch size, loss, seed), next to the full-batch numbers."""
+    c3 = displacement_world()
+    out: dict[str, Any] = {"lr": lr, "steps": steps, "seeds": list(seeds), "runs": []}
+    for kind in losses:
+        full = gradient_descent(c3.world, kind, pairs=c3.pairs, features=c3.features, lr=lr,
+                                steps=steps)
+        out["runs"].append({"loss": kind, "batch_size": None,
+                            "per_seed": [summarise_decline(full)]})
+        for batch_size in batch_sizes:
+            trajs = gradient_descent_many(
+                [c3.world] * len(seeds), kind, pairs=c3.pairs,
+                features=[c3.features] * len(seeds), lr=lr, steps=steps,
+                batch_size=int(batch_size), seeds=list(seeds))
+            out["runs"].append({"loss": kind, "batch_size": int(batch_size),
+                                "per_seed": [summarise_decline(t) for t in trajs]})
+    return out
 
 
 def summarise_decline(traj: Trajectory) -> dict[str, float]:
