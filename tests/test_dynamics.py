@@ -360,3 +360,18 @@ def test_c3_grid_config_is_validated():
         C3Grid(betas=())
     with pytest.raises(ValueError, match="n_responses"):
         C3Grid(n_responses=(1,))
+
+
+def test_minibatch_check_structure_and_full_batch_row():
+    """minibatch_check's full-batch row equals a direct full-batch run; sampled rows per seed."""
+    from toy_models.claims_c3 import minibatch_check
+
+    out = minibatch_check(batch_sizes=(2,), seeds=(0, 1), losses=("dpo",), steps=30)
+    full, sampled = out["runs"]
+    assert full["batch_size"] is None and sampled["batch_size"] == 2
+    assert len(sampled["per_seed"]) == 2
+    c3 = displacement_world()
+    direct = gradient_descent(c3.world, "dpo", pairs=c3.pairs, features=c3.features, lr=10.0,
+                              steps=30)
+    assert full["per_seed"][0] == summarise_decline(direct)
+    assert sampled["per_seed"][0] != sampled["per_seed"][1]  # different seeds, different pairs
