@@ -14,6 +14,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import logsumexp
 
 from toy_models.claims_c3 import (
@@ -198,6 +200,32 @@ def test_metrics_agree_with_the_world(world, features, shared):
     gap = world.rlhf_objective(world.optimal_policy()) - world.rlhf_objective(pi)
     assert abs(gap - world.beta * traj.kl_to_optimal[-1]) < 1e-10
     assert traj.reward_accuracy[0] == 0.0 and traj.margin[0] == 0.0  # pi = pi_ref exactly
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 10_000), zero_fraction=st.sampled_from([0.0, 0.3]),
+       pair_kind=st.sampled_from(["bradley_terry", "base_labelled"]))
+def test_step_zero_metrics_are_those_of_the_reference(seed, zero_fraction, pair_kind):
+    """At step 0 the policy is pi_ref exactly (also with zeros in pi_ref): chosen/rejected
+    log-likelihoods are E_P log pi_ref, margin and accuracy are exactly 0, the KL to pi_ref 0 to
+    round-off, the KL
+    to pi* is KL(pi_ref ‖ pi*) (world's scipy value), E r = E_{pi_ref} r."""
+    w = CategoricalWorld.random(seed, n_prompts=3, n_responses=5, beta=0.7,
+                                zero_fraction=zero_fraction)
+    try:
+        pairs = w.pair_distribution(pair_kind)
+    except ValueError:  # no prompt with a valid pair (e.g. all rewards tied): nothing to test
+        return
+    traj = gradient_descent(w, "mio", pairs=pairs, steps=0)
+    x, yw, yl = np.nonzero(pairs)
+    p = pairs[x, yw, yl]
+    assert traj.chosen_logps.shape == (1,)
+    assert abs(traj.chosen_logps[0] - p @ np.log(w.pi_ref[x, yw])) < 1e-12
+    assert abs(traj.rejected_logps[0] - p @ np.log(w.pi_ref[x, yl])) < 1e-12
+    assert traj.margin[0] == 0.0 and traj.reward_accuracy[0] == 0.0
+    assert abs(traj.kl_to_reference[0]) < 1e-15  # -log Σ pi_ref: 0 up to round-off
+    assert abs(traj.kl_to_optimal[0] - w.kl_to_optimal(w.pi_ref)) < 1e-12
+    assert abs(traj.expected_reward[0] - w.expected_reward(w.pi_ref)) < 1e-12
 
 
 def test_tabular_dpo_on_bradley_terry_pairs_converges_to_the_optimal_policy():

@@ -168,7 +168,9 @@ def policy_log_ratios(
     """Log-ratios ``z = log pi_theta(y|x) - log pi_ref(y|x)`` of a tabular or log-linear policy.
 
     With scores ``s = theta`` (tabular) or ``s = phi · theta`` (log-linear),
-    ``z(x, y) = s(x, y) - log Σ_y' pi_ref(y'|x) exp(s(x, y'))``: exactly 0 at ``theta = 0``.
+    ``z(x, y) = s(x, y) - log Σ_y' pi_ref(y'|x) exp(s(x, y'))``. At ``theta = 0`` it is one
+    number per prompt (``-log Σ pi_ref``: 0 up to round-off), so chosen-minus-rejected
+    differences, the margin, are exactly 0 there.
 
     Args:
         theta: ``[..., X, Y]`` (tabular) or ``[..., d]`` (with ``features``).
