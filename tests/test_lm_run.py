@@ -210,7 +210,7 @@ def test_cli_rerun_skips_finished_work(tiny_run, capsys, tmp_path):
     assert _io.read_json(run.dir / "align" / "dpo-seed0" / "result.json") == before
     # a stage whose inputs are missing is a clear error (exit code 2), not a traceback
     assert cli.main(["align", "--out", str(tmp_path / "new")]) == 2
-    assert "the base stage has not finished" in capsys.readouterr().err
+    assert "stage has not finished" in capsys.readouterr().err
 
 
 def test_model_path_and_user_pairs(tiny_run, tmp_path):
