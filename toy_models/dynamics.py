@@ -439,7 +439,7 @@ def gradient_descent_many(
             raise ValueError("the worlds have different beta; pass the loss's beta explicitly")
         beta = betas.pop()
     beta = check_positive(beta, "beta")
-    lrs = [lr] * n if isinstance(lr, (int, float)) else list(lr)
+    lrs = [lr] * n if isinstance(lr, (int, float, np.integer, np.floating)) else list(lr)
     if len(lrs) != n:
         raise ValueError(f"lr must be one rate or {n} of them, got {len(lrs)}")
     lrs = [check_positive(v, "lr") for v in lrs]
