@@ -162,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     if true_mi is not None:
         print(f"true MI: {true_mi:.4f} nats")
+    sys.stdout.flush()
     print(f"{result.steps_per_second:.1f} steps/s on {config.device}", file=sys.stderr)
     if args.out is not None:
         record = result.to_dict()

@@ -96,7 +96,7 @@ def test_js_trained_estimators_report_their_value_with_the_js_gradient(name: str
     """value = the reported estimator; gradient = ∇JS, computed by autograd on the numpy formula."""
     s = _scores(seed=1)
     obj = training_objective(name, s.clone().requires_grad_(True))
-    assert float(obj) == pytest.approx(float(estimator_value(name, s)), abs=1e-12)
+    assert float(obj.detach()) == pytest.approx(float(estimator_value(name, s)), abs=1e-12)
     k = s.shape[0]
     eye = torch.eye(k, dtype=torch.bool)
 
