@@ -264,3 +264,40 @@ def test_bad_input_writes_nothing(tiny_run, tmp_path):
     # the CLI turns these into exit code 2 with the message
     assert cli.main(["run", "--out", str(out), "--pairs", str(bad)]) == 2
     assert not out.exists()
+
+
+def test_checkpoint_with_hugging_face_tokenizer(tiny_run, tmp_path):
+    """--model PATH whose tokenizer is a Hugging Face one (no char_tokenizer.json)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from mi_bounds.lm.tokenizer import CharTokenizer, HFTokenizer, load_tokenizer
+
+    run, _ = tiny_run
+    model_dir = shutil.copytree(run.dir / "base" / "model", tmp_path / "hf-model")
+    char = CharTokenizer.load(model_dir)
+    os.remove(model_dir / "char_tokenizer.json")
+    tk = Tokenizer(models.WordLevel(vocab={s: i for i, s in enumerate(char.itos)},
+                                    unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>",
+                            pad_token="<pad>").save_pretrained(str(model_dir))
+    hf = load_tokenizer(model_dir)
+    assert isinstance(hf, HFTokenizer)
+    assert hf.encode("12+34=") == char.encode("12+34=") and hf.eos_id == char.eos_id
+    pairs = _io.read_json(run.dir / "sample" / "data.json")["train_pairs"][:8]
+    pfile = tmp_path / "pairs.jsonl"
+    pfile.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    cfg = get_preset("cpu-tiny").replace(
+        align={"losses": ("dpo",), "steps": 2, "eval_every": 2, "ckpt_every": 2})
+    r = stages.open_run(tmp_path / "hf-run", cfg, model_path=model_dir, pairs_path=pfile,
+                        device="cpu", log=lambda m: None)
+    stages.run_base(r)
+    stages.run_sample(r)
+    res = stages.run_align(r)[0]
+    assert [h["step"] for h in res["history"]] == [0, 2]
+    # same ids as the char tokenizer, so the reference log-probs equal the tiny run's
+    ref = _io.torch_load(run.dir / "align" / "reference.pt")["train"][0][:8]
+    got = _io.torch_load(tmp_path / "hf-run" / "align" / "reference.pt")
+    all_c = torch.cat([got["train"][0], got["heldout"][0]])
+    assert torch.allclose(torch.sort(all_c).values, torch.sort(ref).values, atol=1e-5)
