@@ -116,11 +116,20 @@ def test_stacked_forward_equals_separate_forwards(tiny_run):
 def test_step_zero_is_the_reference_and_report_matches_history(tiny_run):
     run, _ = tiny_run
     report = _io.read_json(run.dir / "report" / "lm_report.json")
+    sample = _io.read_json(run.dir / "sample" / "data.json")
+    base = sample["base_accuracy"]
+    n_by_level = {lv: v["n"] for lv, v in base["by_level"].items()}
     for loss in ("dpo", "mio", "ipo"):
         res = _io.read_json(run.dir / "align" / f"{loss}-seed0" / "result.json")
         h0, hN = res["history"][0], res["history"][-1]
         assert h0["train"]["rewards/chosen"] == pytest.approx(0.0, abs=1e-5)  # policy == ref
         assert h0["train"]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+        # step 0 is the base model: same greedy accuracy as the sample stage measured
+        assert h0["acc_heldout"] == pytest.approx(base["heldout_greedy"])
+        assert h0["acc_hard"] == pytest.approx(base["hard_greedy"])
+        for h in res["history"]:  # per-level accuracies average back to the total
+            total = sum(n_by_level[lv] * a for lv, a in h["acc_heldout_by_level"].items())
+            assert total / sum(n_by_level.values()) == pytest.approx(h["acc_heldout"])
         s = report["summary"][loss]
         change = hN["train"]["logps/chosen"] - h0["train"]["logps/chosen"]
         assert s["chosen_change"]["mean"] == pytest.approx(change)
@@ -301,3 +310,17 @@ def test_checkpoint_with_hugging_face_tokenizer(tiny_run, tmp_path):
     got = _io.torch_load(tmp_path / "hf-run" / "align" / "reference.pt")
     all_c = torch.cat([got["train"][0], got["heldout"][0]])
     assert torch.allclose(torch.sort(all_c).values, torch.sort(ref).values, atol=1e-5)
+
+
+def test_no_pairs_from_an_untrained_base_is_a_clear_error(tmp_path, one_thread):
+    """A base model that is never right yields no (correct, incorrect) pair: ValueError, and the
+    sample stage writes nothing (a re-run after fixing the config starts it afresh)."""
+    cfg = get_preset("cpu-tiny").replace(base={"steps": 0},
+                                         sample={"n_train_prompts": 16, "n_heldout_prompts": 8})
+    r = stages.open_run(tmp_path / "untrained", cfg, device="cpu", log=lambda m: None)
+    stages.run_base(r)
+    with pytest.raises(ValueError, match="empty pair set"):
+        stages.run_sample(r)
+    assert not (tmp_path / "untrained" / "sample").exists()
+    with pytest.raises(ValueError, match="sample stage has not finished"):
+        stages.run_align(r)

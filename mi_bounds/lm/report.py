@@ -109,6 +109,11 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
         for key, vals in per_seed.items():
             m, s = _mean_std(vals)
             entry[key] = {"mean": m, "std": s, "per_seed": [float(v) for v in vals]}
+        levels = sorted({lv for r in runs for lv in r["final"].get("acc_heldout_by_level", {})})
+        entry["acc_heldout_by_level"] = {
+            lv: _mean_std(np.array([r["final"]["acc_heldout_by_level"].get(lv, np.nan)
+                                    for r in runs], dtype=float))
+            for lv in levels}
         tp = [r["throughput"] for r in runs]
         entry["tokens_per_s"] = _mean_std(np.array([t["tokens_per_s"] for t in tp]))[0]
         entry["mfu"] = _mean_std(np.array([t["mfu"] for t in tp]))[0]

@@ -555,13 +555,20 @@ def _pair_metrics(model, pairs: _PairSet, n: int | None, beta: float, pad_id, de
     return {k: float(v) for k, v in m.items()}
 
 
-def _greedy_accuracy(model, tokenizer, prompts: Sequence[str], max_new: int,
-                     device) -> float | None:
+def _greedy_correct(model, tokenizer, prompts: Sequence[str], max_new: int,
+                    device) -> list[bool]:
+    """Whether the greedy response to each task prompt is right (finished and verified)."""
     if not prompts:
-        return None
+        return []
     outs = generate(model, tokenizer, prompts, max_new_tokens=max_new, greedy=True, device=device)
-    return sum(bool(o[0][1] and arith.verify(p, o[0][0]))
-               for p, o in zip(prompts, outs, strict=True)) / len(prompts)
+    return [bool(o[0][1] and arith.verify(p, o[0][0])) for p, o in zip(prompts, outs, strict=True)]
+
+
+def _by_level(prompts: Sequence[str], correct: Sequence[bool]) -> dict[str, float]:
+    levels: dict[str, list[bool]] = {}
+    for p, ok in zip(prompts, correct, strict=True):
+        levels.setdefault(str(arith.level_of(p)), []).append(ok)
+    return {lv: sum(v) / len(v) for lv, v in sorted(levels.items())}
 
 
 def _evaluate(run, model, tokenizer, sets, data, step, train_loss) -> dict[str, Any]:
@@ -571,11 +578,14 @@ def _evaluate(run, model, tokenizer, sets, data, step, train_loss) -> dict[str, 
            "train": _pair_metrics(model, sets["train"], ac.n_eval_pairs, ac.beta,
                                   tokenizer.pad_id, run.device),
            "heldout": _pair_metrics(model, sets["heldout"], None, ac.beta, tokenizer.pad_id,
-                                    run.device),
-           "acc_heldout": _greedy_accuracy(model, tokenizer, data["heldout_prompts"], max_new,
-                                           run.device),
-           "acc_hard": _greedy_accuracy(model, tokenizer, data["hard_prompts"], max_new,
-                                        run.device)}
+                                    run.device)}
+    held = data["heldout_prompts"]
+    correct = _greedy_correct(model, tokenizer, held, max_new, run.device)
+    hard = set(data["hard_prompts"])
+    rec["acc_heldout"] = sum(correct) / len(correct) if correct else None
+    rec["acc_hard"] = (sum(ok for p, ok in zip(held, correct, strict=True) if p in hard)
+                       / len(hard)) if hard else None
+    rec["acc_heldout_by_level"] = _by_level(held, correct)
     model.train()
     return rec
 
