@@ -176,16 +176,17 @@ def run_one(
 
 #: Named plans. ``default`` is what a 2-core CPU shared by several jobs afforded in about 90
 #: minutes (docs/RESULTS.md §4): the published settings (4000 steps/level) for the separable
-#: critic on the Gaussian task with every objective, on the cubic task with the JS
-#: (→ DV, NWJ, SMILE τ = 1, 5) and InfoNCE objectives, and the concat critic at 1/10 of the
-#: steps. A block may restrict the objectives with an ``"objectives"`` entry; blocks run in
-#: order.
+#: critic on the Gaussian task with every objective, then on the cubic task with the JS
+#: (→ DV, NWJ, SMILE τ = 1, 5) and InfoNCE objectives, the concat critic at 1/10 of the
+#: steps, and last the cubic task with the remaining objectives. A block may restrict the
+#: objectives with an ``"objectives"`` entry; blocks run in order.
 PLANS: dict[str, list[dict[str, object]]] = {
     "default": [
         {"task": "gaussian", "critic": "separable"},
         {"task": "cubic", "critic": "separable", "objectives": ("js", "infonce")},
         {"task": "gaussian", "critic": "concat", "steps_per_level": 400,
          "objectives": ("js", "infonce")},
+        {"task": "cubic", "critic": "separable", "objectives": ("dv", "nwj", "mine")},
     ],
     "full": [
         {"task": t, "critic": c} for t in ("gaussian", "cubic") for c in ("separable", "concat")
@@ -245,6 +246,13 @@ LABELS: dict[str, str] = {
 }
 
 
+def _num(x: float, sign: bool = False) -> str:
+    """Two decimals for moderate values, three significant digits for huge ones."""
+    if abs(x) < 100:
+        return f"{x:+.2f}" if sign else f"{x:.2f}"
+    return f"{x:+.3g}" if sign else f"{x:.3g}"
+
+
 def bias_variance_table(runs: Sequence[dict]) -> str:
     """Markdown table: one row per (task, critic, steps, estimator), bias/variance per level."""
     lines = []
@@ -253,7 +261,7 @@ def bias_variance_table(runs: Sequence[dict]) -> str:
         for name, stats in run["stats"].items():
             if name not in LABELS:
                 continue
-            cells = " | ".join(f"{s['bias']:+.2f} / {s['variance']:.2f}" for s in stats)
+            cells = " | ".join(f"{_num(s['bias'], True)} / {_num(s['variance'])}" for s in stats)
             lines.append(
                 f"| {spec['task']} | {spec['critic']} | {spec['steps_per_level']} | "
                 f"{LABELS[name]} | {cells} |"
