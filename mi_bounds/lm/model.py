@@ -83,8 +83,14 @@ def load_model_dir(path: str | Path) -> tuple[torch.nn.Module, CharTokenizer | H
         raise ValueError(f"model path {str(d)!r} has no config.json (not a transformers "
                          "checkpoint)")
     tokenizer = load_tokenizer(d)  # raises a clear ValueError if missing
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    # float32 master weights whatever the checkpoint's dtype (bf16 autocast is applied on CUDA);
+    # transformers renamed `torch_dtype` to `dtype` in 4.56
+    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
     model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True,
-                                                 dtype=torch.float32)
+                                                 **{key: torch.float32})
     return model, tokenizer
 
 
