@@ -327,7 +327,8 @@ def run_base(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
     _io.write_json(done, result)
     ckpt_path.unlink(missing_ok=True)
     run.log(f"base: trained {bc.steps} steps in {seconds:.1f} s "
-            f"({result['tokens_per_s']:.0f} tok/s), final loss {history[-1]['loss']:.3f}"
+            f"({result['tokens_per_s']:.0f} tok/s, MFU {result['mfu']:.2%}), final loss "
+            f"{history[-1]['loss']:.3f}"
             if history else "base: 0 steps")
     return result
 
@@ -674,7 +675,8 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, _PairSet], da
     ckpt_path.unlink(missing_ok=True)
     f = history[-1]
     run.log(f"align {loss_kind} seed {seed}: {ac.steps} steps, {seconds:.1f} s, "
-            f"{result['throughput']['tokens_per_s']:.0f} tok/s; chosen logp "
+            f"{result['throughput']['tokens_per_s']:.0f} tok/s, MFU "
+            f"{result['throughput']['mfu']:.2%} of {run.peak_flops:.3g} FLOP/s; chosen logp "
             f"{history[0]['train'].get('logps/chosen', float('nan')):.3f} -> "
             f"{f['train'].get('logps/chosen', float('nan')):.3f}, held-out acc "
             f"{f['acc_heldout']}")
