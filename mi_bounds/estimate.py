@@ -369,7 +369,7 @@ def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationRe
         (-objective).backward()
         opt.step()
         with torch.no_grad():
-            per_step[config.bound][t] = float(objective)
+            per_step[config.bound][t] = float(objective.detach())
             for n in names[1:]:
                 per_step[n][t] = float(estimator_value(n, scores, clip=config.clip))
         mi = task.true_mi(t)
