@@ -178,8 +178,9 @@ def run_one(
 #: minutes (docs/RESULTS.md §4): the published settings (4000 steps/level) for the separable
 #: critic on the Gaussian task with every objective, then on the cubic task with the JS
 #: (→ DV, NWJ, SMILE τ = 1, 5) and InfoNCE objectives, the concat critic at 1/10 of the
-#: steps, and last the cubic task with the remaining objectives. A block may restrict the
-#: objectives with an ``"objectives"`` entry; blocks run in order.
+#: steps, the cubic task with the remaining objectives, and a JS-trained concat critic at 1/4
+#: of the steps. A block may restrict the objectives with an ``"objectives"`` entry; blocks
+#: run in order.
 PLANS: dict[str, list[dict[str, object]]] = {
     "default": [
         {"task": "gaussian", "critic": "separable"},
@@ -187,6 +188,7 @@ PLANS: dict[str, list[dict[str, object]]] = {
         {"task": "gaussian", "critic": "concat", "steps_per_level": 400,
          "objectives": ("js", "infonce")},
         {"task": "cubic", "critic": "separable", "objectives": ("dv", "nwj", "mine")},
+        {"task": "gaussian", "critic": "concat", "steps_per_level": 1000, "objectives": ("js",)},
     ],
     "full": [
         {"task": t, "critic": c} for t in ("gaussian", "cubic") for c in ("separable", "concat")
