@@ -8,7 +8,7 @@ call. The slow test checks this reading against reality by running every module 
 ``quick=True``.
 
 Then, for every PNG: docs/FIGURES.md has a line for it and the command that regenerates it;
-docs/_gallery_snippet.md and README.md's gallery section (between ``<!-- gallery:start -->`` and
+README.md's gallery section (between ``<!-- gallery:start -->`` and
 ``<!-- gallery:end -->``) link to ``docs/figures/NAME.png``; docs/figures/ holds it. Nothing
 in those documents names a PNG that no module writes.
 """
@@ -28,7 +28,6 @@ import figures
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = ROOT / "figures"
 FIGURES_MD = ROOT / "docs" / "FIGURES.md"
-SNIPPET = ROOT / "docs" / "_gallery_snippet.md"
 README = ROOT / "README.md"
 START, END = "<!-- gallery:start -->", "<!-- gallery:end -->"
 #: A gallery PNG as the documents name it: docs/figures/NAME.png.
@@ -132,19 +131,9 @@ def test_figures_md_lists_every_png_and_its_command():
     assert not stale, f"docs/FIGURES.md lists PNGs no figure module writes: {sorted(stale)}"
 
 
-def test_gallery_snippet_links_every_png():
-    text = SNIPPET.read_text()
-    for png in all_pngs():
-        assert f"](docs/figures/{png})" in text, f"docs/_gallery_snippet.md has no image {png}"
-    assert "mi-bounds figures" in text
-    stale = _mentioned(text) - all_pngs()
-    assert not stale, f"docs/_gallery_snippet.md shows PNGs no module writes: {sorted(stale)}"
-
-
 def test_readme_gallery_links_every_png():
     section = _gallery_section()
-    if section is None:
-        pytest.skip(f"README.md has no {START} ... {END} section yet")
+    assert section is not None, f"README.md has no {START} ... {END} section"
     for png in all_pngs():
         assert f"](docs/figures/{png})" in section, f"README gallery has no image {png}"
     assert "mi-bounds figures" in section
