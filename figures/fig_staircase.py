@@ -89,13 +89,14 @@ def _bias_variance_figure(runs: list[dict]) -> plt.Figure:
     styles = {}
     for run in sorted(runs, key=lambda r: r["run_id"]):
         spec = run["spec"]
-        group = (spec["task"], spec["critic"], spec["steps_per_level"])
+        group = (spec["task"], spec["critic"], spec["steps_per_level"], spec["seed"])
         ls = styles.setdefault(group, ["-", "--", ":", "-."][len(styles) % 4])
         for name, stats in run["stats"].items():
             if name not in LABELS:
                 continue
             mi = [s["true_mi"] for s in stats]
-            label = f"{LABELS[name]} ({group[0]}, {group[1]}, {group[2]}/level)"
+            seed = f", seed {group[3]}" if group[3] else ""
+            label = f"{LABELS[name]} ({group[0]}, {group[1]}, {group[2]}/level{seed})"
             for ax, key in zip(axes, ("bias", "variance", "mse"), strict=True):
                 ax.plot(mi, [s[key] for s in stats], ls=ls, marker="o", ms=3,
                         color=_COLOR[name], label=label if key == "bias" else None)
@@ -124,8 +125,8 @@ def make(out_dir: Path, *, quick: bool = False) -> list[Path]:
             raise FileNotFoundError(
                 f"no staircase runs under {RESULTS}; run `mi-bounds estimate staircase` first"
             )
-    main_runs = [r for r in runs if (r["spec"]["task"], r["spec"]["critic"]) == ("gaussian",
-                                                                                  "separable")]
+    main_runs = [r for r in runs if (r["spec"]["task"], r["spec"]["critic"], r["spec"]["seed"])
+                 == ("gaussian", "separable", 0)]
     if not main_runs:
         main_runs = runs
     spl = max(r["spec"]["steps_per_level"] for r in main_runs)

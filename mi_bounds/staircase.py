@@ -264,9 +264,10 @@ def bias_variance_table(runs: Sequence[dict]) -> str:
             if name not in LABELS:
                 continue
             cells = " | ".join(f"{_num(s['bias'], True)} / {_num(s['variance'])}" for s in stats)
+            seed = f" (seed {spec['seed']})" if spec.get("seed", 0) else ""
             lines.append(
                 f"| {spec['task']} | {spec['critic']} | {spec['steps_per_level']} | "
-                f"{LABELS[name]} | {cells} |"
+                f"{LABELS[name]}{seed} | {cells} |"
             )
     if not lines:
         return "(no finished runs)"
