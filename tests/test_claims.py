@@ -26,17 +26,6 @@ from toy_models.claims import (
 from toy_models.oracle import kl
 from toy_models.world import CategoricalWorld
 
-
-@pytest.fixture(autouse=True)
-def _single_threaded_torch():
-    """Tiny tensors: intra-op threads only add synchronisation (many times slower on a
-    loaded 2-core machine). Restored after each test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------------------------
 # C1
 # --------------------------------------------------------------------------------------------

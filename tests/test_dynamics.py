@@ -62,15 +62,6 @@ def _np_expected_loss(kind, theta, world, pairs, features=None, beta=None):
     return float(pairs[x, w, l] @ per_pair)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The dynamics are many tiny tensor ops: one thread is several times faster than two on a
-    shared machine (intra-op threads spin-wait)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def world():

@@ -33,15 +33,6 @@ from mi_bounds.staircase import (
 from mi_bounds.tasks import ArrayTask, GaussianTask
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a loaded 2-core machine, 2-thread tiny ops mostly wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _scores(k: int = 6, seed: int = 0) -> torch.Tensor:
     return torch.randn(k, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
 

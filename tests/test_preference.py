@@ -32,16 +32,6 @@ from mi_bounds.preference import (
     preference_metrics,
 )
 
-
-@pytest.fixture(autouse=True)
-def _single_threaded_torch():
-    """Tiny tensors: intra-op threads only add synchronisation (many times slower on a
-    loaded 2-core machine). Restored after each test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 B = 64
 PAIRWISE = [k for k in LOSSES if k != "infonce"]
 #: parameters that make each TRL loss non-trivial (exo_pair requires label_smoothing > 0)

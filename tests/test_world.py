@@ -6,22 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toy_models.oracle import jsd, kl
 from toy_models.world import CategoricalWorld
-
-
-@pytest.fixture(autouse=True)
-def _single_threaded_torch():
-    """Tiny tensors: intra-op threads only add synchronisation (many times slower on a
-    loaded 2-core machine). Restored after each test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 seeds = st.integers(0, 10_000)
 betas = st.floats(0.05, 5.0)
