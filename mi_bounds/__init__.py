@@ -21,20 +21,34 @@ from mi_bounds.bounds import (
     tuba_bound,
     value_with_gradient_of,
 )
+from mi_bounds.preference import (
+    LOSSES,
+    LossSpec,
+    get_loss,
+    implicit_reward,
+    preference_loss,
+    preference_metrics,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BOUNDS",
+    "LOSSES",
     "BoundSpec",
+    "LossSpec",
     "__version__",
     "dv_bound",
     "get_bound",
+    "get_loss",
+    "implicit_reward",
     "infonce_bound",
     "infonce_bound_from_negatives",
     "js_bound",
     "nwj_bound",
     "offdiagonal",
+    "preference_loss",
+    "preference_metrics",
     "smile_bound",
     "split_scores",
     "tuba_bound",
