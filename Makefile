@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,lm,notebooks,trl
 
-.PHONY: install run test test-all lint bench
+.PHONY: install run test test-slow lint bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,8 @@ run: install
 test: install
 	$(PY) -m pytest
 
-test-all: install
-	$(PY) -m pytest -m ""
+test-slow: install
+	$(PY) -m pytest -m slow
 
 lint: install
 	$(VENV)/bin/ruff check .
