@@ -2,7 +2,8 @@
 
 The public names of the bound library are re-exported here; the submodules are
 :mod:`mi_bounds.bounds` (bounds on critic scores), :mod:`mi_bounds.preference` (preference
-losses), :mod:`mi_bounds.critics` and :mod:`mi_bounds.estimate` (neural estimation) and
+losses), :mod:`mi_bounds.decline` (the shape of a chosen-likelihood curve),
+:mod:`mi_bounds.critics` and :mod:`mi_bounds.estimate` (neural estimation) and
 :mod:`mi_bounds.lm` (the small-LM path; optional extra ``lm``).
 """
 
@@ -21,6 +22,12 @@ from mi_bounds.bounds import (
     tuba_bound,
     value_with_gradient_of,
 )
+from mi_bounds.decline import (
+    DeclineShape,
+    decline_shape,
+    shapes_over_seeds,
+    value_at_first_crossing,
+)
 from mi_bounds.preference import (
     LOSSES,
     LossSpec,
@@ -36,8 +43,10 @@ __all__ = [
     "BOUNDS",
     "LOSSES",
     "BoundSpec",
+    "DeclineShape",
     "LossSpec",
     "__version__",
+    "decline_shape",
     "dv_bound",
     "get_bound",
     "get_loss",
@@ -49,8 +58,10 @@ __all__ = [
     "offdiagonal",
     "preference_loss",
     "preference_metrics",
+    "shapes_over_seeds",
     "smile_bound",
     "split_scores",
     "tuba_bound",
+    "value_at_first_crossing",
     "value_with_gradient_of",
 ]

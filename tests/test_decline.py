@@ -1,0 +1,135 @@
+"""The decline shape (DESIGN.md §9) on hand-made curves, clean and noisy, and matched reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mi_bounds.decline import (
+    SHAPES,
+    decline_shape,
+    noise_from_seeds,
+    shapes_over_seeds,
+    value_at_first_crossing,
+)
+
+T = np.linspace(0.0, 1.0, 201)
+CURVES = {
+    # rises by 0.5 until 40 % of training, then falls 1.5 below the peak
+    "rise-then-fall": np.where(T < 0.4, -1.0 + 1.25 * T, -0.5 - 2.5 * (T - 0.4)),
+    "fall-from-start": -1.0 - 3.0 * T**2,
+    "no-decline": -1.0 + 0.8 * np.sqrt(T),
+    # rises early (peak at 4 % of training), then falls below the start: not a late rise
+    "early-peak": np.where(T < 0.04, -1.0 + 10 * T, -0.6 - 1.0 * (T - 0.04)),
+}
+
+
+@pytest.mark.parametrize("name", ["rise-then-fall", "fall-from-start", "no-decline"])
+def test_clean_curves(name: str) -> None:
+    r = decline_shape(CURVES[name], T)
+    assert r.shape == name
+    assert r.noise < 1e-3  # smooth curves: the second-difference MAD is (almost) 0
+
+
+def test_clean_rise_then_fall_numbers() -> None:
+    r = decline_shape(CURVES["rise-then-fall"], T)
+    # the smoothing window (11 points) blunts the kink: peak within 0.03 of -0.5 at t = 0.4
+    assert r.peak_step == pytest.approx(0.4, abs=0.02)
+    assert r.peak == pytest.approx(-0.5, abs=0.03)
+    assert r.drop_from_peak == pytest.approx(r.peak - r.final)
+    assert r.drop_from_peak > 1.4 and r.rise > 0.45
+    assert r.change == pytest.approx(r.final - r.start)
+
+
+def test_early_peak_is_a_fall_not_a_late_rise() -> None:
+    """The maximum comes at 4 % < 10 % of training: the rule calls it fall-from-start."""
+    r = decline_shape(CURVES["early-peak"], T)
+    assert r.peak_fraction < 0.1
+    assert r.shape == "fall-from-start"
+
+
+def test_peak_fraction_threshold_is_the_rule() -> None:
+    """Moving the same kink across 10 % of training flips the verdict exactly there."""
+    t = np.linspace(0, 1, 1001)
+    for kink, want in ((0.08, "fall-from-start"), (0.12, "rise-then-fall")):
+        c = np.where(t < kink, 5 * t, 5 * kink - 20 * (t - kink))
+        assert decline_shape(c, t, window=1).shape == want
+
+
+@pytest.mark.parametrize("name", ["rise-then-fall", "fall-from-start", "no-decline"])
+@pytest.mark.parametrize("seed", range(5))
+def test_noisy_curves(name: str, seed: int) -> None:
+    """Gaussian noise of sd 0.05 on each point (the curves change by ≥ 0.5): same verdict."""
+    rng = np.random.default_rng(seed)
+    noisy = CURVES[name] + rng.normal(0.0, 0.05, T.size)
+    r = decline_shape(noisy, T)
+    assert r.shape == name
+    assert r.noise_source == "estimated"
+    # the estimate of one point's noise is within a factor 1.5 of the truth
+    w = r.window
+    sigma_point = r.noise / (3 * np.sqrt(2) / np.sqrt((w + 1) / 2))
+    assert 0.05 / 1.5 < sigma_point < 0.05 * 1.5
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pure_noise_is_no_decline(seed: int) -> None:
+    """A flat curve plus noise must not be read as a rise or a fall."""
+    rng = np.random.default_rng(100 + seed)
+    assert decline_shape(rng.normal(-1.0, 0.2, 300)).shape == "no-decline"
+
+
+def test_irregular_and_interleaved_steps() -> None:
+    """Steps in any order, irregular, with repeats (train and eval logged at one step)."""
+    rng = np.random.default_rng(0)
+    steps = np.sort(rng.choice(np.arange(5000), 150, replace=False)).astype(float)
+    c = np.where(steps < 2000, -1 + steps / 4000, -0.5 - (steps - 2000) / 2000)
+    perm = rng.permutation(steps.size)
+    dup_s = np.concatenate([steps[perm], steps[:10]])
+    dup_c = np.concatenate([c[perm], c[:10]])
+    r = decline_shape(dup_c, dup_s)
+    assert r.shape == "rise-then-fall"
+    assert r.n_points == 150
+    assert abs(r.peak_step - 2000) < 200
+
+
+def test_given_noise_decides() -> None:
+    """A rise and fall of 0.3 is a shape at σ_point = 0.01 and no shape at σ_point = 1."""
+    c = np.array([0.0, 0.1, 0.2, 0.3, 0.2, 0.1, 0.0])
+    assert decline_shape(c, noise=0.01).shape == "rise-then-fall"
+    assert decline_shape(c, noise=1.0).shape == "no-decline"
+
+
+def test_too_short_and_bad_input() -> None:
+    assert decline_shape([0.0, -1.0]).shape == "too-short"
+    assert decline_shape([]).shape == "too-short"
+    with pytest.raises(ValueError, match="values must be finite"):
+        decline_shape([0.0, np.nan, 1.0])
+    with pytest.raises(ValueError, match="steps must have the shape"):
+        decline_shape([0.0, 1.0, 2.0], [0, 1])
+    with pytest.raises(ValueError, match="window"):
+        decline_shape(np.zeros(10), window=2)
+    with pytest.raises(ValueError, match="noise"):
+        decline_shape(np.zeros(10), noise=-1.0)
+
+
+def test_shapes_over_seeds() -> None:
+    rng = np.random.default_rng(1)
+    base = CURVES["rise-then-fall"]
+    curves = base + rng.normal(0, 0.03, (4, T.size))
+    out = shapes_over_seeds(curves, T)
+    assert out["counts"]["rise-then-fall"] == 4
+    assert sum(out["counts"].values()) == 4 and set(out["counts"]) == set(SHAPES)
+    assert out["mean"]["shape"] == "rise-then-fall"
+    assert out["noise"] == pytest.approx(noise_from_seeds(curves))
+    assert 0.02 < out["noise"] < 0.045
+
+
+def test_value_at_first_crossing() -> None:
+    margin = np.array([0.0, 0.5, 1.0, 1.5, 1.2])
+    chosen = np.array([-1.0, -2.0, -3.0, -4.0, -5.0])
+    assert value_at_first_crossing(margin, chosen, 0.75) == pytest.approx(-2.5)
+    assert value_at_first_crossing(margin, chosen, 1.2) == pytest.approx(-3.4)  # first time
+    assert value_at_first_crossing(margin, chosen, -1.0) == -1.0
+    assert np.isnan(value_at_first_crossing(margin, chosen, 2.0))
+    with pytest.raises(ValueError):
+        value_at_first_crossing(margin, chosen[:3], 0.5)
