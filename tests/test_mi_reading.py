@@ -93,15 +93,17 @@ def test_with_an_x_independent_reference_the_gap_is_a_kl(world, seed):
 # --------------------------------------------------------------------------------------------
 
 
-def _world_batch(seed: int, n_x: int, n_y: int, zero_fraction: float):
-    """BATCH random worlds of one shape: D (some zero weights), pi_ref with exact zeros and
-    near-degenerate rows (the first third x-independent), pi* of random rewards and beta for
-    the first half and random policies with extra zeros for the second."""
+def _world_batch(seed: int, n_x: int, n_y: int):
+    """BATCH random worlds of one shape: D (some zero weights), pi_ref with exact zeros (each
+    world its own zero fraction in [0, 0.6]) and near-degenerate rows (the first third
+    x-independent), pi* of random rewards and beta for the first half and random policies with
+    extra zeros for the second."""
     rng = np.random.default_rng(seed)
     d = rng.dirichlet(np.ones(n_x), BATCH) * (rng.random((BATCH, n_x)) > 0.1)
     d[np.arange(BATCH), rng.integers(0, n_x, BATCH)] += 0.05
     d /= d.sum(1, keepdims=True)
     ref = rng.dirichlet(np.ones(n_y), (BATCH, n_x))
+    zero_fraction = rng.uniform(0.0, 0.6, (BATCH, 1, 1))
     ref = np.where(rng.random(ref.shape) < zero_fraction, 0.0, ref)
     ref[rng.random((BATCH, n_x)) < 0.2, 0] += 1e6  # near-degenerate rows
     ref[..., -1] += (ref.sum(-1) == 0)  # at least one response per prompt
@@ -123,11 +125,12 @@ shapes = st.tuples(st.integers(1, 5), st.integers(2, 6))
 
 
 @settings(max_examples=5)
-@given(st.integers(0, 2**32 - 1), shapes, st.sampled_from([0.0, 0.3, 0.6]))
-def test_decomposition_on_1024_worlds_at_once(seed, shape, zero_fraction):
+@given(st.integers(0, 2**32 - 1), shapes)
+def test_decomposition_on_1024_worlds_at_once(seed, shape):
     """Each example: 1,024 worlds (a third x-independent, zeros and near-degenerate rows in
     pi_ref, pi* and sparse policies); every identity to 1e-12 in every world."""
-    d, pi, ref = _world_batch(seed, *shape, zero_fraction)
+    d, pi, ref = _world_batch(seed, *shape)
+    assert (ref == 0).any() and (shape[0] == 1 or (d == 0).any())  # exact zeros in every batch
     terms = decompose_tables(d, pi, ref)
     assert all(np.all(np.isfinite(v)) for v in terms.values())
     split, gap_split = _residuals(terms)
@@ -147,7 +150,7 @@ def test_a_perturbed_identity_fails_on_the_same_worlds():
     """Mutation check: with pibar_ref in place of pi_Y in the gap, or the gap dropped, or the
     reference's pointwise MI dropped from the split, the identities fail (by far more than
     1e-12) on the worlds the tests above use."""
-    d, pi, ref = _world_batch(0, 3, 4, 0.3)
+    d, pi, ref = _world_batch(0, 3, 4)
     terms = decompose_tables(d, pi, ref)
     joint = d[..., None] * pi
     ref_marg = np.einsum("bx,bxy->by", d, ref)
