@@ -88,6 +88,54 @@ assert math.isclose(world.bound_at("dv", world.implicit_critic(pi_star) / world.
                     abs_tol=1e-12)
 
 # %% [markdown]
+# **Which mutual information?** The DV reading is about a KL between two *policies*:
+# $\mathbb{E}_x\mathrm{KL}(\pi^*\|\pi_{ref}) = \mathrm{KL}(D\pi^*\,\|\,D\pi_{ref})$, the joint
+# $D(x)\pi^*(y|x)$ against $D(x)\pi_{ref}(y|x)$. The policy's mutual information between prompt
+# and response, $I_\pi(X;Y)$, is the KL of the same joint against the product of its marginals,
+# $D(x)\pi_Y(y)$ with $\pi_Y(y) = \sum_x D(x)\pi(y|x)$. Splitting
+# $\log\frac{\pi}{\pi_{ref}} = \log\frac{\pi}{\pi_Y} + \log\frac{\pi_Y}{\pi_{ref}}$ cell by cell:
+#
+# $$\mathbb{E}_x\mathrm{KL}(\pi\|\pi_{ref}) = I_\pi(X;Y) +
+# \mathbb{E}_{x\sim D,\,y\sim\pi}[\log\pi_Y(y) - \log\pi_{ref}(y|x)].$$
+#
+# If the reference ignores the prompt, $\pi_{ref}(y|x) = \rho(y)$, the last term is
+# $\mathrm{KL}(\pi_Y\|\rho) \ge 0$ (the KL is an upper bound on the MI, equal iff
+# $\pi_Y = \rho$); a base model that reads its prompt can make it negative. By hand, on two
+# prompts and two responses (proof P12 in docs/PROOFS.md; `toy_models.mi_reading`):
+
+# %%
+from toy_models.mi_reading import decompose
+
+
+def by_hand(d, ref, r, beta):
+    """pi*, E_x KL(pi* || pi_ref), I(X;Y) and the gap, with plain loops."""
+    xs, ys = range(len(d)), range(len(ref[0]))
+    pi = [[ref[x][y] * math.exp(r[x][y] / beta) for y in ys] for x in xs]
+    pi = [[v / sum(row) for v in row] for row in pi]
+    pi_y = [sum(d[x] * pi[x][y] for x in xs) for y in ys]
+    cells = [(x, y) for x in xs for y in ys if pi[x][y] > 0]
+    kl_ = sum(d[x] * pi[x][y] * math.log(pi[x][y] / ref[x][y]) for x, y in cells)
+    mi_ = sum(d[x] * pi[x][y] * math.log(pi[x][y] / pi_y[y]) for x, y in cells)
+    gap_ = sum(d[x] * pi[x][y] * (math.log(pi_y[y]) - math.log(ref[x][y])) for x, y in cells)
+    return pi, pi_y, kl_, mi_, gap_
+
+
+d2, r2 = [0.5, 0.5], [[0.0, math.log(2)], [0.0, 0.0]]  # beta = 1: pi* = pi_ref * (1, 2) on x1
+for name, ref2 in (("pi_ref depends on x", [[0.9, 0.1], [0.1, 0.9]]),
+                   ("pi_ref = rho        ", [[0.5, 0.5], [0.5, 0.5]])):
+    pi2, pi_y2, kl2, mi2, gap2 = by_hand(d2, ref2, r2, 1.0)
+    print(f"{name}: E_x KL = {kl2:.4f} = I(X;Y) {mi2:.4f} + gap {gap2:+.4f}")
+    assert math.isclose(kl2, mi2 + gap2, abs_tol=1e-12)
+    dec = decompose(CategoricalWorld(d2, ref2, r2, 1.0), np.array(pi2))  # the library agrees
+    assert math.isclose(dec.gap, gap2, abs_tol=1e-12)
+    assert math.isclose(dec.mutual_information, mi2, abs_tol=1e-12)
+    if ref2[0] == ref2[1]:  # x-independent: the gap is KL(pi_Y || rho) >= 0
+        kl_y = sum(p * math.log(p / q) for p, q in zip(pi_y2, ref2[0], strict=True))
+        assert math.isclose(gap2, kl_y, abs_tol=1e-12) and gap2 > 0
+    else:  # the base model reads its prompt: here the KL is *below* the MI
+        assert gap2 < 0 and kl2 < mi2
+
+# %% [markdown]
 # ## 2. The base model caps what RLHF can teach
 #
 # Because $\pi^* = \pi_{ref}\,e^{r/\beta}/Z$, a response the base model never produces
@@ -319,7 +367,9 @@ print(f"DPO change {float(after['dpo'] - before['dpo']):+.2e}; "
 # ## What to take away
 #
 # * RLHF's optimum is where the DV bound with critic $r/\beta$ is tight; it can only
-#   reweight what the base model already produces.
+#   reweight what the base model already produces. The KL it bounds is the policy's mutual
+#   information $I(X;Y)$ plus $\mathbb{E}[\log\pi_Y - \log\pi_{ref}]$: exactly the MI only
+#   when $\pi_{ref}(\cdot|x) = \pi_Y$ for every prompt.
 # * DPO is $\log 2 - \mathrm{DV}$, MIO is $-\mathrm{JS}$, with the policy's implicit critic.
 # * DPO's gradient sees only the margin, so with shared parameters the chosen likelihood can
 #   fall as the margin grows; MIO's chosen term has its own target ($T_w = \log 2$).

@@ -19,7 +19,7 @@ from proofs import _core
 from proofs._core import Proof, ProofResult, Step, equal, sign, softplus, solves
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED_KEYS = [f"p{k:02d}" for k in range(1, 12)]
+EXPECTED_KEYS = [f"p{k:02d}" for k in range(1, 15)]
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def results() -> dict[str, ProofResult]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_all_eleven_results_are_discovered() -> None:
+def test_all_results_are_discovered() -> None:
     assert [p.key for p in proofs.discover()] == EXPECTED_KEYS
 
 
@@ -118,6 +118,31 @@ def test_monkeypatched_formula_fails_its_proof(monkeypatch) -> None:
     failed = [s.claim for s in result.steps if not s.ok]
     assert any("Stationarity" in c for c in failed)
     assert any("Value at the optimum" in c for c in failed)
+
+
+def test_perturbed_decomposition_fails_p12(monkeypatch) -> None:
+    """P12 with the gap's pi_Y replaced by the reference marginal (a plausible slip): the
+    decomposition step must fail; and a gap off by 1e-9 in toy_models.mi_reading must fail the
+    spot check (tolerance 1e-12)."""
+    from proofs import p12_mi_decomposition as p12
+
+    wrong = p12.expect(sp.log(p12.REF_Y[p12.y]) - sp.log(p12.REF[p12.x, p12.y]))
+    monkeypatch.setattr(p12, "GAP", wrong)
+    failed = [s.claim for s in p12.derive() if not s.ok]
+    assert any("weighted by $P$ and summed" in c for c in failed)  # the decomposition step
+    assert any("The gap in general" in c for c in failed)  # and the gap's split
+    monkeypatch.undo()
+
+    import toy_models.mi_reading as mr
+
+    real = mr.decompose_tables
+
+    def shifted(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return {**out, "gap": out["gap"] + 1e-9}
+
+    monkeypatch.setattr(mr, "decompose_tables", shifted)
+    assert p12.spot_check(np.random.default_rng(0)) > p12.PROOF.tolerance
 
 
 def test_broken_library_fails_the_numeric_spot_check(monkeypatch) -> None:

@@ -15,11 +15,16 @@ Example::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-__all__ = ["critics", "distribution_pairs", "distributions", "joint_tables"]
+__all__ = ["categorical_worlds", "critics", "distribution_pairs", "distributions", "joint_tables"]
+
+if TYPE_CHECKING:
+    from toy_models.world import CategoricalWorld
 
 Vec = NDArray[np.float64]
 
@@ -110,3 +115,31 @@ def joint_tables(
     ny = ny if ny is not None else draw(st.integers(1, max_size))
     flat = draw(distributions(nx * ny, kinds=("dense", "sparse")))
     return flat.reshape(nx, ny)
+
+
+@st.composite
+def categorical_worlds(
+    draw: st.DrawFn,
+    *,
+    max_prompts: int = 4,
+    max_responses: int = 6,
+    x_independent: bool | None = None,
+) -> CategoricalWorld:
+    """A :class:`toy_models.world.CategoricalWorld` with zeros and near-degenerate rows.
+
+    Prompt weights and every row of ``pi_ref`` come from :func:`distributions` (dense, sparse
+    with exact zeros, or near-degenerate); rewards lie in [-5, 5] and beta in [0.05, 5].
+    ``x_independent=True`` gives every prompt the same ``pi_ref`` row, ``False`` independent
+    rows (which may still coincide), ``None`` either.
+    """
+    from toy_models.world import CategoricalWorld  # imports torch: only when used
+
+    nx = draw(st.integers(1, max_prompts))
+    ny = draw(st.integers(2, max_responses))
+    same = draw(st.booleans()) if x_independent is None else x_independent
+    d = draw(distributions(nx))
+    rows = [draw(distributions(ny))] * nx if same else [draw(distributions(ny))
+                                                        for _ in range(nx)]
+    reward = np.array(draw(st.lists(st.floats(-5.0, 5.0), min_size=nx * ny, max_size=nx * ny)))
+    beta = draw(st.floats(0.05, 5.0))
+    return CategoricalWorld(d, np.array(rows), reward.reshape(nx, ny), beta)
