@@ -105,3 +105,33 @@ def test_pad_sequences_layout_and_validation():
         pad_sequences([([1, 2], 2)], 0)
     with pytest.raises(ValueError, match="n_prompt"):
         pad_sequences([([1, 2], 0)], 0)
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in causal LM whose logits are given (so the full-logits path is taken)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.logits)
+
+
+def test_full_logits_path_is_accurate_with_a_large_vocabulary():
+    """With V = 49,152 (SmolLM2's vocabulary) and flat logits (std 3), each token's
+    log-probability from the full-logits path is within 2e-5 nats of a float64 log-softmax
+    (float32 cross-entropy over a transposed (B, V, T) layout is off by ~1e-4 on CPU)."""
+    g = torch.Generator().manual_seed(0)
+    batch_size, length, vocab = 16, 45, 49_152
+    logits = 3.0 * torch.randn(batch_size, length, vocab, generator=g)
+    # one scored token per sequence (the last), so each value is one token's log-probability
+    seqs = [(torch.randint(0, vocab, (length,), generator=g).tolist(), length - 1)
+            for _ in range(batch_size)]
+    batch = pad_sequences(seqs, PAD)
+    got = response_logps(_FixedLogits(logits), batch)
+    last = torch.log_softmax(logits[:, -2].double(), -1)  # scores the last token
+    expected = last.gather(-1, batch.input_ids[:, -1:])[:, 0]
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)

@@ -88,8 +88,11 @@ def response_logps(model: torch.nn.Module, batch: Batch, *, average: bool = Fals
     pos = position_ids(attn)
     if full_logits or not _plain_head(model):
         logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits
-        token = -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
-                                 reduction="none")  # (B, T-1)
+        vocab = logits.shape[-1]
+        # flat (B*(T-1), V) rows: float32 cross-entropy over a transposed (B, V, T) layout is
+        # ~30x less accurate on CPU (about 1e-4 nats per token at V = 49,152)
+        token = -F.cross_entropy(logits[:, :-1].float().reshape(-1, vocab), targets.reshape(-1),
+                                 reduction="none").view_as(targets)  # (B, T-1)
         total = token.masked_fill(~scored, 0.0).sum(-1)
     else:
         hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
