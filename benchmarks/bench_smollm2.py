@@ -12,7 +12,8 @@ template, and the time of one AdamW step with response-only log-probs vs full lo
    40 tokens), loss = -mean log pi(response | prompt), interleaved between the variants
    ``sliced`` (logits only at response positions, mi_bounds.lm.logps), ``full`` (logits at
    every position, then masked) and ``sliced-frozen-emb`` (sliced, tied embedding frozen);
-   one warm-up step each, then ``--steps`` timed steps each; medians reported.
+   one warm-up step each, then ``--steps`` timed steps each (the order rotates every round);
+   medians reported.
 
 Writes the JSON after each part. Timings depend on the machine's load: compare ratios.
 """
@@ -48,6 +49,7 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch", type=int, default=16, help="sequences per AdamW step")
     p.add_argument("--steps", type=int, default=3, help="timed AdamW steps per variant")
+    p.add_argument("--skip-accuracy", action="store_true", help="only time the AdamW steps")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,7 +80,7 @@ def main() -> None:
     model.eval()
     acc: dict = {}
     examples: dict = {}
-    for level in args.levels:
+    for level in [] if args.skip_accuracy else args.levels:
         prompts = task.sample_prompts(random.Random(level), args.n_prompts, [level], [1.0], "+")
         t0 = time.perf_counter()
         greedy = chat.generate_replies(model, tok, prompts, max_new_tokens=args.max_new_tokens,
@@ -130,8 +132,10 @@ def main() -> None:
     variants = {"sliced": (False, True), "full": (True, True), "sliced-frozen-emb": (False, False)}
     opts = {}
     times: dict[str, list[float]] = {v: [] for v in variants}
+    names = list(variants)
     for rep in range(args.steps + 1):  # rep 0 is the warm-up
-        for name, (full, train_emb) in variants.items():
+        for name in names[rep % 3:] + names[: rep % 3]:  # rotate the order against load drift
+            full, train_emb = variants[name]
             emb.requires_grad_(train_emb)
             if name not in opts:
                 opts[name] = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad],

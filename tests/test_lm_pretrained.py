@@ -94,6 +94,10 @@ def test_converted_checkpoint_round_trips(tiny, tmp_path):
     assert {"config.json", "model.safetensors", "tokenizer.json", SOURCE_FILE} <= {
         p.name for p in out.iterdir()}
     assert _no_temporaries(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     source = json.loads((out / SOURCE_FILE).read_text())
     assert source["gguf_sha256"] == sha256_file(path) and source["note"] == "test"
     assert source["n_params"] == sum(p.numel() for p in ref.parameters())

@@ -162,9 +162,20 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _umask_permissions(tmp: Path) -> None:
+    """Folder and files as a plain mkdir/open would make them (mkdtemp makes the folder 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    for f in tmp.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
+
+
 def _publish_dir(tmp: Path, final: Path) -> Path:
     """Rename a finished temporary folder into place; if another process got there first,
     keep its folder and drop ours."""
+    _umask_permissions(tmp)
     try:
         os.rename(tmp, final)
     except OSError:
