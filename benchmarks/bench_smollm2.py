@@ -13,7 +13,7 @@ template, and the time of one AdamW step with response-only log-probs vs full lo
    ``sliced`` (logits only at response positions, mi_bounds.lm.logps), ``full`` (logits at
    every position, then masked) and ``sliced-frozen-emb`` (sliced, tied embedding frozen);
    one warm-up step each, then ``--steps`` timed steps each (the order rotates every round);
-   medians reported.
+   medians of wall and process CPU time, per part (forward, backward, AdamW) and per step.
 
 Writes the JSON after each part. Timings depend on the machine's load: compare ratios.
 """
@@ -131,8 +131,11 @@ def main() -> None:
     emb = model.get_input_embeddings().weight
     variants = {"sliced": (False, True), "full": (True, True), "sliced-frozen-emb": (False, False)}
     opts = {}
-    times: dict[str, list[float]] = {v: [] for v in variants}
     names = list(variants)
+    # wall time, and process CPU time (with one torch thread, less sensitive to other jobs)
+    parts = ("forward", "backward", "adamw", "step")
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+    times = {c: {v: {part: [] for part in parts} for v in variants} for c in clocks}
     for rep in range(args.steps + 1):  # rep 0 is the warm-up
         for name in names[rep % 3:] + names[: rep % 3]:  # rotate the order against load drift
             full, train_emb = variants[name]
@@ -141,24 +144,33 @@ def main() -> None:
                 opts[name] = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad],
                                                lr=1e-7)
             opt = opts[name]
-            t0 = time.perf_counter()
+            marks = [{c: f() for c, f in clocks.items()}]
             opt.zero_grad(set_to_none=True)
             loss = -response_logps(model, batch, full_logits=full).mean()
+            marks.append({c: f() for c, f in clocks.items()})
             loss.backward()
+            marks.append({c: f() for c, f in clocks.items()})
             opt.step()
-            dt = time.perf_counter() - t0
+            marks.append({c: f() for c, f in clocks.items()})
             if rep > 0:
-                times[name].append(dt)
+                for c in clocks:
+                    d = [marks[k + 1][c] - marks[k][c] for k in range(3)]
+                    for part, x in zip(parts, [*d, sum(d)], strict=True):
+                        times[c][name][part].append(x)
             emb.requires_grad_(True)
-        step["step_s"] = {k: [round(x, 2) for x in v] for k, v in times.items()}
         if rep > 0:
-            med = {k: statistics.median(v) for k, v in times.items()}
-            step["median_step_s"] = {k: round(v, 2) for k, v in med.items()}
-            step["full_over_sliced"] = round(med["full"] / med["sliced"], 2)
-            step["sliced_over_frozen_emb"] = round(med["sliced"] / med["sliced-frozen-emb"], 2)
+            for c in clocks:
+                med = {v: {part: round(statistics.median(x), 2) for part, x in d.items()}
+                       for v, d in times[c].items()}
+                step[f"median_{c}_s"] = med
+                step[f"{c}_step_s"] = {v: [round(x, 2) for x in d["step"]]
+                                       for v, d in times[c].items()}
+                step[f"{c}_full_over_sliced"] = round(
+                    med["full"]["step"] / med["sliced"]["step"], 2)
+                step[f"{c}_sliced_over_frozen_emb"] = round(
+                    med["sliced"]["step"] / med["sliced-frozen-emb"]["step"], 2)
         result["adamw_step"] = step
         _write(args.out, result)
-
 
 if __name__ == "__main__":
     main()

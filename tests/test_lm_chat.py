@@ -155,7 +155,7 @@ def test_sampling_is_pure_and_reproducible(tiny):
     its top 50 come at their probability (transformers' default top_k = 50 would give 0), and
     the same seed gives the same samples."""
     model, tok = tiny
-    n = 3000
+    n = 1000
     replies = chat.generate_replies(model, tok, ["12+34="], max_new_tokens=1, num_samples=n,
                                     batch_size=n, seed=1)[0]
     first = torch.tensor([r.ids[0] if r.ids else 2 for r in replies])
