@@ -61,8 +61,9 @@ def main() -> None:
 
     result: dict = {
         "command": "python benchmarks/bench_smollm2.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v is not None),
+            f"--{k.replace('_', '-')}" if v is True
+            else f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if v is not None and v is not False),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)",
         "torch": torch.__version__,
