@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,lm,notebooks,trl
+EXTRAS ?= dev,lm,notebooks,trl,real
 
 .PHONY: install run test test-slow lint bench
 

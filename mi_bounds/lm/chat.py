@@ -1,0 +1,236 @@
+"""The arithmetic task for chat (instruction-tuned) models: questions through the tokenizer's
+chat template, free-text replies verified on their final integer.
+
+A task prompt stays the canonical ``a<op>b=`` string of :mod:`mi_bounds.lm.task` (levels,
+answers, sampling and held-out sets are unchanged); a chat model sees it as the user message
+``"What is a<op>b?"`` rendered by its own chat template with the generation prompt (for
+SmolLM2: ChatML with its default system message), and its reply ends at the tokenizer's own EOS
+token (SmolLM2: ``<|im_end|>``). Padding uses the tokenizer's pad token, else its EOS token.
+
+Verifier rule (:func:`final_integer`, :func:`verify_reply`): the reply's answer is the *last*
+integer written in it, and the reply is correct iff that integer equals the exact result.
+
+* An integer is a run of ASCII digits, optionally with thousands separators written as ``,``
+  between groups of exactly three digits (``1,234`` is 1234; ``12,34`` is two integers, 12 and
+  34). A sentence-final full stop is not a decimal point (``"= 12."`` gives 12).
+* A ``-`` (or the Unicode minus ``−``) directly before the digits is a sign unless it directly
+  follows a digit, a letter or a closing bracket, where it is subtraction: ``"-3"``,
+  ``"= -3"`` and ``"is -3"`` give -3; ``"10-7"`` and ``"(3)-2"`` give 7 and 2; in ``"10 - 7"``
+  the minus is not next to the digits, so the answer is 7.
+* A number with a fractional part (``12.5``, ``12.0``) is not an integer answer: if the last
+  number is one, the reply has no answer. Digits inside a word (``x2``, ``2nd``) are not numbers.
+* No number at all (``"twelve"``, ``""``) means no answer, which is incorrect.
+
+So ``"7 + 5 = 12."``, ``"The answer is 12"`` and ``"12"`` are correct for ``7+5=``;
+``"12 is 7+5"`` is not (its last integer is 5). Replies cut off at ``max_new_tokens`` are
+verified the same way; :class:`Reply` records whether the EOS token came.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from mi_bounds.lm import task
+
+__all__ = [
+    "QUESTION",
+    "Reply",
+    "chat_text",
+    "encode_chat_pair",
+    "encode_chat_prompt",
+    "final_integer",
+    "generate_replies",
+    "hf_tokenizer",
+    "question",
+    "special_ids",
+    "verify_reply",
+]
+
+#: the user message for a task prompt ``a<op>b=``
+QUESTION = "What is {a}{op}{b}?"
+
+# A number: optional sign, digits (with ,-grouped thousands), optional fraction. Not preceded by
+# a letter, digit, underscore or '.', nor followed by a letter, digit or underscore (digits
+# inside words and version strings are skipped).
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])(?P<sign>[-\u2212])?(?P<int>[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)"
+    r"(?P<frac>\.[0-9]+)?(?!\w)"
+)
+
+
+def final_integer(text: str) -> int | None:
+    """The last integer written in ``text``, or ``None`` (rules in the module docstring)."""
+    last = None
+    for m in _NUMBER_RE.finditer(text):
+        last = m
+    if last is None or last.group("frac"):
+        return None
+    value = int(last.group("int").replace(",", ""))
+    # "(3)-2": a minus right after a closing bracket is subtraction (right after a letter or
+    # digit, "10-7", the pattern already leaves it out of the number)
+    if last.group("sign") and not (last.start() > 0 and text[last.start() - 1] in ")]"):
+        value = -value
+    return value
+
+
+def verify_reply(prompt: str, reply: str) -> bool:
+    """True iff the final integer of ``reply`` is the exact answer of the task ``prompt``."""
+    got = final_integer(reply)
+    return got is not None and got == int(task.answer(prompt))
+
+
+def question(prompt: str) -> str:
+    """The user message for a task prompt: ``question("12+34=") == "What is 12+34?"``."""
+    parsed = task.parse_prompt(prompt)
+    if parsed is None:
+        raise ValueError(f"not an arithmetic task prompt: {prompt!r} (expected e.g. '12+34=')")
+    a, op, b = parsed
+    return QUESTION.format(a=a, op=op, b=b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer side
+# ----------------------------------------------------------------------------------------------
+
+
+def hf_tokenizer(tokenizer: Any) -> Any:
+    """The transformers tokenizer behind ``tokenizer`` (a :class:`mi_bounds.lm.tokenizer.
+    HFTokenizer` adapter or a transformers tokenizer); ``ValueError`` if it has no chat
+    template (e.g. the character tokenizer)."""
+    tok = getattr(tokenizer, "tok", tokenizer)
+    if not hasattr(tok, "apply_chat_template") or not getattr(tok, "chat_template", None):
+        raise ValueError(f"tokenizer {type(tok).__name__} has no chat template: the chat task "
+                         "needs a chat model's own tokenizer")
+    return tok
+
+
+def special_ids(tokenizer: Any) -> tuple[int, int]:
+    """``(pad_id, eos_id)``: the tokenizer's own pad token (its EOS token if it has none)
+    and EOS token; ``ValueError`` if it has no EOS token."""
+    tok = getattr(tokenizer, "tok", tokenizer)
+    if tok.eos_token_id is None:
+        raise ValueError(f"tokenizer {type(tok).__name__} has no EOS token")
+    eos = int(tok.eos_token_id)
+    return (eos if tok.pad_token_id is None else int(tok.pad_token_id)), eos
+
+
+def chat_text(tokenizer: Any, prompt: str, *, system: str | None = None) -> str:
+    """The chat template rendered for the task prompt, ending with the generation prompt.
+
+    ``system`` adds a system message; ``None`` keeps the template's default (if any).
+    """
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    messages.append({"role": "user", "content": question(prompt)})
+    return hf_tokenizer(tokenizer).apply_chat_template(messages, tokenize=False,
+                                                       add_generation_prompt=True)
+
+
+def encode_chat_prompt(tokenizer: Any, prompt: str, *, system: str | None = None) -> list[int]:
+    """Token ids of :func:`chat_text` (the template writes its own special tokens, so none are
+    added: no second BOS)."""
+    tok = hf_tokenizer(tokenizer)
+    return list(tok.encode(chat_text(tok, prompt, system=system), add_special_tokens=False))
+
+
+def encode_chat_pair(
+    tokenizer: Any, prompt: str, response: str | Sequence[int], *, system: str | None = None
+) -> tuple[list[int], int]:
+    """``(ids, n_prompt)``: chat prompt ids + response ids + EOS, and the prompt's length.
+
+    ``response`` is the reply's text (encoded on its own, so the boundary is exact) or its
+    token ids as generated (kept as they are: re-encoding decoded text need not give the same
+    tokens); a trailing EOS is not doubled. Score tokens ``ids[n_prompt:]`` (the EOS included).
+    """
+    head = encode_chat_prompt(tokenizer, prompt, system=system)
+    _, eos = special_ids(tokenizer)
+    if isinstance(response, str):
+        body = list(hf_tokenizer(tokenizer).encode(response, add_special_tokens=False))
+    else:
+        body = [int(t) for t in response]
+    if not body or body[-1] != eos:
+        body.append(eos)
+    return head + body, len(head)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+# ----------------------------------------------------------------------------------------------
+
+
+class Reply(NamedTuple):
+    """One generated reply: decoded text (special tokens skipped), token ids without the EOS,
+    and whether the EOS token came within ``max_new_tokens``."""
+
+    text: str
+    ids: list[int]
+    finished: bool
+
+
+@torch.no_grad()
+def generate_replies(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    system: str | None = None,
+) -> list[list[Reply]]:
+    """Replies per task prompt through the chat template: ``out[i][j]`` is sample j of prompt i.
+
+    Pure sampling at ``temperature`` (no top-k/top-p) unless ``greedy``. Prompts are grouped by
+    token length, so no batch needs padding; ``batch_size`` counts sequences (prompts x samples).
+    Reproducible for a given ``seed`` (the global RNG is forked, not consumed).
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if not greedy and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    tok = hf_tokenizer(tokenizer)
+    pad, eos = special_ids(tok)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    encoded = [encode_chat_prompt(tok, p, system=system) for p in prompts]
+    groups: dict[int, list[int]] = {}
+    for i, ids in enumerate(encoded):
+        groups.setdefault(len(ids), []).append(i)
+    out: list[list[Reply]] = [[] for _ in prompts]
+    per_call = max(1, batch_size // num_samples)
+    from transformers import GenerationConfig
+
+    # An explicit config, so the checkpoint's generation_config.json (repetition penalty,
+    # top-k, ...) cannot change the sampler. top_k=None would mean transformers' default
+    # top_k=50 (5.x), not "no truncation": top_k=0 and top_p=1.0 give pure sampling.
+    settings = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=not greedy, pad_token_id=pad, eos_token_id=eos,
+        **({} if greedy else {"temperature": temperature, "top_k": 0, "top_p": 1.0}),
+    )
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for length in sorted(groups):
+            idx = groups[length]
+            for start in range(0, len(idx), per_call):
+                chunk = idx[start : start + per_call]
+                ids = torch.tensor([encoded[i] for i in chunk], device=device)
+                ids = ids.repeat_interleave(num_samples, dim=0)  # (n * k, L)
+                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                     generation_config=settings)
+                for r, row in enumerate(gen[:, length:].tolist()):
+                    finished = eos in row
+                    if finished:
+                        row = row[: row.index(eos)]
+                    text = tok.decode(row, skip_special_tokens=True)
+                    out[chunk[r // num_samples]].append(Reply(text, row, finished))
+    model.train(was_training)
+    return out
