@@ -34,6 +34,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mi_bounds.decline import DeclineShape, decline_shape
+from mi_bounds.decline import SHAPES, DeclineShape, _as_curve, decline_shape, noise_from_seeds
 
 __all__ = [
     "CHOSEN_METRICS",
@@ -53,6 +54,7 @@ __all__ = [
     "Series",
     "TrainingLog",
     "diagnose",
+    "diagnose_seeds",
     "format_report",
     "log_from_entries",
     "plot_diagnosis",
@@ -84,6 +86,7 @@ _FORMATS = {
     "jsonl": "JSON Lines log entries",
     "csv": "CSV of metric columns",
     "align_result": "mi-bounds align-run result.json (history)",
+    "seeds": "several seeds (noise level from their spread)",
 }
 
 
@@ -324,8 +327,11 @@ def read_log(path: str | Path) -> TrainingLog:
 # ------------------------------------------------------------------------------------------
 
 
-def trend(shape: DeclineShape) -> str:
-    """``rising`` / ``falling`` / ``flat``: the smoothed ``final - start`` against ``±σ``."""
+def trend(shape: DeclineShape) -> str | None:
+    """``rising`` / ``falling`` / ``flat``: the smoothed ``final - start`` against ``±σ``
+    (``None`` for a ``too-short`` curve)."""
+    if shape.shape == "too-short":
+        return None
     if shape.change > shape.noise:
         return "rising"
     if -shape.change > shape.noise:
@@ -357,8 +363,8 @@ def _chosen_series(log: TrainingLog, split: str, metric: str | None) -> Series |
 
 
 def _enough(s: Series | None) -> bool:
-    return (s is not None and bool(np.isfinite(s.values).all())
-            and np.unique(s.steps).size >= 3)
+    """At least 3 logged steps (NaN counts: reading that series then reports it)."""
+    return s is not None and np.unique(s.steps).size >= 3
 
 
 def _jsonable(x: Any) -> Any:
@@ -440,14 +446,95 @@ def diagnose(
     for label, name in (("margin", "rewards/margins"), ("rejected", rejected_name)):
         s = log.series(name, used_split) if used_split in SPLITS else None
         out[f"{label}_trend"] = out[f"{label}_change"] = None
-        if s is None:
+        if s is None or np.unique(s.steps).size < 3:  # not logged (enough): no trend
             continue
         s = _checked(s, src)
         sh = decline_shape(s.values, s.steps, z=z)
-        out[f"{label}_trend"], out[f"{label}_change"] = trend(sh), sh.change
+        if sh.shape != "too-short":
+            out[f"{label}_trend"], out[f"{label}_change"] = trend(sh), sh.change
         series[name] = s.to_dict()
     out["reading"] = _reading(out)
     out["series"] = series
+    return _jsonable(out)
+
+
+def diagnose_seeds(
+    logs: Sequence[TrainingLog],
+    *,
+    split: str | None = None,
+    metric: str | None = None,
+    min_points: int = 3,
+    z: float = 3.0,
+) -> dict[str, Any]:
+    """Several runs that differ only in their seed, with the noise level taken from the seeds.
+
+    The rule of :func:`mi_bounds.decline.shapes_over_seeds`: σ per point is
+    :func:`~mi_bounds.decline.noise_from_seeds` of the chosen curves (the median over steps of
+    their standard deviation across seeds); each seed is classified with σ, and the mean curve
+    (chosen, margin and rejected averaged across seeds) with ``σ/√n``.
+
+    Returns:
+        :func:`diagnose`'s fields for the mean curve (``source`` lists the files), plus
+        ``seeds`` (n), ``noise_per_point`` (σ), ``counts`` (``{shape: number of seeds}``) and
+        ``per_seed`` (each seed's ``source``, ``shape``, ``peak_step``, ``drop_from_peak``,
+        ``noise``, ``margin_trend``, ``rejected_trend``).
+
+    Raises:
+        LogError: fewer than 2 logs, a log without the series, or seeds logged at other steps.
+    """
+    if len(logs) < 2:
+        raise LogError(f"several seeds need at least 2 logs, got {len(logs)}")
+    first = diagnose(logs[0], split=split, metric=metric, min_points=min_points, z=z)
+    used_split, used_metric = first["split"], metric or first["metric"]
+    grid: NDArray[np.float64] | None = None
+    curves: dict[str, list[NDArray[np.float64]]] = {}
+    keys: dict[str, str] = {}
+    rejected = "rewards/rejected" if first["metric"] == "rewards/chosen" else "logps/rejected"
+    verbatim = used_metric not in METRICS and logs[0].series_by_key(used_metric) is not None
+    for log in logs:
+        chosen = (log.series_by_key(used_metric) if verbatim
+                  else _chosen_series(log, used_split, used_metric))
+        if chosen is None:
+            raise LogError(f"{log.source}: no {used_split} series of {used_metric}")
+        steps, values = _as_curve(_checked(chosen, log.source).values, chosen.steps)
+        if grid is None:
+            grid = steps
+        elif not np.array_equal(grid, steps):
+            raise LogError(f"{log.source}: {chosen.key} is logged at other steps than in "
+                           f"{logs[0].source}; the seeds' noise needs one step grid")
+        curves.setdefault(first["metric"], []).append(values)
+        keys[first["metric"]] = chosen.key
+        for name in ("rewards/margins", rejected):
+            side = log.series(name, used_split)
+            if side is not None and np.isfinite(side.values).all():
+                st, va = _as_curve(side.values, side.steps)
+                if np.array_equal(st, steps):
+                    curves.setdefault(name, []).append(va)
+                    keys[name] = side.key
+    assert grid is not None
+    matrix = np.stack(curves[first["metric"]])  # (n_seeds, n_steps)
+    sigma = noise_from_seeds(matrix)
+    per_seed = [diagnose(log, split=used_split, metric=used_metric, noise=sigma,
+                         min_points=min_points, z=z) for log in logs]
+    n = len(logs)
+    mean_entries = [{"step": float(st)} for st in grid]
+    for name, rows in curves.items():
+        if len(rows) == n:  # a side series every seed logged on the same grid
+            for entry, v in zip(mean_entries, np.mean(rows, axis=0), strict=True):
+                entry[keys[name]] = float(v)
+    sources = [log.source for log in logs]
+    mean_log = TrainingLog(f"mean of {n} seeds", "seeds", tuple(mean_entries), "step")
+    out = diagnose(mean_log, split=used_split, metric=keys[first["metric"]] if verbatim
+                   else first["metric"],
+                   noise=sigma / math.sqrt(n), min_points=min_points, z=z)
+    counts = {sh: sum(r["shape"] == sh for r in per_seed) for sh in SHAPES}
+    out.update(
+        source=sources, seeds=n, noise_per_point=sigma, counts=counts,
+        per_seed=[{k: r[k] for k in ("source", "shape", "peak_step", "drop_from_peak", "noise",
+                                     "margin_trend", "rejected_trend")} for r in per_seed])
+    out["reading"] = (
+        f"Mean of {n} seeds, noise per point {sigma:.3g} from their spread; per seed: "
+        + ", ".join(f"{c} {sh}" for sh, c in counts.items() if c) + ". " + out["reading"])
     return _jsonable(out)
 
 
@@ -478,7 +565,7 @@ def _reading(r: Mapping[str, Any]) -> str:
             "(DPO = TRL 'sigmoid', IPO, hinge) nothing resists this; mio (= TRL 'nca_pair') and "
             "bco_pair have a chosen term with its own target, and TRL's 'sft' term adds the "
             "chosen NLL "
-            "(DESIGN.md §5).")
+            "(docs/THEORY.md §2, gradients).")
     elif margin in ("flat", "falling"):
         text += (f" The reward margin is {margin} too, so the fall is not the price of a "
                  "growing margin: check the learning rate, β and the data.")
@@ -496,8 +583,9 @@ def format_report(r: Mapping[str, Any]) -> str:
     series = r["series"][r["metric"]]
     steps = [s for s in series["steps"] if s is not None]
     unit = " nats" if r["metric"].startswith("logps") else ""
+    source = r["source"] if isinstance(r["source"], str) else f"mean of {len(r['source'])} seeds"
     lines = [
-        f"{r['source']}: {_FORMATS.get(r['format'], r['format'])}, {r['split']} series",
+        f"{source}: {_FORMATS.get(r['format'], r['format'])}, {r['split']} series",
         f"{r['metric']} ({r['key']}, {r['n_points']} points, steps {num(min(steps), 'g')}–"
         f"{num(max(steps), 'g')}): {r['shape']}",
     ]
@@ -515,7 +603,10 @@ def format_report(r: Mapping[str, Any]) -> str:
             if r.get(f"{label}_trend") is not None]
     if side:
         lines.append("  " + "; ".join(side))
-    lines.append(r["reading"])
+    for p in r.get("per_seed", []):
+        lines.append(f"  seed {p['source']}: {p['shape']}, peak at step {num(p['peak_step'], 'g')}"
+                     f", drop {num(p['drop_from_peak'])}")
+    lines.append(textwrap.fill(r["reading"], width=100))
     return "\n".join(lines)
 
 

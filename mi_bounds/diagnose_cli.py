@@ -1,14 +1,16 @@
 """``mi-bounds diagnose``: what a preference-training log's chosen log-likelihood did.
 
-    mi-bounds diagnose PATH [--json] [--plot FILE.png] [--series train|eval]
-                            [--metric NAME] [--noise SIGMA] [--min-points N]
+    mi-bounds diagnose PATH [PATH ...] [--json] [--plot FILE.png] [--series train|eval]
+                                       [--metric NAME] [--noise SIGMA] [--min-points N]
 
 PATH is a TRL ``trainer_state.json`` (or the output/checkpoint directory holding it), a CSV with
 TRL's metric names as columns, or a mi-bounds align-run ``result.json``
 (:mod:`mi_bounds.diagnose` lists what is read and how). The verdict is the shape of DESIGN.md §9
 (``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``) of ``logps/chosen``
 (else ``rewards/chosen``), with the peak step, the drop from the peak, the noise level and the
-reward margin's trend. A file that cannot be read or diagnosed gives a message on stderr and exit
+reward margin's trend. Several PATHs are runs that differ only in their seed: the noise level is
+their spread (:func:`mi_bounds.diagnose.diagnose_seeds`) and the verdict is on their mean, with
+each seed's beside it. A file that cannot be read or diagnosed gives a message on stderr and exit
 code 2.
 """
 
@@ -20,7 +22,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mi_bounds.diagnose import SPLITS, LogError, diagnose, format_report, plot_diagnosis, read_log
+from mi_bounds.diagnose import (
+    SPLITS,
+    LogError,
+    diagnose,
+    diagnose_seeds,
+    format_report,
+    plot_diagnosis,
+    read_log,
+)
 
 __all__ = ["main"]
 
@@ -32,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
         "(TRL trainer_state.json, a CSV of TRL metrics, or a mi-bounds align result.json): "
         "rise-then-fall, fall-from-start, no-decline or too-short (DESIGN.md §9).",
     )
-    p.add_argument("path", type=Path, help="trainer_state.json, its directory, a CSV, or an "
-                   "align-run result.json")
+    p.add_argument("path", type=Path, nargs="+",
+                   help="trainer_state.json, its directory, a CSV, or an align-run result.json; "
+                   "several paths = runs that differ only in their seed (the noise level is then "
+                   "their spread, and the verdict is on their mean)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the curves with the verdict")
     p.add_argument("--series", choices=SPLITS, default=None,
@@ -56,8 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.noise is not None and not args.noise >= 0:
             raise LogError(f"--noise must be a number >= 0, got {args.noise}")
-        result = diagnose(read_log(args.path), split=args.series, metric=args.metric,
-                          noise=args.noise, min_points=args.min_points)
+        logs = [read_log(p) for p in args.path]
+        if len(logs) == 1:
+            result = diagnose(logs[0], split=args.series, metric=args.metric, noise=args.noise,
+                              min_points=args.min_points)
+        elif args.noise is not None:
+            raise LogError("--noise cannot be given with several seeds: their spread is the noise")
+        else:
+            result = diagnose_seeds(logs, split=args.series, metric=args.metric,
+                                    min_points=args.min_points)
         if args.plot is not None:
             plot_diagnosis(result, args.plot)
     except (LogError, ValueError) as err:

@@ -148,9 +148,12 @@ def test_text_report_and_plot(tmp_path, capsys):
     code, out, _ = _run(capsys, tmp_path, "--plot", tmp_path / "d.png")  # a directory works
     assert code == 0
     assert "rise-then-fall" in out and "peak" in out and "rewards/margins: rising" in out
-    assert "likelihood displacement" in out
+    assert "likelihood displacement" in " ".join(out.split())  # wrapped at 100 columns
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert path.is_file()
+    from mi_bounds.cli import main as mi_bounds_main  # registered as `mi-bounds diagnose`
+
+    assert mi_bounds_main(["diagnose", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: TRL trainer_state.json")
 
 
 def test_too_short_and_rewards_fallback(tmp_path, capsys):
@@ -273,3 +276,71 @@ def test_decline_callback_online_equals_offline(caplog):
                                 "eval_rewards/margins"}
     with pytest.raises(ValueError, match="min_points"):
         DeclineCallback(min_points=2)
+
+
+def test_nan_in_the_eval_series_is_reported_not_skipped(tmp_path, capsys):
+    """The default reads eval when it has ≥ 3 points; a NaN there is an error naming eval."""
+    entries = _log_history("no-decline", "no-decline", 0)
+    bad = next(e for e in entries if "eval_logps/chosen" in e and e["step"] > 100)
+    bad["eval_logps/chosen"] = math.nan
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"log_history": entries}))  # json writes NaN as NaN
+    code, _, err = _run(capsys, path)
+    assert code == 2 and f"eval_logps/chosen is NaN or infinite at step(s) {bad['step']}" in err
+    assert _json(capsys, path, "--series", "train")["shape"] == "no-decline"
+
+
+def test_side_series_with_few_points_give_no_trend():
+    """A margin logged at only 2 or 3 steps has no trend (None), not a made-up one."""
+    entries = [{"logps/chosen": -1.0 - 0.1 * s, "step": s} for s in range(12)]
+    for n in (2, 3):
+        for e in entries[:n]:
+            e["rewards/margins"] = 0.1 * e["step"]
+        r = diagnose(log_from_entries(entries), split="train")
+        assert r["shape"] == "fall-from-start" and r["margin_trend"] is None
+
+
+def _seed_logs(tmp_path, shape, n, sd, seed=0, jitter=0.0):
+    """n seeds: the same curve at the same steps, per-seed noise sd, plus a per-seed offset."""
+    rng = np.random.default_rng(seed)
+    steps = _steps(rng, 40)
+    u = (steps - 1) / 999
+    paths = []
+    for i in range(n):
+        c = SHAPE_CURVES[shape](u) + rng.normal(0, sd, u.size) + rng.normal(0, jitter)
+        entries = [{"eval_logps/chosen": float(v), "eval_rewards/margins": float(m), "step": int(s)}
+                   for s, v, m in zip(steps, c, 0.1 + u + rng.normal(0, sd, u.size), strict=True)]
+        paths.append(_write_trainer_state(tmp_path / f"seed{i}.json", entries))
+    return paths, steps
+
+
+@pytest.mark.parametrize("shape", list(SHAPE_CURVES))
+def test_several_seeds_take_their_noise_from_each_other(tmp_path, capsys, shape):
+    """diagnose A B C = shapes_over_seeds on the chosen curves (σ from the seeds' spread, the
+    mean curve judged with σ/√n), with each seed's verdict beside it."""
+    from mi_bounds.decline import shapes_over_seeds
+
+    paths, steps = _seed_logs(tmp_path, shape, 3, 0.05)
+    r = _json(capsys, *paths)
+    curves = [json.loads(p.read_text())["log_history"] for p in paths]
+    matrix = [[e["eval_logps/chosen"] for e in h] for h in curves]
+    want = shapes_over_seeds(matrix, steps)
+    assert r["noise_per_point"] == pytest.approx(want["noise"])
+    assert r["shape"] == want["mean"]["shape"] == shape
+    assert [p["shape"] for p in r["per_seed"]] == [s["shape"] for s in want["per_seed"]]
+    assert r["counts"] == want["counts"]
+    assert r["series"]["logps/chosen"]["values"] == pytest.approx(np.mean(matrix, 0).tolist())
+    assert r["margin_trend"] == "rising" and r["seeds"] == 3
+    code, out, _ = _run(capsys, *paths)
+    assert code == 0 and "mean of 3 seeds" in out and out.count("  seed ") == 3
+
+
+def test_seeds_at_other_steps_or_with_noise_are_refused(tmp_path, capsys):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    a, _ = _seed_logs(tmp_path / "a", "no-decline", 2, 0.05, seed=1)
+    b, _ = _seed_logs(tmp_path / "b", "no-decline", 1, 0.05, seed=2)  # other random steps
+    code, _, err = _run(capsys, a[0], b[0])
+    assert code == 2 and "other steps" in err
+    code, _, err = _run(capsys, *a, "--noise", "0.1")
+    assert code == 2 and "several seeds" in err

@@ -102,12 +102,16 @@ def expand_negatives(dataset: Any, column: str = "rejected") -> Any:
 
     ``{"prompt": p, "chosen": c, "rejected": [r1, r2, r3]}`` becomes three rows ``(p, c, r_j)``,
     adjacent, which :class:`MIDPOTrainer` with ``loss_type=["infonce"]`` scores as one InfoNCE
-    example with K − 1 = 3 negatives. Rows whose ``column`` is a string are kept as they are.
+    example with K − 1 = 3 negatives. One response is a string or, in TRL's conversational
+    format, a list of message dicts; a row holding one response is kept as it is.
     """
+    def one(x: Any) -> bool:
+        return isinstance(x, str) or (isinstance(x, list) and bool(x) and isinstance(x[0], dict))
+
     def explode(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {k: [] for k in batch}
         for i, neg in enumerate(batch[column]):
-            negs = [neg] if isinstance(neg, str) else list(neg)
+            negs = [neg] if one(neg) else list(neg)
             if not negs:
                 raise ValueError(f"row {i}: empty {column!r} list")
             for r in negs:
