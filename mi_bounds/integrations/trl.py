@@ -238,8 +238,9 @@ class MIDPOTrainer(DPOTrainer):
         return groups
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        if self._groups is not None and self.args.train_sampling_strategy == "random":
-            return GroupShuffleSampler(self._groups, seed=self.args.seed)
+        groups = getattr(self, "_groups", None)  # set after DPOTrainer.__init__
+        if groups is not None and self.args.train_sampling_strategy == "random":
+            return GroupShuffleSampler(groups, seed=self.args.seed)
         return super()._get_train_sampler(train_dataset)
 
     # -- loss ------------------------------------------------------------------------------
