@@ -7,6 +7,7 @@ Subcommands::
     mi-bounds verify     run every sympy proof under proofs/ and write docs/PROOFS.md
     mi-bounds estimate   estimate MI from samples with a neural critic
     mi-bounds lm         the small-LM path (needs the ``lm`` extra)
+    mi-bounds diagnose   shape of a training log's chosen log-likelihood (TRL or mi-bounds logs)
 
 Each subcommand lives in its own module and is imported only when it is called, so that the
 library itself (``mi_bounds``) never imports ``figures`` or ``proofs`` at import time; this file
@@ -27,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("proofs.verify:main", "run every sympy proof; write docs/PROOFS.md"),
     "estimate": ("mi_bounds.estimate_cli:main", "estimate MI from samples with a neural critic"),
     "lm": ("mi_bounds.lm.cli:main", "small transformer LM path: base, sample, align, report"),
+    "diagnose": ("mi_bounds.diagnose_cli:main", "shape of a training log's chosen log-likelihood"),
 }
 
 

@@ -9,7 +9,9 @@ noise level ``σ`` has exactly one of four shapes:
   ``max c - c(s_0) > σ`` and ``max c - c(s_T) > σ``;
 * ``fall-from-start``: not the above, and ``c(s_0) - c(s_T) > σ``;
 * ``no-decline``: neither;
-* ``too-short``: fewer than ``min_points`` (default 3) points.
+* ``too-short``: fewer than ``min_points`` (default 3) points — or fewer than 4 when σ is
+  estimated from the curve itself: 3 points have one second difference, whose MAD is 0 whatever
+  the data, so the estimate would always be the floor ``min_noise``.
 
 **Drop** is always ``max c - c(s_T) ≥ 0`` in nats (how far the curve ends below its peak);
 **change** is ``c(s_T) - c(s_0)`` (negative when it ended below its start). These are the only
@@ -174,7 +176,8 @@ def decline_shape(
         window: smoothing width (odd, ≥ 1); ``None`` chooses it (1 below 20 points).
         z: how many standard deviations of a difference count as a real change.
         min_noise: floor of σ in the curve's units (nats).
-        min_points: fewer distinct steps than this give ``too-short``.
+        min_points: fewer distinct steps than this give ``too-short`` (and fewer than 4 when
+            ``noise`` is ``None``: σ cannot be estimated from one second difference).
         min_peak_fraction: the peak must come after this fraction of training (0.1).
 
     Returns:
@@ -195,7 +198,7 @@ def decline_shape(
         raise ValueError(f"min_points must be >= 3 (start, peak, end), got {min_points!r}")
     s, v = _as_curve(values, steps)
     n = v.size
-    if n < min_points:
+    if n < (int(min_points) if noise is not None else max(int(min_points), 4)):
         nan = float("nan")
         first = float(v[0]) if n else nan
         last = float(v[-1]) if n else nan

@@ -133,3 +133,16 @@ def test_value_at_first_crossing() -> None:
     assert np.isnan(value_at_first_crossing(margin, chosen, 2.0))
     with pytest.raises(ValueError):
         value_at_first_crossing(margin, chosen[:3], 0.5)
+
+
+def test_three_points_cannot_estimate_their_own_noise() -> None:
+    """With 3 points there is one second difference, so MAD(Δ²c) = 0 whatever the data: the
+    estimated σ would be the floor and any change, however small, a verdict. Without a given
+    noise level 3 points are too-short; with one they are classified."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        c = rng.normal(0.0, 1.0, 3)
+        assert decline_shape(c).shape == "too-short"
+        assert decline_shape(c, noise=0.1).shape != "too-short"
+    assert decline_shape([0.0, -1e-4, -2e-4], noise=1e-6).shape == "fall-from-start"
+    assert decline_shape([0.0, -1.0, -2.0, -3.0]).shape == "fall-from-start"  # 4 points: Δ² twice

@@ -1,0 +1,95 @@
+"""``mi-bounds diagnose``: what a preference-training log's chosen log-likelihood did.
+
+    mi-bounds diagnose PATH [PATH ...] [--json] [--plot FILE.png] [--series train|eval]
+                                       [--metric NAME] [--noise SIGMA] [--min-points N]
+
+PATH is a TRL ``trainer_state.json`` (or the output/checkpoint directory holding it), a CSV with
+TRL's metric names as columns, or a mi-bounds align-run ``result.json``
+(:mod:`mi_bounds.diagnose` lists what is read and how). The verdict is the shape of DESIGN.md §9
+(``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``) of ``logps/chosen``
+(else ``rewards/chosen``), with the peak step, the drop from the peak, the noise level and the
+reward margin's trend. Several PATHs are runs that differ only in their seed: the noise level is
+their spread (:func:`mi_bounds.diagnose.diagnose_seeds`) and the verdict is on their mean, with
+each seed's beside it. A file that cannot be read or diagnosed gives a message on stderr and exit
+code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mi_bounds.diagnose import (
+    SPLITS,
+    LogError,
+    diagnose,
+    diagnose_seeds,
+    format_report,
+    plot_diagnosis,
+    read_log,
+)
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mi-bounds diagnose",
+        description="Classify the chosen log-likelihood curve of a preference-training log "
+        "(TRL trainer_state.json, a CSV of TRL metrics, or a mi-bounds align result.json): "
+        "rise-then-fall, fall-from-start, no-decline or too-short (DESIGN.md §9).",
+    )
+    p.add_argument("path", type=Path, nargs="+",
+                   help="trainer_state.json, its directory, a CSV, or an align-run result.json; "
+                   "several paths = runs that differ only in their seed (the noise level is then "
+                   "their spread, and the verdict is on their mean)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the curves with the verdict")
+    p.add_argument("--series", choices=SPLITS, default=None,
+                   help="which series to read (default: eval when the log has at least 3 eval "
+                   "points, else train)")
+    p.add_argument("--metric", default=None,
+                   help="the curve to classify: a TRL metric name or a key/column given verbatim "
+                   "(default: logps/chosen, else rewards/chosen)")
+    p.add_argument("--noise", type=float, default=None,
+                   help="noise (standard deviation) of one logged point, e.g. across seeds "
+                   "(default: estimated from the curve)")
+    p.add_argument("--min-points", type=int, default=3,
+                   help="fewer logged steps than this (>= 3) give too-short (default: 3)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mi-bounds diagnose``; returns the exit code (2 for a bad log)."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.noise is not None and not args.noise >= 0:
+            raise LogError(f"--noise must be a number >= 0, got {args.noise}")
+        logs = [read_log(p) for p in args.path]
+        if len(logs) == 1:
+            result = diagnose(logs[0], split=args.series, metric=args.metric, noise=args.noise,
+                              min_points=args.min_points)
+        elif args.noise is not None:
+            raise LogError("--noise cannot be given with several seeds: their spread is the noise")
+        else:
+            result = diagnose_seeds(logs, split=args.series, metric=args.metric,
+                                    min_points=args.min_points)
+        if args.plot is not None:
+            plot_diagnosis(result, args.plot)
+    except (LogError, ValueError) as err:
+        print(f"mi-bounds diagnose: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(format_report(result))
+        if args.plot is not None:
+            print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,9 @@
+"""Adapters between mi-bounds and other libraries (optional extras; imported on demand).
+
+* :mod:`mi_bounds.integrations.trl` — every loss of :mod:`mi_bounds.preference` inside TRL's
+  ``DPOTrainer`` (:class:`~mi_bounds.integrations.trl.MIDPOTrainer`), and
+  :class:`~mi_bounds.integrations.decline_callback.DeclineCallback`, the decline shape of
+  DESIGN.md §9 applied online to TRL's logged metrics. Needs the ``trl`` extra.
+
+Each adapter only maps names and shapes; the formulas stay in :mod:`mi_bounds`.
+"""
