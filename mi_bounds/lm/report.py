@@ -1,4 +1,4 @@
-"""Report of a small-LM run: chosen log-likelihood against step per loss, and accuracy tables.
+"""Stage 4, report: chosen log-likelihood against step per loss, and accuracy tables.
 
 Outputs (PNG and PDF written deterministically, numbers as JSON, table also as Markdown):
 
@@ -24,8 +24,9 @@ import numpy as np
 
 from mi_bounds.lm import _io
 from mi_bounds.lm.config import RunConfig
+from mi_bounds.lm.run_dir import Run, require_stage
 
-__all__ = ["summarise", "write_report"]
+__all__ = ["run_report", "summarise", "write_report"]
 
 _COLORS = {"dpo": "#1f77b4", "mio": "#2ca02c", "nca_pair": "#bcbd22", "ipo": "#7f7f7f",
            "bco_pair": "#17becf", "infonce": "#d62728", "nwj": "#ff7f0e"}
@@ -201,3 +202,16 @@ def write_report(results: Sequence[dict], sample: dict, config: RunConfig,
                "base_accuracy": base_acc, "counts": sample.get("counts", {}), "curves": curves}
     paths.append(_io.write_json(out_dir / "lm_report.json", payload))
     return paths
+
+
+def run_report(run: Run, out_dir: Path | None = None) -> list[Path]:
+    """Figures and tables from every finished alignment run in the directory."""
+    require_stage(run, run.dir / "sample" / "data.json", "sample")
+    results = [_io.read_json(p) for p in sorted((run.dir / "align").glob("*/result.json"))]
+    if not results:
+        raise ValueError(f"{run.dir}: no finished alignment runs to report")
+    sample = _io.read_json(run.dir / "sample" / "data.json")
+    paths = write_report(results, sample, run.config, out_dir or run.dir / "report")
+    run.log(f"report: {', '.join(str(p) for p in paths)}")
+    return paths
+
