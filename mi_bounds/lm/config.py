@@ -46,6 +46,19 @@ def _check_float(value: object, name: str, *, low: float = 0.0, inclusive: bool 
                          f"got {value}")
 
 
+def _as_tuple(value: object, name: str, scalar: type | tuple[type, ...]) -> tuple:
+    """A list field as a tuple: a list or tuple as it is, one scalar of type ``scalar`` as a
+    one-element tuple (``--set align.seeds=0``, ``--set align.losses=dpo``); anything else is a
+    ``TypeError`` naming the field. A string is never split into characters."""
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(value, scalar) and not isinstance(value, bool):
+        return (value,)
+    names = scalar.__name__ if isinstance(scalar, type) else " or ".join(s.__name__ for s in scalar)
+    raise TypeError(f"{name} must be a list of {names} (or one {names}), "
+                    f"got {type(value).__name__} {value!r}")
+
+
 @dataclass
 class ModelConfig:
     """Size of the Llama-style causal LM built by the base stage (ignored with ``--model``)."""
@@ -79,8 +92,11 @@ class TaskConfig:
     ops: str = "+"
 
     def __post_init__(self) -> None:
-        self.levels = tuple(self.levels)
-        self.level_weights = tuple(float(w) for w in self.level_weights)
+        self.levels = _as_tuple(self.levels, "task.levels", int)
+        weights = _as_tuple(self.level_weights, "task.level_weights", (int, float))
+        for w in weights:
+            _check_float(w, "task.level_weights[i]")
+        self.level_weights = tuple(float(w) for w in weights)
         if not self.levels:
             raise ValueError("task.levels must not be empty")
         for lv in self.levels:
@@ -90,8 +106,6 @@ class TaskConfig:
         if len(self.level_weights) != len(self.levels):
             raise ValueError(f"task.level_weights must have one entry per level "
                              f"({len(self.levels)}), got {len(self.level_weights)}")
-        for w in self.level_weights:
-            _check_float(w, "task.level_weights[i]")
         if not self.ops or any(op not in "+-*" for op in self.ops):
             raise ValueError(
                 f"task.ops must be a non-empty string of '+', '-', '*', got {self.ops!r}")
@@ -168,15 +182,16 @@ class AlignConfig:
     save_models: bool = False
 
     def __post_init__(self) -> None:
-        self.losses = tuple(self.losses)
-        self.seeds = tuple(self.seeds)
+        self.losses = _as_tuple(self.losses, "align.losses", str)
+        self.seeds = _as_tuple(self.seeds, "align.seeds", int)
         if not self.losses:
             raise ValueError("align.losses must not be empty")
         if len(set(self.losses)) != len(self.losses):
             raise ValueError(f"align.losses has duplicates: {self.losses}")
         for loss in self.losses:
             if not isinstance(loss, str):
-                raise TypeError(f"align.losses entries must be str, got {type(loss).__name__}")
+                raise TypeError(f"align.losses entries must be str, got {type(loss).__name__} "
+                                f"{loss!r}")
         if not self.seeds:
             raise ValueError("align.seeds must not be empty")
         for s in self.seeds:

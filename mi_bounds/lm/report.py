@@ -165,11 +165,19 @@ def _plot_curves(groups: dict[str, list[dict]], out_dir: Path) -> tuple[list[Pat
     return _save(fig, out_dir, "lm_chosen_logp"), data
 
 
+def _fmt_value(x: float | None, digits: int = 3) -> str:
+    """A number to ``digits`` decimals; ``n/a`` for a missing (``None``) or non-finite one.
+    (0.0 is a number: it prints as ``0.000``.)"""
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
 def _table_rows(summary: dict, base_acc: dict) -> tuple[list[str], list[list[str]]]:
     header = ["loss", "seeds", "acc held-out", "acc hard", "reward acc (held-out)",
               "chosen Δ (final-start)", "chosen final-peak", "chosen Δ 2nd half"]
-    rows = [["base", "-", f"{base_acc.get('heldout_greedy') or float('nan'):.3f}",
-             f"{base_acc.get('hard_greedy') or float('nan'):.3f}", "-", "-", "-", "-"]]
+    rows = [["base", "-", _fmt_value(base_acc.get("heldout_greedy")),
+             _fmt_value(base_acc.get("hard_greedy")), "-", "-", "-", "-"]]
     for loss, e in summary.items():
         rows.append([loss, str(len(e["seeds"])), _fmt(e["acc_heldout"]), _fmt(e["acc_hard"]),
                      _fmt(e["heldout_reward_accuracy"]), _fmt(e["chosen_change"]),
