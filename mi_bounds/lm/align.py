@@ -4,8 +4,15 @@ The reference log-probabilities of every pair are computed once by the base mode
 (``DIR/align/reference.pt``). The loop in :func:`align_one` reads top to bottom: the epoch's
 batch, one forward pass over chosen and rejected sequences stacked, the preference loss of
 :func:`mi_bounds.preference.preference_loss`, backward, clip, AdamW step, evaluate (train and
-held-out pair metrics, greedy accuracy), checkpoint. Output:
-``DIR/align/<loss>-seed<s>/result.json``.
+held-out pair metrics, a sampled KL(π‖π_ref), greedy accuracy), checkpoint. Output:
+``DIR/align/<loss>-seed<s>/result.json``: the metric history, throughput, and the decline shape
+(:mod:`mi_bounds.decline`) of the train and held-out chosen log-likelihood curves.
+
+Evaluation records, per step: TRL's pair metrics (``logps/chosen``, ``rewards/margins``,
+``rewards/accuracies``, ...) on the first ``n_eval_pairs`` train pairs and on all held-out pairs;
+``kl``, a sampled estimate of E_x KL(π(·|x) ‖ π_ref(·|x)) on the first ``kl_prompts`` held-out
+prompts (:func:`_sampled_kl`: ``kl_samples`` responses per prompt drawn from π); and the greedy
+accuracy on the held-out prompts, the hard ones, and per level.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 import torch
 
+from mi_bounds.decline import decline_shape
 from mi_bounds.lm import _io
 from mi_bounds.lm import task as arith
 from mi_bounds.lm.model import (
@@ -27,6 +35,7 @@ from mi_bounds.lm.model import (
     load_model_dir,
     make_batch,
     n_params,
+    sample_sequences,
     save_model_dir,
     sequence_logps,
 )
@@ -41,7 +50,7 @@ from mi_bounds.lm.run_dir import (
 from mi_bounds.lm.tokenizer import load_tokenizer
 from mi_bounds.preference import get_loss, preference_loss, preference_metrics
 
-__all__ = ["PairSet", "align_one", "load_reference", "run_align"]
+__all__ = ["PairSet", "align_one", "curve_shapes", "load_reference", "run_align"]
 
 
 @dataclass
@@ -86,23 +95,40 @@ def _pair_logps(model, chosen, rejected, pad_id, device, batch_size=256):
     return (torch.cat(pc) if pc else empty), (torch.cat(pr) if pr else empty)
 
 
+def _train_key(run: Run) -> str:
+    """The train pair set of this run's ``align.chosen``: ``train`` or ``train_gold``."""
+    return "train_gold" if run.config.align.chosen == "gold" else "train"
+
+
 def load_reference(run: Run, data: dict) -> dict[str, PairSet]:
-    """Reference log-probabilities of every train and held-out pair, computed once and stored."""
+    """Reference log-probabilities of the train and held-out pairs, computed once and stored.
+
+    Returns ``{"train": ..., "heldout": ...}``; ``train`` holds the on-policy pairs, or the
+    off-policy gold pairs with ``align.chosen = "gold"`` (held-out pairs are the on-policy
+    held-out pairs in both cases, so every variant is measured on the same held-out set).
+    """
+    key = _train_key(run)
+    field = {"train": "train_pairs", "train_gold": "train_pairs_gold"}[key]
+    if field not in data:
+        raise ValueError(f"{run.dir}: the sample stage wrote no {field!r} (a run sampled "
+                         "before gold pairs existed); use a new --out")
+    if not data[field]:
+        raise ValueError(f"{run.dir}: empty pair set {field!r}"
+                         + (" (a --pairs file has no gold pairs)" if key == "train_gold" else ""))
     path = run.dir / "align" / "reference.pt"
-    sets = {}
     tokenizer = load_tokenizer(base_model_dir(run))
-    tok = {name: _tokenise(tokenizer, data[f"{name}_pairs"]) for name in ("train", "heldout")}
-    if path.is_file():
-        ref = _io.torch_load(path)
-    else:
+    tok = {key: _tokenise(tokenizer, data[field]),
+           "heldout": _tokenise(tokenizer, data["heldout_pairs"])}
+    ref = _io.torch_load(path) if path.is_file() else {}
+    missing = [name for name in tok if name not in ref]
+    if missing:
         base, _ = load_model_dir(base_model_dir(run))
         base.to(run.device)
-        ref = {name: _pair_logps(base, *tok[name], tokenizer.pad_id, run.device)
-               for name in tok}
+        ref.update({name: _pair_logps(base, *tok[name], tokenizer.pad_id, run.device)
+                    for name in missing})
         _io.torch_save(path, ref)
-    for name in tok:
-        sets[name] = PairSet(*tok[name], *ref[name])
-    return sets
+    return {"train": PairSet(*tok[key], *ref[key]),
+            "heldout": PairSet(*tok["heldout"], *ref["heldout"])}
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
@@ -120,12 +146,22 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in order]
 
 
-def _loss_kwargs(kind: str, pairs: PairSet, idx: Sequence[int], device) -> dict:
-    """Completion lengths for the losses that normalise by them (TRL's ipo, sigmoid_norm)."""
-    if "chosen_lengths" in get_loss(kind).params:
+def _loss_kwargs(kind: str, pairs: PairSet, idx: Sequence[int], pc: torch.Tensor,
+                 rpo_alpha: float) -> dict:
+    """The loss's own parameters: completion lengths (TRL's ipo, sigmoid_norm, and the token
+    mean of the chosen NLL in rpo/sft), the policy's chosen log-probs (rpo, sft), rpo's α."""
+    params = get_loss(kind).params
+    out: dict[str, Any] = {}
+    if "chosen_lengths" in params:
         c, r = pairs.lengths(idx)
-        return {"chosen_lengths": c.to(device), "rejected_lengths": r.to(device)}
-    return {}
+        out["chosen_lengths"] = c.to(pc.device)
+        if "rejected_lengths" in params:
+            out["rejected_lengths"] = r.to(pc.device)
+    if "chosen_logps" in params:
+        out["chosen_logps"] = pc
+    if "rpo_alpha" in params:
+        out["rpo_alpha"] = rpo_alpha
+    return out
 
 
 def _pair_metrics(model, pairs: PairSet, n: int | None, beta: float, pad_id, device) -> dict:
@@ -154,7 +190,41 @@ def _by_level(prompts: Sequence[str], correct: Sequence[bool]) -> dict[str, floa
     return {lv: sum(v) / len(v) for lv, v in sorted(levels.items())}
 
 
-def _evaluate(run, model, tokenizer, sets, data, step, train_loss) -> dict[str, Any]:
+@torch.no_grad()
+def _sampled_kl(model, reference, tokenizer, prompts: Sequence[str], k: int, max_new: int,
+                seed: int, device) -> dict[str, float]:
+    """Sampled estimate of E_x KL(π(·|x) ‖ π_ref(·|x)) over ``prompts``.
+
+    ``k`` responses per prompt are drawn from π (temperature 1, no truncation; a response
+    without EOS within ``max_new`` tokens counts as the event "it starts with these tokens",
+    scored the same way under both models), and ``d = log π(y|x) - log π_ref(y|x)`` is computed
+    for each. ``k1`` = mean d (unbiased), ``k1_se`` its standard error over all samples,
+    ``k3`` = mean(e^{-d} - 1 + d) (also unbiased, and ≥ 0 sample by sample; Schulman 2020,
+    "Approximating KL divergence"). At π = π_ref both are exactly 0.
+    """
+    seqs = sample_sequences(model, tokenizer, prompts, max_new_tokens=max_new, num_samples=k,
+                            seed=seed, device=device)
+    lp = _sequence_logps(model, seqs, tokenizer.pad_id, device)
+    lr = _sequence_logps(reference, seqs, tokenizer.pad_id, device)
+    d = (lp - lr).double()
+    se = float(d.std(unbiased=True) / math.sqrt(d.numel())) if d.numel() > 1 else float("nan")
+    return {"k1": float(d.mean()), "k1_se": se, "k3": float((torch.expm1(-d) + d).mean()),
+            "n": int(d.numel())}
+
+
+@torch.no_grad()
+def _sequence_logps(model, seqs, pad_id, device, batch_size=512) -> torch.Tensor:
+    model.eval()
+    out = []
+    for s in range(0, len(seqs), batch_size):
+        batch = make_batch(seqs[s : s + batch_size], pad_id).to(device)
+        with autocast(device):
+            out.append(sequence_logps(model, batch).float().cpu())
+    return torch.cat(out)
+
+
+def _evaluate(run, model, reference, tokenizer, sets, data, step, train_loss,
+              seed) -> dict[str, Any]:
     ac = run.config.align
     max_new = max_new_tokens(run.config)
     rec = {"step": step, "train_loss": train_loss,
@@ -163,6 +233,10 @@ def _evaluate(run, model, tokenizer, sets, data, step, train_loss) -> dict[str, 
            "heldout": _pair_metrics(model, sets["heldout"], None, ac.beta, tokenizer.pad_id,
                                     run.device)}
     held = data["heldout_prompts"]
+    if reference is not None and held:
+        rec["kl"] = _sampled_kl(model, reference, tokenizer, held[: ac.kl_prompts],
+                                ac.kl_samples, max_new, seed * 1_000_003 + step + 17,
+                                run.device)
     correct = _greedy_correct(model, tokenizer, held, max_new, run.device)
     hard = set(data["hard_prompts"])
     rec["acc_heldout"] = sum(correct) / len(correct) if correct else None
@@ -171,6 +245,18 @@ def _evaluate(run, model, tokenizer, sets, data, step, train_loss) -> dict[str, 
     rec["acc_heldout_by_level"] = _by_level(held, correct)
     model.train()
     return rec
+
+
+def curve_shapes(history: Sequence[dict]) -> dict[str, dict[str, Any]]:
+    """The decline shape (:func:`mi_bounds.decline.decline_shape`, its default noise estimate
+    for one curve) of the mean chosen log-likelihood of the train and of the held-out pairs."""
+    steps = [h["step"] for h in history]
+    out = {}
+    for section in ("train", "heldout"):
+        values = [h[section].get("logps/chosen") for h in history]
+        if values and all(v is not None for v in values):
+            out[section] = decline_shape(values, steps).to_dict()
+    return out
 
 
 def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], data: dict,
@@ -184,6 +270,10 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
         return _io.read_json(done)
     model, tokenizer = load_model_dir(base_model_dir(run))
     model.to(run.device).train()
+    reference = None
+    if ac.kl_prompts > 0:  # a frozen copy of the base model, for the sampled KL estimate
+        reference = load_model_dir(base_model_dir(run))[0].to(run.device).eval()
+        reference.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=ac.lr, betas=(0.9, 0.95), weight_decay=0.0)
     train = sets["train"]
     lengths = [len(c[0]) + len(r[0]) for c, r in zip(train.chosen, train.rejected, strict=True)]
@@ -199,7 +289,7 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
             ck["step"], ck["history"], ck["seconds"], ck["tokens"], ck["slots"], ck["losses"])
         run.log(f"align {loss_kind} seed {seed}: resuming at step {start}")
     else:
-        history.append(_evaluate(run, model, tokenizer, sets, data, 0, None))
+        history.append(_evaluate(run, model, reference, tokenizer, sets, data, 0, None, seed))
     warmup = max(1, ac.steps // 10)
     epoch_cache: dict[int, list[list[int]]] = {}
     for step in range(start, ac.steps):
@@ -217,8 +307,8 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
         pc, pr = logps[: len(idx)], logps[len(idx) :]
         loss = preference_loss(loss_kind, pc, pr, train.ref_chosen[idx].to(run.device),
                                train.ref_rejected[idx].to(run.device), beta=ac.beta,
-                               reduction="mean", **_loss_kwargs(loss_kind, train, idx,
-                                                                run.device))
+                               reduction="mean",
+                               **_loss_kwargs(loss_kind, train, idx, pc, ac.rpo_alpha))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), ac.max_grad_norm)
@@ -232,8 +322,8 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
         s = step + 1
         if s % ac.eval_every == 0 or s == ac.steps:
             window = losses[-(s - history[-1]["step"]):]
-            history.append(_evaluate(run, model, tokenizer, sets, data, s,
-                                     sum(window) / len(window)))
+            history.append(_evaluate(run, model, reference, tokenizer, sets, data, s,
+                                     sum(window) / len(window), seed))
         if s % ac.ckpt_every == 0 and s < ac.steps:
             _io.torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(),
                                        "step": s, "history": history, "seconds": seconds,
@@ -242,8 +332,10 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
             raise StageInterrupted(f"align {loss_kind} seed {seed} stopped after step {s}")
     n = n_params(model, non_embedding=False)
     result = {
-        "loss": loss_kind, "seed": seed, "beta": ac.beta, "steps": ac.steps,
-        "history": history, "final": history[-1],
+        "loss": loss_kind, "seed": seed, "beta": ac.beta, "lr": ac.lr, "chosen": ac.chosen,
+        "steps": ac.steps, "batch_size": batch_size, "n_train_pairs": len(train),
+        "epochs": ac.steps * batch_size / len(train),
+        "history": history, "final": history[-1], "shape": curve_shapes(history),
         "throughput": {
             "device": str(run.device), "seconds": seconds, "tokens": tokens,
             "tokens_per_s": tokens / max(seconds, 1e-9),
@@ -260,7 +352,8 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
             f"{result['throughput']['tokens_per_s']:.0f} tok/s, MFU "
             f"{result['throughput']['mfu']:.2%} of {run.peak_flops:.3g} FLOP/s; chosen logp "
             f"{history[0]['train'].get('logps/chosen', float('nan')):.3f} -> "
-            f"{f['train'].get('logps/chosen', float('nan')):.3f}, held-out acc "
+            f"{f['train'].get('logps/chosen', float('nan')):.3f} "
+            f"({result['shape'].get('train', {}).get('shape', 'n/a')}), held-out acc "
             f"{f['acc_heldout']}")
     return result
 

@@ -1,6 +1,11 @@
 """Stage 2, sample: k responses per prompt from the base model, labelled by the verifier and
 paired correct (chosen) with incorrect (rejected); or a user's ``--pairs`` file split into train
 and held-out pairs. Output: ``DIR/sample/data.json`` and ``DIR/sample/pairs_*.jsonl``.
+
+Besides the on-policy train pairs (a correct and an incorrect *sample*), the stage also writes
+the off-policy "gold" train pairs (``train_pairs_gold``: the verified answer as the chosen
+response, paired with each prompt's incorrect samples, also where no sample was correct); the
+align stage trains on them with ``align.chosen = "gold"``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,17 @@ def _unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _make_pairs(prompt: str, samples: list[tuple[str, bool]], n_max: int) -> list[dict]:
+def _make_pairs(prompt: str, samples: list[tuple[str, bool]], n_max: int, *,
+                gold: bool = False) -> list[dict]:
     """Pair distinct correct (chosen) with distinct incorrect (rejected) responses of one prompt.
 
     Only finished responses (EOS within the budget) are used, so every pair is scored as a whole.
+    With ``gold=True`` the chosen response is the verified answer (:func:`task.answer`) whether
+    or not the base model sampled it (the off-policy variant): every prompt with an incorrect
+    sample gives pairs.
     """
-    correct = _unique([t for t, fin in samples if fin and arith.verify(prompt, t)])
+    correct = ([arith.answer(prompt)] if gold else
+               _unique([t for t, fin in samples if fin and arith.verify(prompt, t)]))
     wrong = _unique([t for t, fin in samples if fin and t and not arith.verify(prompt, t)])
     if not correct or not wrong:
         return []
@@ -64,8 +74,10 @@ def run_sample(run: Run) -> dict[str, Any]:
         train_samples = generate(model, tokenizer, train, max_new_tokens=max_new,
                                  num_samples=sc.k, temperature=sc.temperature,
                                  seed=cfg.seed + 1, device=run.device)
-        train_pairs = [pr for p, s in zip(train, train_samples, strict=True)
-                       for pr in _make_pairs(p, s, sc.pairs_per_prompt)]
+        train_pairs, train_gold = (
+            [pr for p, s in zip(train, train_samples, strict=True)
+             for pr in _make_pairs(p, s, sc.pairs_per_prompt, gold=gold)]
+            for gold in (False, True))
         train_acc = _accuracy(train, train_samples)
     else:
         if run.user_pairs is None:
@@ -76,7 +88,7 @@ def run_sample(run: Run) -> dict[str, Any]:
         train_pairs, user_heldout = rows[n_held:], rows[:n_held]
         heldout = _unique([r["prompt"] for r in user_heldout
                            if arith.parse_prompt(r["prompt"]) is not None])
-        train, train_acc = [], []
+        train, train_acc, train_gold = [], [], []
     heldout_samples = generate(model, tokenizer, heldout, max_new_tokens=max_new,
                                num_samples=sc.k, temperature=sc.temperature,
                                seed=cfg.seed + 2, device=run.device) if heldout else []
@@ -113,6 +125,7 @@ def run_sample(run: Run) -> dict[str, Any]:
         "hard_prompts": hard,
         "train_pairs": train_pairs,
         "heldout_pairs": heldout_pairs,
+        "train_pairs_gold": train_gold,
         "heldout_samples": {p: s for p, s in zip(heldout, heldout_samples, strict=True)},
         "base_accuracy": {
             "train_sampled": mean(train_acc),
@@ -124,14 +137,17 @@ def run_sample(run: Run) -> dict[str, Any]:
         },
         "counts": {"train_prompts": len(train), "heldout_prompts": len(heldout),
                    "hard_prompts": len(hard), "train_pairs": len(train_pairs),
-                   "heldout_pairs": len(heldout_pairs)},
+                   "heldout_pairs": len(heldout_pairs), "train_pairs_gold": len(train_gold)},
         "seconds": time.perf_counter() - t0,
     }
     _io.write_jsonl(out / "pairs_train.jsonl", train_pairs)
     _io.write_jsonl(out / "pairs_heldout.jsonl", heldout_pairs)
+    if train_gold:
+        _io.write_jsonl(out / "pairs_train_gold.jsonl", train_gold)
     _io.write_json(done, data)
     acc = data["base_accuracy"]
-    run.log(f"sample: {len(train_pairs)} train pairs, {len(heldout_pairs)} held-out pairs, "
+    run.log(f"sample: {len(train_pairs)} train pairs ({len(train_gold)} with gold chosen), "
+            f"{len(heldout_pairs)} held-out pairs, "
             f"{len(hard)} hard prompts; base greedy held-out accuracy "
             f"{acc['heldout_greedy'] if heldout else float('nan'):.3f}")
     return data

@@ -2,7 +2,8 @@
 
 Each stage lives in its own module and reads alone: :mod:`mi_bounds.lm.base`,
 :mod:`mi_bounds.lm.sample`, :mod:`mi_bounds.lm.align`, :mod:`mi_bounds.lm.report`; the run
-directory they share (layout, config, inputs, resumption) is :mod:`mi_bounds.lm.run_dir`. This
+directory they share (layout, config, inputs, resumption) is :mod:`mi_bounds.lm.run_dir`; a
+config with a ``grid`` runs several align settings side by side (:mod:`mi_bounds.lm.grid`). This
 module only names the stages (:data:`STAGES`), runs them in order (:func:`run_all`) and
 re-exports the entry points, so ``from mi_bounds.lm import stages`` gives the whole pipeline.
 """
@@ -13,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mi_bounds.lm.align import align_one, run_align
+from mi_bounds.lm import align, grid, report
+from mi_bounds.lm.align import align_one
 from mi_bounds.lm.base import copy_base, run_base
-from mi_bounds.lm.report import run_report
 from mi_bounds.lm.run_dir import Run, StageInterrupted, open_run
 from mi_bounds.lm.sample import run_sample
 
@@ -32,6 +33,25 @@ __all__ = [
     "run_report",
     "run_sample",
 ]
+
+
+
+def run_align(run: Run, *, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """The align stage: :func:`mi_bounds.lm.align.run_align`, or, for a config with a grid,
+    one align stage per grid setting (:func:`mi_bounds.lm.grid.run_grid_align`)."""
+    if run.config.grid:
+        return grid.run_grid_align(run, stop_after=stop_after)
+    return align.run_align(run, stop_after=stop_after)
+
+
+def run_report(run: Run, out_dir: Path | None = None) -> list[Path]:
+    """The report stage: :func:`mi_bounds.lm.report.run_report`, or, for a config with a grid,
+    every setting's report and the side-by-side one (:func:`mi_bounds.lm.grid.run_grid_report`).
+    """
+    if run.config.grid:
+        return grid.run_grid_report(run, out_dir)
+    return report.run_report(run, out_dir)
+
 
 STAGES: dict[str, Callable[..., Any]] = {
     "base": run_base, "sample": run_sample, "align": run_align, "report": run_report,
