@@ -80,8 +80,9 @@ def make(out_dir: Path, *, quick: bool = False) -> list[Path]:
             st = _style(name)
             ax.scatter(mio_end, y, s=9, color=st["color"], alpha=0.7,
                        marker="o" if name == "dpo" else "x", label=st["label"])
-        lo = min(-0.01, np.nanmin(mio_end)) if rows else -1
-        ax.plot([lo, 0], [lo, 0], color="0.5", lw=0.8, label="y = x")
+        lo = min(-0.01, float(np.nanmin(mio_end))) if rows else -1.0
+        hi = max(0.01, float(np.nanmax(mio_end))) if rows else 0.0
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, label="y = x")
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_yscale("symlog", linthresh=0.1)
         ax.set_xlabel("MIO chosen change at its last step")
