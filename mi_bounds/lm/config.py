@@ -8,8 +8,15 @@ selection, which may grow between invocations), so a re-run with the same comman
 Presets (see :data:`PRESETS`):
 
 * ``cpu-tiny``: seconds on a 2-core CPU; used by the tests.
-* ``cpu-small``: a few minutes on one CPU core; the CPU result of docs/RESULTS.md §5.
-* ``gpu-small``: the validation run, sized for well under 10 minutes on one H100 (not yet run).
+* ``cpu-small``: a few minutes on one CPU core; the old design of docs/RESULTS.md §5.2 (193
+  pairs, 17–25 epochs: it cannot show a late-stage shape).
+* ``cpu-decline``: the decline study on CPU (docs/RESULTS.md §5.1; 29 min on one shared core):
+  2,220 on-policy pairs, 3 epochs, β = 0.1, lr 3e-5 and 1e-5, six losses (dpo, mio, ipo, rpo,
+  sft, bco_pair) × 3 seeds, and dpo/mio on the off-policy gold pairs: a ``grid`` of 3 settings.
+* ``gpu-small``: the same design at full size for one H100 (10.6 M parameters; β ∈ {0.01, 0.1,
+  0.5} × lr ∈ {1e-4, 3e-5, 1e-5, 3e-6}, gold pairs at lr 1e-5 for each β; 270 runs). Estimate
+  (docs/RESULTS.md §5.4): ≈ 1.9e16 FLOP, 6–10 min at 3–5 % MFU; with per-step overhead about
+  one hour. Not yet run.
 """
 
 from __future__ import annotations
