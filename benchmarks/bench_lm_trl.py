@@ -43,6 +43,7 @@ def _hf_char_tokenizer(char_tok):
 def bench_ours(run_dir: Path, steps: int, batch_size: int, lr: float, beta: float,
                device: str) -> dict:
     from mi_bounds.lm import stages
+    from mi_bounds.lm.align import load_reference
     from mi_bounds.lm.config import RunConfig
     from mi_bounds.lm.model import load_model_dir
 
@@ -61,7 +62,7 @@ def bench_ours(run_dir: Path, steps: int, batch_size: int, lr: float, beta: floa
         data = json.loads((d / "sample" / "data.json").read_text())
         load_model_dir(d / "base" / "model")  # warm-up: imports and first load not timed
         t0 = time.perf_counter()
-        sets = stages._reference(run, data)
+        sets = load_reference(run, data)
         ref_seconds = time.perf_counter() - t0
         res = stages.align_one(run, "dpo", 0, sets, data)
     tp = res["throughput"]

@@ -506,3 +506,80 @@ def preference_metrics(
             "logps/chosen": pc.mean(),
             "logps/rejected": pr.mean(),
         }
+
+
+# --------------------------------------------------------------------------------------------
+# Losses with a likelihood term on the chosen response (appended; they need the policy's
+# chosen log-probabilities themselves, not only the log-ratios, so the caller passes them as
+# the parameter ``chosen_logps``).
+# --------------------------------------------------------------------------------------------
+
+
+def _chosen_nll(
+    z_w: torch.Tensor, chosen_logps: object, chosen_lengths: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-example share of TRL's chosen NLL ``-Σ_i log π(y_w,i|x_i) / Σ_i n_w,i``:
+    ``-log π(y_w|x) / n̄_w`` with ``n̄_w`` the mean completion length (1 without lengths), so
+    that the *mean* over the examples is TRL's token-averaged NLL of the batch (TRL's ``sft``
+    loss; its RPO term, Pang et al. 2024)."""
+    if chosen_logps is None:
+        raise ValueError(
+            "this loss needs chosen_logps=policy_chosen_logps (the policy's chosen sequence "
+            "log-probabilities, for its NLL term)"
+        )
+    pc = as_float_tensor(chosen_logps, "chosen_logps", min_ndim=0, like=z_w).to(z_w.dtype)
+    if pc.shape != z_w.shape:
+        raise ValueError(
+            f"chosen_logps must have the shape of policy_chosen_logps {tuple(z_w.shape)}, "
+            f"got {tuple(pc.shape)}"
+        )
+    n_bar = 1.0 if chosen_lengths is None else torch.broadcast_to(
+        chosen_lengths, z_w.shape).mean()
+    return -pc / n_bar
+
+
+def _sft(
+    z_w: torch.Tensor,
+    z_l: torch.Tensor,
+    *,
+    beta: float,
+    chosen_logps: object = None,
+    chosen_lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Chosen-only SFT (TRL ``loss_type='sft'``): the NLL of the chosen responses, averaged
+    over their tokens across the batch; ``beta``, the rejected responses and the reference do
+    not enter. Per example ``-log π(y_w|x) / n̄_w`` (see :func:`_chosen_nll`)."""
+    return _chosen_nll(z_w, chosen_logps, chosen_lengths)
+
+
+def _rpo(
+    z_w: torch.Tensor,
+    z_l: torch.Tensor,
+    *,
+    beta: float,
+    rpo_alpha: float = 1.0,
+    chosen_logps: object = None,
+    chosen_lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization", Eq. 1):
+    ``softplus(-(T_w - T_l)) + α · NLL(y_w)``, as TRL computes it (``rpo_alpha`` of TRL < 1.0;
+    in TRL 1.16 ``loss_type=["sigmoid", "sft"]``, ``loss_weights=[1, α]``): the DPO loss plus
+    α times the chosen responses' NLL averaged over their tokens across the batch."""
+    if (isinstance(rpo_alpha, bool) or not isinstance(rpo_alpha, (int, float))
+            or not math.isfinite(rpo_alpha) or rpo_alpha < 0):
+        raise ValueError(f"rpo_alpha must be a finite number >= 0, got {rpo_alpha!r}")
+    return _dpo(z_w, z_l, beta=beta) + float(rpo_alpha) * _chosen_nll(
+        z_w, chosen_logps, chosen_lengths)
+
+
+_CHOSEN_NLL_PARAMS = {"chosen_logps": None, "chosen_lengths": None}
+
+LOSSES["rpo"] = LossSpec(
+    "rpo", _rpo, None, _NA, _NA,
+    "Pang et al. 2024 (RPO), Eq. 1; TRL rpo_alpha (TRL 1.16: loss_type=['sigmoid', 'sft'], "
+    "loss_weights=[1, α])",
+    "softplus(-(T_w - T_l)) - α log π(y_w|x) / n̄_w",
+    params={"rpo_alpha": 1.0, **_CHOSEN_NLL_PARAMS})
+LOSSES["sft"] = LossSpec(
+    "sft", _sft, None, _NA, _NA, "supervised fine-tuning on the chosen responses only; TRL "
+    "loss_type='sft'", "-log π(y_w|x) / n̄_w", params=dict(_CHOSEN_NLL_PARAMS), trl_name="sft")

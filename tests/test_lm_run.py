@@ -134,8 +134,10 @@ def test_step_zero_is_the_reference_and_report_matches_history(tiny_run):
         change = hN["train"]["logps/chosen"] - h0["train"]["logps/chosen"]
         assert s["chosen_change"]["mean"] == pytest.approx(change)
         peak = max(h["train"]["logps/chosen"] for h in res["history"])
-        assert s["chosen_decline_from_peak"]["mean"] == pytest.approx(
-            hN["train"]["logps/chosen"] - peak)
+        # the one "drop" convention (mi_bounds.decline): max c - c(T) >= 0
+        assert s["chosen_drop_from_peak"]["mean"] == pytest.approx(
+            peak - hN["train"]["logps/chosen"])
+        assert s["chosen_drop_from_peak"]["mean"] >= 0
         assert s["acc_heldout"]["mean"] == pytest.approx(hN["acc_heldout"])
 
 
@@ -324,3 +326,114 @@ def test_no_pairs_from_an_untrained_base_is_a_clear_error(tmp_path, one_thread):
     assert not (tmp_path / "untrained" / "sample").exists()
     with pytest.raises(ValueError, match="sample stage has not finished"):
         stages.run_align(r)
+
+
+# ------------------------------------------------------------------------------------------
+# The decline study: gold pairs, sampled KL, shapes, rpo/sft/bco_pair, grids (issue 12)
+# ------------------------------------------------------------------------------------------
+
+
+def test_gold_pairs_are_verified_answers(tiny_run):
+    """Off-policy pairs: chosen = the true answer, rejected = an incorrect sample; every prompt
+    with an on-policy pair also has gold pairs, and prompts with no correct sample can too."""
+    run, _ = tiny_run
+    data = _io.read_json(run.dir / "sample" / "data.json")
+    gold = data["train_pairs_gold"]
+    assert data["counts"]["train_pairs_gold"] == len(gold) >= len(data["train_pairs"])
+    for pr in gold:
+        assert pr["chosen"] == str(_truth(pr["prompt"]))
+        assert pr["rejected"] != str(_truth(pr["prompt"]))
+    assert {p["prompt"] for p in data["train_pairs"]} <= {p["prompt"] for p in gold}
+
+
+def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
+    """With one new token, a response is that token (with or without EOS), so the estimator's
+    target is the exact KL of the first-token distributions: the estimate must agree with it
+    within 4 standard errors, and is exactly 0 for π = π_ref."""
+    from mi_bounds.lm.align import _sampled_kl
+    from mi_bounds.lm.model import encode_pair_sequences as enc
+
+    run, _ = tiny_run
+    ref, tok = load_model_dir(run.dir / "base" / "model")
+    pol = load_model_dir(run.dir / "base" / "model")[0]
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    prompts = ["12+34=", "7+5="]
+    got = _sampled_kl(pol, ref, tok, prompts, 1500, 1, 3, torch.device("cpu"))
+    exact = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = torch.tensor([enc(tok, prompt, "")[0][:-1]])  # [BOS] prompt
+            lp = torch.log_softmax(pol(input_ids=ids).logits[0, -1].double(), -1)
+            lr = torch.log_softmax(ref(input_ids=ids).logits[0, -1].double(), -1)
+            exact.append(float((lp.exp() * (lp - lr)).sum()))
+    want = sum(exact) / len(exact)
+    assert want > 0.01  # the perturbation moved the policy
+    assert abs(got["k1"] - want) < 4 * got["k1_se"], (got, want)
+    assert got["k3"] >= 0 and got["n"] == 3000
+    same = _sampled_kl(ref, ref, tok, prompts, 10, 3, 0, torch.device("cpu"))
+    assert same["k1"] == 0.0 and same["k3"] == 0.0
+
+
+def test_every_run_records_kl_and_its_decline_shape(tiny_run):
+    from mi_bounds.decline import SHAPES, decline_shape
+
+    run, _ = tiny_run
+    res = _io.read_json(run.dir / "align" / "dpo-seed0" / "result.json")
+    assert res["history"][0]["kl"]["k1"] == 0.0  # step 0: the policy is the reference
+    for section in ("train", "heldout"):
+        curve = [h[section]["logps/chosen"] for h in res["history"]]
+        want = decline_shape(curve, [h["step"] for h in res["history"]])
+        assert res["shape"][section] == pytest.approx(want.to_dict())
+        assert res["shape"][section]["shape"] in SHAPES
+    report = _io.read_json(run.dir / "report" / "lm_report.json")
+    counts = report["summary"]["dpo"]["shapes"]["train"]["counts"]
+    assert sum(counts.values()) == 1
+    assert set(report["comparison"]["matched"]) == {"margin", "kl", "heldout_reward_accuracy"}
+    assert (run.dir / "report" / "lm_matched.md").is_file()
+    assert (run.dir / "report" / "lm_matched.png").is_file()
+
+
+def test_grid_runs_each_setting_with_new_losses_and_gold_pairs(tiny_run, tmp_path):
+    """A config with a grid: one run directory per setting sharing base and sample; rpo, sft
+    and bco_pair train; the gold setting trains on the gold pairs; the side-by-side report."""
+    run, _ = tiny_run
+    d = _fresh_copy(run.dir, tmp_path / "grid", with_reference=False)
+    cfg = run.config.replace(
+        align={"steps": 4, "eval_every": 2, "ckpt_every": 2, "kl_prompts": 4, "kl_samples": 2},
+        grid=[{"lr": 3e-4, "losses": ["rpo", "sft", "bco_pair"]},
+              {"lr": 3e-4, "chosen": "gold", "losses": ["dpo"]}])
+    (d / "config.json").write_text(cfg.to_json())
+    r = stages.open_run(d, cfg, device="cpu", log=lambda m: None)
+    stages.run_align(r)
+    paths = stages.run_report(r)
+    names = ["beta0.1-lr0.0003", "beta0.1-lr0.0003-gold"]
+    assert sorted(p.name for p in (d / "grid").iterdir()) == names
+    assert (d / "grid" / names[0] / "base").is_symlink()
+    data = _io.read_json(d / "sample" / "data.json")
+    for loss in ("rpo", "sft", "bco_pair"):
+        res = _io.read_json(d / "grid" / names[0] / "align" / f"{loss}-seed0" / "result.json")
+        assert res["n_train_pairs"] == len(data["train_pairs"]) and res["chosen"] == "sampled"
+    sft = _io.read_json(d / "grid" / names[0] / "align" / "sft-seed0" / "result.json")
+    assert sft["final"]["train"]["logps/chosen"] > sft["history"][0]["train"]["logps/chosen"]
+    gold = _io.read_json(d / "grid" / names[1] / "align" / "dpo-seed0" / "result.json")
+    assert gold["n_train_pairs"] == len(data["train_pairs_gold"]) and gold["chosen"] == "gold"
+    assert {p.name for p in paths} >= {"grid_table.md", "grid_matched.md", "grid_report.json",
+                                       "grid_chosen.png"}
+    rep = _io.read_json(d / "report" / "grid_report.json")
+    assert set(rep["summary"]) == set(names)
+    assert set(rep["summary"][names[0]]) == {"rpo", "sft", "bco_pair"}
+    # a re-run skips every finished run
+    before = _io.read_json(d / "grid" / names[1] / "align" / "dpo-seed0" / "result.json")
+    stages.run_align(stages.open_run(d, cfg, device="cpu", log=lambda m: None))
+    assert _io.read_json(d / "grid" / names[1] / "align" / "dpo-seed0" / "result.json") == before
+
+
+def test_cli_set_top_level_field(tmp_path):
+    args = cli._parser().parse_args(["run", "--out", str(tmp_path / "r"), "--preset",
+                                     "cpu-decline", "--set", "grid=[]", "--set", "seed=3"])
+    cfg = cli._config(args)
+    assert cfg.grid == () and cfg.seed == 3
+    assert cli.main(["run", "--out", str(tmp_path / "r"), "--set", "nope=1"]) == 2
+    assert not (tmp_path / "r").exists()

@@ -121,6 +121,58 @@ def test_config_validation_names_the_field(section, field, value, exc):
         lmconfig.get_preset("cpu-tiny").replace(**{section: {field: value}})
 
 
+@pytest.mark.parametrize(
+    ("section", "field", "value", "want"),
+    [
+        ("align", "seeds", 0, (0,)),
+        ("align", "losses", "dpo", ("dpo",)),
+        ("task", "levels", 2, (2,)),
+        ("task", "level_weights", 3, (3.0,)),
+    ],
+)
+def test_config_scalar_for_a_list_field_is_one_element(section, field, value, want):
+    """Regression (issue 10): ``--set align.seeds=0`` gave "'int' object is not iterable" and
+    ``--set align.losses=dpo`` "unknown loss 'd'" (the string was iterated character by
+    character). A scalar given for a list field is a one-element list."""
+    cfg = lmconfig.get_preset("cpu-tiny")
+    extra = {"level_weights": (1.0,)} if (section, field) == ("task", "levels") else {}
+    extra = {"levels": (1,)} if (section, field) == ("task", "level_weights") else extra
+    got = cfg.replace(**{section: {field: value, **extra}})
+    assert getattr(getattr(got, section), field) == want
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("seeds", {"a": 1}), ("seeds", 1.5), ("losses", 3), ("losses", ["dpo", 1])],
+)
+def test_config_list_field_of_the_wrong_type_names_the_field(field, value):
+    with pytest.raises(TypeError, match=f"align.{field}"):
+        lmconfig.get_preset("cpu-tiny").replace(align={field: value})
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "want"),
+    [("align.seeds=0", "seeds", (0,)), ("align.losses=dpo", "losses", ("dpo",)),
+     ('align.losses=["dpo","mio"]', "losses", ("dpo", "mio"))],
+)
+def test_cli_set_scalar_for_a_list_field(tmp_path, item, field, want):
+    """The CLI parses ``--set`` into the validated config before any work is done."""
+    from mi_bounds.lm import cli
+
+    args = cli._parser().parse_args(["align", "--out", str(tmp_path / "r"), "--set", item])
+    assert getattr(cli._config(args).align, field) == want
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_bad_list_field_exit_code_2_before_any_work(tmp_path, capsys):
+    from mi_bounds.lm import cli
+
+    out = tmp_path / "r"
+    assert cli.main(["run", "--out", str(out), "--set", 'align.seeds={"a": 1}']) == 2
+    assert "align.seeds" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_config_rejects_unknown_fields():
     data = lmconfig.get_preset("cpu-tiny").to_dict()
     data["align"]["temperature"] = 1.0
@@ -171,3 +223,18 @@ def test_read_pairs_empty_and_missing(tmp_path):
         read_pairs_jsonl(_write(tmp_path / "e.jsonl", ["", "  "]), CharTokenizer(), 16)
     with pytest.raises(ValueError, match="does not exist"):
         read_pairs_jsonl(tmp_path / "missing.jsonl", CharTokenizer(), 16)
+
+
+# ------------------------------------------------------------------------------------------
+# Report table
+# ------------------------------------------------------------------------------------------
+
+
+def test_report_table_shows_an_accuracy_of_zero_as_zero():
+    """Regression (issue 10): the base row printed ``nan`` for an accuracy of exactly 0.0
+    (``x or nan``); a missing accuracy (``None``) is ``n/a``."""
+    pytest.importorskip("matplotlib")
+    from mi_bounds.lm.report import _table_rows
+
+    _, rows = _table_rows({}, {"heldout_greedy": 0.0, "hard_greedy": None})
+    assert rows[0][:4] == ["base", "-", "0.000", "n/a"]

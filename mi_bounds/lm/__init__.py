@@ -1,6 +1,7 @@
 """The small-LM path (optional extra ``lm``): DPO against MIO on real transformer LMs.
 
-Stages (each resumable, all in one run directory; see :mod:`mi_bounds.lm.stages`):
+Stages (each resumable, all in one run directory :mod:`mi_bounds.lm.run_dir`; one module per
+stage, run in order by :mod:`mi_bounds.lm.stages`):
 ``base`` (train a Llama-style causal LM on a verifiable arithmetic task, or load ``--model PATH``),
 ``sample`` (k responses per prompt, labelled by the verifier, paired correct/incorrect),
 ``align`` (one run per loss and seed from the same base and pairs, with

@@ -10,7 +10,9 @@
 Every command re-run with the same options on the same ``--out`` continues where it stopped
 (finished stages and finished (loss, seed) runs are kept). ``--set section.field=value``
 overrides one config field (value parsed as JSON, else taken as a string), e.g.
-``--set align.steps=100 --set base.lr=0.001``.
+``--set align.steps=100 --set base.lr=0.001``, or a top-level one, e.g. ``--set grid=[]``.
+A preset with a ``grid`` (e.g. ``cpu-decline``) runs one align stage per grid setting, each in
+``DIR/grid/<setting>/``, and reports them side by side in ``DIR/report/``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("command", choices=_COMMANDS)
     p.add_argument("--out", type=Path, help="run directory (created if needed)")
-    p.add_argument("--preset", help="cpu-tiny | cpu-small | gpu-small (default: the run's "
-                   "stored config, or cpu-tiny for a new run)")
+    p.add_argument("--preset", help="cpu-tiny | cpu-small | cpu-decline | gpu-small (default: "
+                   "the run's stored config, or cpu-tiny for a new run)")
     p.add_argument("--model", type=Path, metavar="PATH",
                    help="local checkpoint directory (model + tokenizer) to use as the base model")
     p.add_argument("--pairs", type=Path, metavar="FILE.jsonl",
@@ -69,13 +71,16 @@ def _config(args: argparse.Namespace):
     for item in args.overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise ValueError(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
+        if not sep or not key:
+            raise ValueError(f"--set expects SECTION.FIELD=VALUE or FIELD=VALUE, got {item!r}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        sections.setdefault(section, {})[name] = value
+        if dot:
+            sections.setdefault(section, {})[name] = value
+        else:  # a top-level field: seed, grid, cpu_peak_flops, ...
+            sections[key] = value
     if args.losses:
         sections.setdefault("align", {})["losses"] = tuple(args.losses)
     if args.seeds is not None:

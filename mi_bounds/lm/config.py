@@ -8,8 +8,15 @@ selection, which may grow between invocations), so a re-run with the same comman
 Presets (see :data:`PRESETS`):
 
 * ``cpu-tiny``: seconds on a 2-core CPU; used by the tests.
-* ``cpu-small``: a few minutes on one CPU core; the CPU result of docs/RESULTS.md §5.
-* ``gpu-small``: the validation run, sized for well under 10 minutes on one H100 (not yet run).
+* ``cpu-small``: a few minutes on one CPU core; the old design of docs/RESULTS.md §5.2 (193
+  pairs, 17–25 epochs: it cannot show a late-stage shape).
+* ``cpu-decline``: the decline study on CPU (docs/RESULTS.md §5.1; 29 min on one shared core):
+  2,220 on-policy pairs, 3 epochs, β = 0.1, lr 3e-5 and 1e-5, six losses (dpo, mio, ipo, rpo,
+  sft, bco_pair) × 3 seeds, and dpo/mio on the off-policy gold pairs: a ``grid`` of 3 settings.
+* ``gpu-small``: the same design at full size for one H100 (10.6 M parameters; β ∈ {0.01, 0.1,
+  0.5} × lr ∈ {1e-4, 3e-5, 1e-5, 3e-6}, gold pairs at lr 1e-5 for each β; 270 runs). Estimate
+  (docs/RESULTS.md §5.4): ≈ 1.9e16 FLOP, 6–10 min at 3–5 % MFU; with per-step overhead about
+  one hour. Not yet run.
 """
 
 from __future__ import annotations
@@ -46,6 +53,19 @@ def _check_float(value: object, name: str, *, low: float = 0.0, inclusive: bool 
                          f"got {value}")
 
 
+def _as_tuple(value: object, name: str, scalar: type | tuple[type, ...]) -> tuple:
+    """A list field as a tuple: a list or tuple as it is, one scalar of type ``scalar`` as a
+    one-element tuple (``--set align.seeds=0``, ``--set align.losses=dpo``); anything else is a
+    ``TypeError`` naming the field. A string is never split into characters."""
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(value, scalar) and not isinstance(value, bool):
+        return (value,)
+    names = scalar.__name__ if isinstance(scalar, type) else " or ".join(s.__name__ for s in scalar)
+    raise TypeError(f"{name} must be a list of {names} (or one {names}), "
+                    f"got {type(value).__name__} {value!r}")
+
+
 @dataclass
 class ModelConfig:
     """Size of the Llama-style causal LM built by the base stage (ignored with ``--model``)."""
@@ -79,8 +99,11 @@ class TaskConfig:
     ops: str = "+"
 
     def __post_init__(self) -> None:
-        self.levels = tuple(self.levels)
-        self.level_weights = tuple(float(w) for w in self.level_weights)
+        self.levels = _as_tuple(self.levels, "task.levels", int)
+        weights = _as_tuple(self.level_weights, "task.level_weights", (int, float))
+        for w in weights:
+            _check_float(w, "task.level_weights[i]")
+        self.level_weights = tuple(float(w) for w in weights)
         if not self.levels:
             raise ValueError("task.levels must not be empty")
         for lv in self.levels:
@@ -90,8 +113,6 @@ class TaskConfig:
         if len(self.level_weights) != len(self.levels):
             raise ValueError(f"task.level_weights must have one entry per level "
                              f"({len(self.levels)}), got {len(self.level_weights)}")
-        for w in self.level_weights:
-            _check_float(w, "task.level_weights[i]")
         if not self.ops or any(op not in "+-*" for op in self.ops):
             raise ValueError(
                 f"task.ops must be a non-empty string of '+', '-', '*', got {self.ops!r}")
@@ -146,6 +167,10 @@ class SampleConfig:
             raise ValueError(f"sample.heldout_fraction must be < 1, got {self.heldout_fraction}")
 
 
+#: the chosen-response sources of the align stage (see ``AlignConfig.chosen``)
+CHOSEN = ("sampled", "gold")
+
+
 @dataclass
 class AlignConfig:
     """Align stage: one run per (loss, seed), all from the same base model and pairs."""
@@ -166,17 +191,28 @@ class AlignConfig:
     max_grad_norm: float = 1.0
     #: save each aligned model (save_pretrained) next to its metrics
     save_models: bool = False
+    #: which chosen responses to train on: "sampled" (the base model's own correct samples,
+    #: on-policy) or "gold" (the verified answer of every prompt with an incorrect sample, paired
+    #: with that sample: off-policy where the base model never answered correctly)
+    chosen: str = "sampled"
+    #: weight α of the chosen NLL in the "rpo" loss (TRL's rpo_alpha)
+    rpo_alpha: float = 1.0
+    #: held-out prompts for the sampled estimate of KL(π‖π_ref) at each evaluation (0: none)
+    kl_prompts: int = 32
+    #: responses sampled from π per prompt for that estimate
+    kl_samples: int = 4
 
     def __post_init__(self) -> None:
-        self.losses = tuple(self.losses)
-        self.seeds = tuple(self.seeds)
+        self.losses = _as_tuple(self.losses, "align.losses", str)
+        self.seeds = _as_tuple(self.seeds, "align.seeds", int)
         if not self.losses:
             raise ValueError("align.losses must not be empty")
         if len(set(self.losses)) != len(self.losses):
             raise ValueError(f"align.losses has duplicates: {self.losses}")
         for loss in self.losses:
             if not isinstance(loss, str):
-                raise TypeError(f"align.losses entries must be str, got {type(loss).__name__}")
+                raise TypeError(f"align.losses entries must be str, got {type(loss).__name__} "
+                                f"{loss!r}")
         if not self.seeds:
             raise ValueError("align.seeds must not be empty")
         for s in self.seeds:
@@ -191,6 +227,12 @@ class AlignConfig:
         _check_int(self.ckpt_every, "align.ckpt_every")
         _check_int(self.n_eval_pairs, "align.n_eval_pairs")
         _check_float(self.max_grad_norm, "align.max_grad_norm")
+        if self.chosen not in CHOSEN:
+            raise ValueError(f"align.chosen must be one of {', '.join(CHOSEN)}, "
+                             f"got {self.chosen!r}")
+        _check_float(self.rpo_alpha, "align.rpo_alpha", inclusive=True)
+        _check_int(self.kl_prompts, "align.kl_prompts", minimum=0)
+        _check_int(self.kl_samples, "align.kl_samples")
 
 
 @dataclass
@@ -208,6 +250,10 @@ class RunConfig:
     cpu_peak_flops: float = 1e11
     #: peak FLOP/s used for the MFU estimate on CUDA (H100 SXM dense bf16: 989 TFLOP/s)
     cuda_peak_flops: float = 989e12
+    #: align settings run side by side from the same base and samples (``mi-bounds lm run``
+    #: runs each as its own run directory ``DIR/grid/<name>``): each entry overrides fields of
+    #: ``align``, e.g. ``{"beta": 0.1, "lr": 5e-5, "chosen": "gold", "losses": ["dpo"]}``
+    grid: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         _check_int(self.seed, "seed", minimum=0)
@@ -220,6 +266,37 @@ class RunConfig:
                 raise TypeError(f"{name} must be a {cls.__name__} or dict")
         _check_float(self.cpu_peak_flops, "cpu_peak_flops")
         _check_float(self.cuda_peak_flops, "cuda_peak_flops")
+        self.grid = tuple(
+            {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
+            if isinstance(entry, dict) else entry
+            for entry in _as_tuple(self.grid, "grid", dict))
+        names = [self.variant_name(i) for i in range(len(self.grid))]  # validates each entry
+        if len(set(names)) != len(names):
+            raise ValueError(f"grid has repeated settings: {names}")
+
+    def variant(self, i: int) -> RunConfig:
+        """The single-setting config of grid entry ``i``: ``align`` overridden, no grid."""
+        entry = self.grid[i]
+        if not isinstance(entry, dict):
+            raise TypeError(f"grid[{i}] must be a JSON object of align fields")
+        data = self.to_dict()
+        unknown = set(entry) - set(data["align"])
+        if unknown:
+            raise ValueError(f"grid[{i}]: unknown align field(s) {sorted(unknown)}; valid: "
+                             f"{sorted(data['align'])}")
+        data["align"].update(entry)
+        data["grid"] = ()
+        return RunConfig.from_dict(data)
+
+    def variant_name(self, i: int) -> str:
+        """Directory name of grid entry ``i``: ``beta<β>-lr<lr>[-gold]`` plus any other
+        overridden field as ``-<field><value>`` (losses and seeds are not part of it)."""
+        a = self.variant(i).align
+        name = f"beta{a.beta:g}-lr{a.lr:g}" + ("-gold" if a.chosen == "gold" else "")
+        for key in sorted(self.grid[i]):
+            if key not in ("beta", "lr", "chosen", "losses", "seeds"):
+                name += f"-{key}{self.grid[i][key]}"
+        return name.replace("/", "_").replace(" ", "")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -257,7 +334,12 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-#: Named presets. ``cpu-tiny`` is what the tests run; ``gpu-small`` is the GPU validation run.
+#: The losses of the decline study (issue 12): the two the claim is about, IPO, DPO with an NLL
+#: term on the chosen response (RPO), chosen-only SFT, and the rejected-only JS bound (bco_pair).
+_DECLINE_LOSSES = ("dpo", "mio", "ipo", "rpo", "sft", "bco_pair")
+
+#: Named presets. ``cpu-tiny`` is what the tests run; ``cpu-decline`` the CPU decline study;
+#: ``gpu-small`` its full grid for one GPU.
 PRESETS: dict[str, RunConfig] = {
     "cpu-tiny": RunConfig(
         preset="cpu-tiny",
@@ -280,17 +362,33 @@ PRESETS: dict[str, RunConfig] = {
                           steps=200, batch_size=16, eval_every=20, ckpt_every=50,
                           n_eval_pairs=128),
     ),
+    "cpu-decline": RunConfig(
+        preset="cpu-decline",
+        model=ModelConfig(hidden_size=96, num_layers=3, num_heads=4, intermediate_size=256,
+                          context=20),
+        task=TaskConfig(levels=(1, 2, 3), level_weights=(1.0, 2.0, 6.0), ops="+"),
+        base=BaseConfig(steps=1200, batch_size=64, lr=3e-3, warmup=50, ckpt_every=200),
+        sample=SampleConfig(n_train_prompts=3600, n_heldout_prompts=256, k=8,
+                            pairs_per_prompt=4),
+        align=AlignConfig(losses=_DECLINE_LOSSES, seeds=(0, 1, 2), beta=0.1, lr=1e-5,
+                          steps=210, batch_size=32, eval_every=10, ckpt_every=30,
+                          n_eval_pairs=256, kl_prompts=32, kl_samples=4),
+        grid=({"lr": 3e-5}, {"lr": 1e-5}, {"lr": 1e-5, "chosen": "gold", "losses": ("dpo", "mio")}),
+    ),
     "gpu-small": RunConfig(
         preset="gpu-small",
         model=ModelConfig(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024,
                           context=32),
-        task=TaskConfig(levels=(2, 3, 4), level_weights=(1.0, 2.0, 2.0), ops="+"),
+        task=TaskConfig(levels=(2, 3, 4), level_weights=(1.0, 2.0, 4.0), ops="+"),
         base=BaseConfig(steps=3000, batch_size=256, lr=1e-3, warmup=100, ckpt_every=500),
-        sample=SampleConfig(n_train_prompts=4096, n_heldout_prompts=512, k=16,
+        sample=SampleConfig(n_train_prompts=8192, n_heldout_prompts=512, k=16,
                             pairs_per_prompt=4),
-        align=AlignConfig(losses=("dpo", "mio", "ipo"), seeds=(0, 1, 2), beta=0.1, lr=3e-5,
-                          steps=600, batch_size=64, eval_every=50, ckpt_every=100,
-                          n_eval_pairs=512, save_models=False),
+        align=AlignConfig(losses=_DECLINE_LOSSES, seeds=(0, 1, 2), beta=0.1, lr=1e-5,
+                          steps=300, batch_size=64, eval_every=15, ckpt_every=60,
+                          n_eval_pairs=512, kl_prompts=64, kl_samples=8),
+        grid=tuple({"beta": b, "lr": lr} for b in (0.01, 0.1, 0.5)
+                   for lr in (1e-4, 3e-5, 1e-5, 3e-6))
+        + tuple({"beta": b, "lr": 1e-5, "chosen": "gold"} for b in (0.01, 0.1, 0.5)),
     ),
 }
 

@@ -30,6 +30,7 @@ __all__ = [
     "load_model_dir",
     "make_batch",
     "n_params",
+    "sample_sequences",
     "save_model_dir",
     "sequence_logps",
 ]
@@ -202,25 +203,21 @@ def sequence_logps(
 
 
 @torch.no_grad()
-def generate(
+def _generate_ids(
     model: torch.nn.Module,
     tokenizer: Tokenizer,
     prompts: Sequence[str],
     *,
     max_new_tokens: int,
-    num_samples: int = 1,
-    greedy: bool = False,
-    temperature: float = 1.0,
-    seed: int = 0,
-    batch_size: int = 512,
-    device: torch.device | None = None,
-) -> list[list[tuple[str, bool]]]:
-    """Responses per prompt: ``out[i][j] = (text, finished)``; ``finished`` is False if no EOS
-    came within ``max_new_tokens``.
-
-    Prompts are grouped by token length, so batches need no padding. Sampling is reproducible
-    for a given ``seed`` (the global RNG is forked, not consumed).
-    """
+    num_samples: int,
+    greedy: bool,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+    device: torch.device | None,
+) -> tuple[list[list[int]], list[list[tuple[list[int], bool]]]]:
+    """(prompt ids per prompt, ``[(new token ids, finished), ...]`` per prompt); the new ids
+    stop before EOS (``finished``) or hold all ``max_new_tokens`` tokens."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -229,7 +226,7 @@ def generate(
     groups: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
         groups.setdefault(len(ids), []).append(i)
-    out: list[list[tuple[str, bool]]] = [[] for _ in prompts]
+    out: list[list[tuple[list[int], bool]]] = [[] for _ in prompts]
     per_call = max(1, batch_size // num_samples)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -256,6 +253,55 @@ def generate(
                     finished = tokenizer.eos_id in row
                     if finished:
                         row = row[: row.index(tokenizer.eos_id)]
-                    out[chunk[r // num_samples]].append((tokenizer.decode(row), finished))
+                    out[chunk[r // num_samples]].append((row, finished))
     model.train(was_training)
-    return out
+    return encoded, out
+
+
+def generate(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+) -> list[list[tuple[str, bool]]]:
+    """Responses per prompt: ``out[i][j] = (text, finished)``; ``finished`` is False if no EOS
+    came within ``max_new_tokens``.
+
+    Prompts are grouped by token length, so batches need no padding. Sampling is reproducible
+    for a given ``seed`` (the global RNG is forked, not consumed).
+    """
+    _, out = _generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                           num_samples=num_samples, greedy=greedy, temperature=temperature,
+                           seed=seed, batch_size=batch_size, device=device)
+    return [[(tokenizer.decode(ids), fin) for ids, fin in row] for row in out]
+
+
+def sample_sequences(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    num_samples: int,
+    seed: int,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+) -> list[tuple[list[int], int]]:
+    """``num_samples`` responses per prompt sampled from the model at temperature 1 (no top-k or
+    top-p: exact samples of π), as ``(ids, n_prompt)`` sequences for :func:`make_batch` /
+    :func:`sequence_logps`: ``[BOS] prompt response EOS`` when EOS came within
+    ``max_new_tokens``, else ``[BOS] prompt`` and the ``max_new_tokens`` sampled tokens (the
+    event "the response starts with these tokens"). Token ids are kept as sampled (no
+    decode/encode round trip). Order: prompt by prompt, samples within a prompt."""
+    encoded, out = _generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                 num_samples=num_samples, greedy=False, temperature=1.0,
+                                 seed=seed, batch_size=batch_size, device=device)
+    return [(head + ids + ([tokenizer.eos_id] if fin else []), len(head))
+            for head, row in zip(encoded, out, strict=True) for ids, fin in row]

@@ -1,13 +1,19 @@
-"""Report of a small-LM run: chosen log-likelihood against step per loss, and accuracy tables.
+"""Stage 4, report: chosen log-likelihood per loss against step and at matched margin, KL and
+held-out reward accuracy; decline shapes and accuracy tables.
 
-Outputs (PNG and PDF written deterministically, numbers as JSON, table also as Markdown):
+Outputs (PNG and PDF written deterministically, numbers as JSON, tables also as Markdown):
 
 * ``lm_chosen_logp``: mean chosen log-likelihood of the train and held-out pairs against the
   alignment step, one colour per loss, mean over seeds with a ±1 std band; also the rejected
   log-likelihood and the greedy accuracy on held-out and hard prompts.
+* ``lm_matched``: the change of the train chosen log-likelihood against the reward margin,
+  the sampled KL(π‖π_ref) and the held-out reward accuracy, one line per seed
+  (:mod:`mi_bounds.lm.compare`).
 * ``lm_table``: per loss, final greedy accuracy on held-out and hard prompts (mean ± std over
-  seeds), held-out reward accuracy, and the chosen log-likelihood's start, peak and final values
-  with the decline from the peak ("late decline") and the change over the second half.
+  seeds), held-out reward accuracy, the chosen log-likelihood's change and drop from its peak
+  (``max c - c(T) ≥ 0``, :mod:`mi_bounds.decline`), and how many seeds have each decline shape.
+* ``lm_matched.md``: the chosen log-likelihood change at matched margin, KL and held-out reward
+  accuracy, per loss and level.
 """
 
 from __future__ import annotations
@@ -23,19 +29,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mi_bounds.lm import _io
+from mi_bounds.lm.compare import MATCH_ON, by_loss, compare, series, shape_counts
 from mi_bounds.lm.config import RunConfig
+from mi_bounds.lm.run_dir import Run, require_stage
 
-__all__ = ["summarise", "write_report"]
+__all__ = ["matched_markdown", "run_report", "save_figure", "shape_label", "summarise",
+           "write_report"]
 
 _COLORS = {"dpo": "#1f77b4", "mio": "#2ca02c", "nca_pair": "#bcbd22", "ipo": "#7f7f7f",
-           "bco_pair": "#17becf", "infonce": "#d62728", "nwj": "#ff7f0e"}
+           "bco_pair": "#17becf", "infonce": "#d62728", "nwj": "#ff7f0e", "rpo": "#9467bd",
+           "sft": "#8c564b"}
+#: abbreviations of the decline shapes in tables
+SHAPE_ABBREV = {"rise-then-fall": "rf", "fall-from-start": "fs", "no-decline": "nd",
+                "too-short": "ts"}
 
 
 def _color(loss: str, i: int) -> str:
     return _COLORS.get(loss, f"C{i % 10}")
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
+def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     """PNG and PDF without run-dependent metadata (same numbers -> same bytes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
@@ -50,14 +63,11 @@ def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
 def _series(results: Sequence[dict], section: str,
             key: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values [n_seeds, n_points]) of a recorded metric; NaN where it is missing."""
-    steps = np.array([h["step"] for h in results[0]["history"]])
-    rows = []
-    for r in results:
-        if [h["step"] for h in r["history"]] != steps.tolist():
-            raise ValueError(f"runs of loss {r['loss']!r} have different evaluation steps")
-        vals = [h[section].get(key) if key is not None else h[section] for h in r["history"]]
-        rows.append([np.nan if v is None else float(v) for v in vals])
-    return steps, np.array(rows, dtype=float)
+    curves = [series(r, section, key) for r in results]
+    steps = curves[0][0]
+    if any(not np.array_equal(s, steps) for s, _ in curves):
+        raise ValueError(f"runs of loss {results[0]['loss']!r} have different evaluation steps")
+    return steps.astype(int), np.array([v for _, v in curves], dtype=float)
 
 
 def _mean_std(x: np.ndarray) -> tuple[float, float]:
@@ -67,40 +77,47 @@ def _mean_std(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
 
 
-def _by_loss(results: Sequence[dict]) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
-    for r in sorted(results, key=lambda r: (r["loss"], r["seed"])):
-        groups.setdefault(r["loss"], []).append(r)
-    return groups
+def shape_label(counts: dict[str, int]) -> str:
+    """``"rf 2 · fs 1"``: how many seeds have each shape (shapes with 0 seeds left out)."""
+    return " · ".join(f"{SHAPE_ABBREV[k]} {v}" for k, v in counts.items() if v) or "-"
 
 
 def summarise(results: Sequence[dict]) -> dict[str, Any]:
     """Per-loss numbers over seeds (mean, std with ddof=1, and the per-seed values).
 
-    For the mean train chosen log-prob: ``chosen_change`` = final - initial;
-    ``chosen_decline_from_peak`` = final - max over the run (0 if it never fell below its peak);
-    ``chosen_peak_step`` = the evaluation step of that max; ``chosen_change_second_half`` =
-    final - value at the evaluation step nearest the middle of the run.
+    For the mean train chosen log-prob ``c``: ``chosen_change`` = c(T) - c(0);
+    ``chosen_drop_from_peak`` = max c - c(T) ≥ 0 and ``chosen_peak_step`` its step, both from
+    :func:`mi_bounds.decline.decline_shape` (the toolkit's one "drop");
+    ``chosen_change_second_half`` = c(T) - c at the evaluation nearest the middle of the run.
+    ``shapes``: :func:`mi_bounds.lm.compare.shape_counts` (decline shape of every seed, noise
+    from the seeds) for the train and held-out chosen curves.
     """
     out: dict[str, Any] = {}
-    for loss, runs in _by_loss(results).items():
+    for loss, runs in by_loss(results).items():
         steps, chosen = _series(runs, "train", "logps/chosen")
         _, rejected = _series(runs, "train", "logps/rejected")
         _, h_chosen = _series(runs, "heldout", "logps/chosen")
         _, rew_acc = _series(runs, "heldout", "rewards/accuracies")
+        _, margin = _series(runs, "train", "rewards/margins")
+        _, kl = _series(runs, "kl", "k1")
         _, acc_h = _series(runs, "acc_heldout", None)
         _, acc_hard = _series(runs, "acc_hard", None)
+        shapes = shape_counts(runs)
+        per_shape = shapes.get("train", {}).get("per_seed", [])
         mid = int(np.argmin(np.abs(steps - steps[-1] / 2)))
         per_seed = {
             "acc_heldout": acc_h[:, -1],
             "acc_hard": acc_hard[:, -1],
             "heldout_reward_accuracy": rew_acc[:, -1],
+            "margin_final": margin[:, -1],
+            "kl_final": kl[:, -1],
             "chosen_initial": chosen[:, 0],
-            "chosen_peak": chosen.max(axis=1),
-            "chosen_peak_step": steps[np.argmax(chosen, axis=1)].astype(float),
+            "chosen_peak": np.array([s["peak"] for s in per_shape], dtype=float),
+            "chosen_peak_step": np.array([s["peak_step"] for s in per_shape], dtype=float),
             "chosen_final": chosen[:, -1],
             "chosen_change": chosen[:, -1] - chosen[:, 0],
-            "chosen_decline_from_peak": chosen[:, -1] - chosen.max(axis=1),
+            "chosen_drop_from_peak": np.array([s["drop_from_peak"] for s in per_shape],
+                                              dtype=float),
             "chosen_change_second_half": chosen[:, -1] - chosen[:, mid],
             "rejected_change": rejected[:, -1] - rejected[:, 0],
             "heldout_chosen_change": h_chosen[:, -1] - h_chosen[:, 0],
@@ -109,6 +126,7 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
         for key, vals in per_seed.items():
             m, s = _mean_std(vals)
             entry[key] = {"mean": m, "std": s, "per_seed": [float(v) for v in vals]}
+        entry["shapes"] = shapes
         levels = sorted({lv for r in runs for lv in r["final"].get("acc_heldout_by_level", {})})
         entry["acc_heldout_by_level"] = {
             lv: _mean_std(np.array([r["final"]["acc_heldout_by_level"].get(lv, np.nan)
@@ -118,6 +136,8 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
         entry["tokens_per_s"] = _mean_std(np.array([t["tokens_per_s"] for t in tp]))[0]
         entry["mfu"] = _mean_std(np.array([t["mfu"] for t in tp]))[0]
         entry["padding_fraction"] = _mean_std(np.array([t["padding_fraction"] for t in tp]))[0]
+        if "epochs" in runs[0]:
+            entry["epochs"] = float(runs[0]["epochs"])
         out[loss] = entry
     return out
 
@@ -161,28 +181,92 @@ def _plot_curves(groups: dict[str, list[dict]], out_dir: Path) -> tuple[list[Pat
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("Alignment from one base model: mean over seeds, band = ±1 std")
     fig.tight_layout()
-    return _save(fig, out_dir, "lm_chosen_logp"), data
+    return save_figure(fig, out_dir, "lm_chosen_logp"), data
+
+
+def _fmt_value(x: float | None, digits: int = 3) -> str:
+    """A number to ``digits`` decimals; ``n/a`` for a missing (``None``) or non-finite one.
+    (0.0 is a number: it prints as ``0.000``.)"""
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return f"{x:.{digits}f}"
 
 
 def _table_rows(summary: dict, base_acc: dict) -> tuple[list[str], list[list[str]]]:
     header = ["loss", "seeds", "acc held-out", "acc hard", "reward acc (held-out)",
-              "chosen Δ (final-start)", "chosen final-peak", "chosen Δ 2nd half"]
-    rows = [["base", "-", f"{base_acc.get('heldout_greedy') or float('nan'):.3f}",
-             f"{base_acc.get('hard_greedy') or float('nan'):.3f}", "-", "-", "-", "-"]]
+              "chosen Δ (final-start)", "chosen drop (peak-final)", "shape train",
+              "shape held-out"]
+    rows = [["base", "-", _fmt_value(base_acc.get("heldout_greedy")),
+             _fmt_value(base_acc.get("hard_greedy")), "-", "-", "-", "-", "-"]]
     for loss, e in summary.items():
+        sh = e.get("shapes", {})
         rows.append([loss, str(len(e["seeds"])), _fmt(e["acc_heldout"]), _fmt(e["acc_hard"]),
                      _fmt(e["heldout_reward_accuracy"]), _fmt(e["chosen_change"]),
-                     _fmt(e["chosen_decline_from_peak"]), _fmt(e["chosen_change_second_half"])])
+                     _fmt(e["chosen_drop_from_peak"]),
+                     shape_label(sh.get("train", {}).get("counts", {})),
+                     shape_label(sh.get("heldout", {}).get("counts", {}))])
     return header, rows
+
+
+def matched_markdown(comparison: dict, section: str = "train") -> str:
+    """The matched tables of :func:`mi_bounds.lm.compare.compare` as Markdown: per quantity,
+    the chosen log-likelihood change (``section`` pairs) at each level, ``mean ± std (k/n)``
+    with k of n seeds reaching the level."""
+    lines = []
+    titles = {"margin": "reward margin (train pairs)", "kl": "KL(π‖π_ref) (sampled, held-out "
+              "prompts)", "heldout_reward_accuracy": "held-out reward accuracy"}
+    for quantity, m in comparison["matched"].items():
+        lines.append(f"Chosen log-likelihood change ({section} pairs) at matched "
+                     f"{titles[quantity]}:\n")
+        if not m["levels"]:
+            lines.append("(no common level reached)\n")
+            continue
+        lines.append("| loss | " + " | ".join(f"{quantity} = {lv:.3g}" for lv in m["levels"])
+                     + " |")
+        lines.append("|---|" + "---|" * len(m["levels"]))
+        for loss, rows in m[section].items():
+            cells = [(f"{r['mean']:.3f} ± {r['std']:.3f}" if r["n_reached"] else "n/a")
+                     + f" ({r['n_reached']}/{r['n_seeds']})" for r in rows]
+            lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_matched(groups: dict[str, list[dict]], out_dir: Path) -> list[Path]:
+    titles = {"margin": "reward margin β(z_w − z_l) (train)", "kl": "KL(π‖π_ref), sampled",
+              "heldout_reward_accuracy": "reward accuracy (held-out pairs)"}
+    fig, axes = plt.subplots(1, len(MATCH_ON), figsize=(12, 3.8), sharey=True)
+    for i, (loss, runs) in enumerate(groups.items()):
+        c = _color(loss, i)
+        for ax, (quantity, (section, key)) in zip(axes, MATCH_ON.items(), strict=True):
+            for j, r in enumerate(runs):
+                _, x = series(r, section, key)
+                _, y = series(r, "train", "logps/chosen")
+                ok = np.isfinite(x) & np.isfinite(y)
+                if ok.sum() < 2:
+                    continue
+                ax.plot(x[ok], y[ok] - y[0], color=c, lw=1, marker=".", ms=3, alpha=0.8,
+                        label=f"{loss} (n={len(runs)})" if j == 0 else None)
+            ax.set_xlabel(titles[quantity])
+    axes[0].set_ylabel("chosen log-lik. change (train pairs)")
+    for ax in axes:
+        ax.axhline(0, color="0.6", lw=0.6)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Chosen log-likelihood at matched margin, KL and held-out reward accuracy "
+                 "(one line per seed)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "lm_matched")
 
 
 def write_report(results: Sequence[dict], sample: dict, config: RunConfig,
                  out_dir: str | Path) -> list[Path]:
     """Write the figure, the table (PNG, PDF, JSON, Markdown) and return their paths."""
     out_dir = Path(out_dir)
-    groups = _by_loss(results)
+    groups = by_loss(results)
     paths, curves = _plot_curves(groups, out_dir)
+    paths += _plot_matched(groups, out_dir)
     summary = summarise(results)
+    comparison = compare(results)
     base_acc = sample.get("base_accuracy", {})
     header, rows = _table_rows(summary, base_acc)
     fig, ax = plt.subplots(figsize=(11, 0.45 * (len(rows) + 1) + 0.3))
@@ -191,13 +275,28 @@ def write_report(results: Sequence[dict], sample: dict, config: RunConfig,
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     table.scale(1, 1.3)
-    ax.set_title("Final greedy accuracy and chosen log-likelihood change (mean ± std over seeds)",
-                 fontsize=9)
-    paths += _save(fig, out_dir, "lm_table")
+    ax.set_title("Final greedy accuracy and chosen log-likelihood change (mean ± std over seeds);"
+                 " shapes: rf rise-then-fall, fs fall-from-start, nd no-decline", fontsize=9)
+    paths += save_figure(fig, out_dir, "lm_table")
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     paths.append(_io.write_text(out_dir / "lm_table.md", "\n".join(md) + "\n"))
+    paths.append(_io.write_text(out_dir / "lm_matched.md", matched_markdown(comparison)))
     payload = {"preset": config.preset, "config": config.to_dict(), "summary": summary,
-               "base_accuracy": base_acc, "counts": sample.get("counts", {}), "curves": curves}
+               "comparison": comparison, "base_accuracy": base_acc,
+               "counts": sample.get("counts", {}), "curves": curves}
     paths.append(_io.write_json(out_dir / "lm_report.json", payload))
     return paths
+
+
+def run_report(run: Run, out_dir: Path | None = None) -> list[Path]:
+    """Figures and tables from every finished alignment run in the directory."""
+    require_stage(run, run.dir / "sample" / "data.json", "sample")
+    results = [_io.read_json(p) for p in sorted((run.dir / "align").glob("*/result.json"))]
+    if not results:
+        raise ValueError(f"{run.dir}: no finished alignment runs to report")
+    sample = _io.read_json(run.dir / "sample" / "data.json")
+    paths = write_report(results, sample, run.config, out_dir or run.dir / "report")
+    run.log(f"report: {', '.join(str(p) for p in paths)}")
+    return paths
+

@@ -1,0 +1,371 @@
+"""Stage 3, align: one run per (loss, seed), all from the same base model and pairs.
+
+The reference log-probabilities of every pair are computed once by the base model
+(``DIR/align/reference.pt``). The loop in :func:`align_one` reads top to bottom: the epoch's
+batch, one forward pass over chosen and rejected sequences stacked, the preference loss of
+:func:`mi_bounds.preference.preference_loss`, backward, clip, AdamW step, evaluate (train and
+held-out pair metrics, a sampled KL(π‖π_ref), greedy accuracy), checkpoint. Output:
+``DIR/align/<loss>-seed<s>/result.json``: the metric history, throughput, and the decline shape
+(:mod:`mi_bounds.decline`) of the train and held-out chosen log-likelihood curves.
+
+Evaluation records, per step: TRL's pair metrics (``logps/chosen``, ``rewards/margins``,
+``rewards/accuracies``, ...) on the first ``n_eval_pairs`` train pairs and on all held-out pairs;
+``kl``, a sampled estimate of E_x KL(π(·|x) ‖ π_ref(·|x)) on the first ``kl_prompts`` held-out
+prompts (:func:`_sampled_kl`: ``kl_samples`` responses per prompt drawn from π); and the greedy
+accuracy on the held-out prompts, the hard ones, and per level.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mi_bounds.decline import decline_shape
+from mi_bounds.lm import _io
+from mi_bounds.lm import task as arith
+from mi_bounds.lm.model import (
+    autocast,
+    encode_pair_sequences,
+    generate,
+    load_model_dir,
+    make_batch,
+    n_params,
+    sample_sequences,
+    save_model_dir,
+    sequence_logps,
+)
+from mi_bounds.lm.optim import lr_factor, mfu, set_lr
+from mi_bounds.lm.run_dir import (
+    Run,
+    StageInterrupted,
+    base_model_dir,
+    max_new_tokens,
+    require_stage,
+)
+from mi_bounds.lm.tokenizer import load_tokenizer
+from mi_bounds.preference import get_loss, preference_loss, preference_metrics
+
+__all__ = ["PairSet", "align_one", "curve_shapes", "load_reference", "run_align"]
+
+
+@dataclass
+class PairSet:
+    """Tokenised pairs with their reference log-probabilities (computed once)."""
+
+    chosen: list[tuple[list[int], int]]
+    rejected: list[tuple[list[int], int]]
+    ref_chosen: torch.Tensor  # (n,) summed log-probs under the base model
+    ref_rejected: torch.Tensor  # (n,)
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def lengths(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Completion token counts (response + EOS) of the chosen and rejected sequences."""
+        c = torch.tensor([len(self.chosen[i][0]) - self.chosen[i][1] for i in idx],
+                         dtype=torch.float32)
+        r = torch.tensor([len(self.rejected[i][0]) - self.rejected[i][1] for i in idx],
+                         dtype=torch.float32)
+        return c, r
+
+
+def _tokenise(tokenizer, pairs: list[dict]) -> tuple[list, list]:
+    return ([encode_pair_sequences(tokenizer, p["prompt"], p["chosen"]) for p in pairs],
+            [encode_pair_sequences(tokenizer, p["prompt"], p["rejected"]) for p in pairs])
+
+
+@torch.no_grad()
+def _pair_logps(model, chosen, rejected, pad_id, device, batch_size=256):
+    """Summed log-probs of chosen and rejected sequences; each batch stacks both (one pass)."""
+    model.eval()
+    pc, pr = [], []
+    for s in range(0, len(chosen), batch_size):
+        c, r = chosen[s : s + batch_size], rejected[s : s + batch_size]
+        batch = make_batch(c + r, pad_id).to(device)
+        with autocast(device):
+            lp = sequence_logps(model, batch).float().cpu()
+        pc.append(lp[: len(c)])
+        pr.append(lp[len(c) :])
+    empty = torch.zeros(0)
+    return (torch.cat(pc) if pc else empty), (torch.cat(pr) if pr else empty)
+
+
+def _train_key(run: Run) -> str:
+    """The train pair set of this run's ``align.chosen``: ``train`` or ``train_gold``."""
+    return "train_gold" if run.config.align.chosen == "gold" else "train"
+
+
+def load_reference(run: Run, data: dict) -> dict[str, PairSet]:
+    """Reference log-probabilities of the train and held-out pairs, computed once and stored.
+
+    Returns ``{"train": ..., "heldout": ...}``; ``train`` holds the on-policy pairs, or the
+    off-policy gold pairs with ``align.chosen = "gold"`` (held-out pairs are the on-policy
+    held-out pairs in both cases, so every variant is measured on the same held-out set).
+    """
+    key = _train_key(run)
+    field = {"train": "train_pairs", "train_gold": "train_pairs_gold"}[key]
+    if field not in data:
+        raise ValueError(f"{run.dir}: the sample stage wrote no {field!r} (a run sampled "
+                         "before gold pairs existed); use a new --out")
+    if not data[field]:
+        raise ValueError(f"{run.dir}: empty pair set {field!r}"
+                         + (" (a --pairs file has no gold pairs)" if key == "train_gold" else ""))
+    path = run.dir / "align" / "reference.pt"
+    tokenizer = load_tokenizer(base_model_dir(run))
+    tok = {key: _tokenise(tokenizer, data[field]),
+           "heldout": _tokenise(tokenizer, data["heldout_pairs"])}
+    ref = _io.torch_load(path) if path.is_file() else {}
+    missing = [name for name in tok if name not in ref]
+    if missing:
+        base, _ = load_model_dir(base_model_dir(run))
+        base.to(run.device)
+        ref.update({name: _pair_logps(base, *tok[name], tokenizer.pad_id, run.device)
+                    for name in missing})
+        _io.torch_save(path, ref)
+    return {"train": PairSet(*tok[key], *ref[key]),
+            "heldout": PairSet(*tok["heldout"], *ref["heldout"])}
+
+
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
+                   lengths: Sequence[int]) -> list[list[int]]:
+    """The batches of one epoch: shuffle, sort by length within chunks of 8 batches (little
+    padding), then shuffle the batch order. A pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 7919 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    chunk = batch_size * 8
+    batches = []
+    for s in range(0, n, chunk):
+        part = sorted(perm[s : s + chunk], key=lambda i: lengths[i])
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+def _loss_kwargs(kind: str, pairs: PairSet, idx: Sequence[int], pc: torch.Tensor,
+                 rpo_alpha: float) -> dict:
+    """The loss's own parameters: completion lengths (TRL's ipo, sigmoid_norm, and the token
+    mean of the chosen NLL in rpo/sft), the policy's chosen log-probs (rpo, sft), rpo's α."""
+    params = get_loss(kind).params
+    out: dict[str, Any] = {}
+    if "chosen_lengths" in params:
+        c, r = pairs.lengths(idx)
+        out["chosen_lengths"] = c.to(pc.device)
+        if "rejected_lengths" in params:
+            out["rejected_lengths"] = r.to(pc.device)
+    if "chosen_logps" in params:
+        out["chosen_logps"] = pc
+    if "rpo_alpha" in params:
+        out["rpo_alpha"] = rpo_alpha
+    return out
+
+
+def _pair_metrics(model, pairs: PairSet, n: int | None, beta: float, pad_id, device) -> dict:
+    idx = list(range(len(pairs) if n is None else min(n, len(pairs))))
+    if not idx:
+        return {}
+    pc, pr = _pair_logps(model, [pairs.chosen[i] for i in idx], [pairs.rejected[i] for i in idx],
+                         pad_id, device)
+    m = preference_metrics(pc, pr, pairs.ref_chosen[idx], pairs.ref_rejected[idx], beta=beta)
+    return {k: float(v) for k, v in m.items()}
+
+
+def _greedy_correct(model, tokenizer, prompts: Sequence[str], max_new: int,
+                    device) -> list[bool]:
+    """Whether the greedy response to each task prompt is right (finished and verified)."""
+    if not prompts:
+        return []
+    outs = generate(model, tokenizer, prompts, max_new_tokens=max_new, greedy=True, device=device)
+    return [bool(o[0][1] and arith.verify(p, o[0][0])) for p, o in zip(prompts, outs, strict=True)]
+
+
+def _by_level(prompts: Sequence[str], correct: Sequence[bool]) -> dict[str, float]:
+    levels: dict[str, list[bool]] = {}
+    for p, ok in zip(prompts, correct, strict=True):
+        levels.setdefault(str(arith.level_of(p)), []).append(ok)
+    return {lv: sum(v) / len(v) for lv, v in sorted(levels.items())}
+
+
+@torch.no_grad()
+def _sampled_kl(model, reference, tokenizer, prompts: Sequence[str], k: int, max_new: int,
+                seed: int, device) -> dict[str, float]:
+    """Sampled estimate of E_x KL(π(·|x) ‖ π_ref(·|x)) over ``prompts``.
+
+    ``k`` responses per prompt are drawn from π (temperature 1, no truncation; a response
+    without EOS within ``max_new`` tokens counts as the event "it starts with these tokens",
+    scored the same way under both models), and ``d = log π(y|x) - log π_ref(y|x)`` is computed
+    for each. ``k1`` = mean d (unbiased), ``k1_se`` its standard error over all samples,
+    ``k3`` = mean(e^{-d} - 1 + d) (also unbiased, and ≥ 0 sample by sample; Schulman 2020,
+    "Approximating KL divergence"). At π = π_ref both are exactly 0.
+    """
+    seqs = sample_sequences(model, tokenizer, prompts, max_new_tokens=max_new, num_samples=k,
+                            seed=seed, device=device)
+    lp = _sequence_logps(model, seqs, tokenizer.pad_id, device)
+    lr = _sequence_logps(reference, seqs, tokenizer.pad_id, device)
+    d = (lp - lr).double()
+    se = float(d.std(unbiased=True) / math.sqrt(d.numel())) if d.numel() > 1 else float("nan")
+    return {"k1": float(d.mean()), "k1_se": se, "k3": float((torch.expm1(-d) + d).mean()),
+            "n": int(d.numel())}
+
+
+@torch.no_grad()
+def _sequence_logps(model, seqs, pad_id, device, batch_size=512) -> torch.Tensor:
+    model.eval()
+    out = []
+    for s in range(0, len(seqs), batch_size):
+        batch = make_batch(seqs[s : s + batch_size], pad_id).to(device)
+        with autocast(device):
+            out.append(sequence_logps(model, batch).float().cpu())
+    return torch.cat(out)
+
+
+def _evaluate(run, model, reference, tokenizer, sets, data, step, train_loss,
+              seed) -> dict[str, Any]:
+    ac = run.config.align
+    max_new = max_new_tokens(run.config)
+    rec = {"step": step, "train_loss": train_loss,
+           "train": _pair_metrics(model, sets["train"], ac.n_eval_pairs, ac.beta,
+                                  tokenizer.pad_id, run.device),
+           "heldout": _pair_metrics(model, sets["heldout"], None, ac.beta, tokenizer.pad_id,
+                                    run.device)}
+    held = data["heldout_prompts"]
+    if reference is not None and held:
+        rec["kl"] = _sampled_kl(model, reference, tokenizer, held[: ac.kl_prompts],
+                                ac.kl_samples, max_new, seed * 1_000_003 + step + 17,
+                                run.device)
+    correct = _greedy_correct(model, tokenizer, held, max_new, run.device)
+    hard = set(data["hard_prompts"])
+    rec["acc_heldout"] = sum(correct) / len(correct) if correct else None
+    rec["acc_hard"] = (sum(ok for p, ok in zip(held, correct, strict=True) if p in hard)
+                       / len(hard)) if hard else None
+    rec["acc_heldout_by_level"] = _by_level(held, correct)
+    model.train()
+    return rec
+
+
+def curve_shapes(history: Sequence[dict]) -> dict[str, dict[str, Any]]:
+    """The decline shape (:func:`mi_bounds.decline.decline_shape`, its default noise estimate
+    for one curve) of the mean chosen log-likelihood of the train and of the held-out pairs."""
+    steps = [h["step"] for h in history]
+    out = {}
+    for section in ("train", "heldout"):
+        values = [h[section].get("logps/chosen") for h in history]
+        if values and all(v is not None for v in values):
+            out[section] = decline_shape(values, steps).to_dict()
+    return out
+
+
+def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], data: dict,
+              *, stop_after: int | None = None) -> dict[str, Any]:
+    """Align a copy of the base model with one loss and seed; resumable from its checkpoint."""
+    ac = run.config.align
+    out = run.dir / "align" / f"{loss_kind}-seed{seed}"
+    done = out / "result.json"
+    if done.is_file():
+        run.log(f"align {loss_kind} seed {seed}: done")
+        return _io.read_json(done)
+    model, tokenizer = load_model_dir(base_model_dir(run))
+    model.to(run.device).train()
+    reference = None
+    if ac.kl_prompts > 0:  # a frozen copy of the base model, for the sampled KL estimate
+        reference = load_model_dir(base_model_dir(run))[0].to(run.device).eval()
+        reference.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=ac.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    train = sets["train"]
+    lengths = [len(c[0]) + len(r[0]) for c, r in zip(train.chosen, train.rejected, strict=True)]
+    batch_size = min(ac.batch_size, len(train))
+    per_epoch = math.ceil(len(train) / batch_size)
+    ckpt_path = out / "ckpt.pt"
+    start, history, seconds, tokens, slots, losses = 0, [], 0.0, 0, 0, []
+    if ckpt_path.is_file():
+        ck = _io.torch_load(ckpt_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        start, history, seconds, tokens, slots, losses = (
+            ck["step"], ck["history"], ck["seconds"], ck["tokens"], ck["slots"], ck["losses"])
+        run.log(f"align {loss_kind} seed {seed}: resuming at step {start}")
+    else:
+        history.append(_evaluate(run, model, reference, tokenizer, sets, data, 0, None, seed))
+    warmup = max(1, ac.steps // 10)
+    epoch_cache: dict[int, list[list[int]]] = {}
+    for step in range(start, ac.steps):
+        epoch = step // per_epoch
+        if epoch not in epoch_cache:
+            epoch_cache = {epoch: _epoch_batches(len(train), batch_size, seed, epoch, lengths)}
+        idx = epoch_cache[epoch][step % per_epoch]
+        t0 = time.perf_counter()
+        # chosen and rejected stacked: one forward pass per step (B chosen then B rejected)
+        batch = make_batch([train.chosen[i] for i in idx] + [train.rejected[i] for i in idx],
+                           tokenizer.pad_id).to(run.device)
+        set_lr(opt, ac.lr * lr_factor(step, warmup, ac.steps, cosine=False))
+        with autocast(run.device):
+            logps = sequence_logps(model, batch).float()  # (2B,)
+        pc, pr = logps[: len(idx)], logps[len(idx) :]
+        loss = preference_loss(loss_kind, pc, pr, train.ref_chosen[idx].to(run.device),
+                               train.ref_rejected[idx].to(run.device), beta=ac.beta,
+                               reduction="mean",
+                               **_loss_kwargs(loss_kind, train, idx, pc, ac.rpo_alpha))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), ac.max_grad_norm)
+        opt.step()
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        seconds += time.perf_counter() - t0
+        tokens += batch.n_tokens
+        slots += batch.n_slots
+        losses.append(float(loss.detach()))
+        s = step + 1
+        if s % ac.eval_every == 0 or s == ac.steps:
+            window = losses[-(s - history[-1]["step"]):]
+            history.append(_evaluate(run, model, reference, tokenizer, sets, data, s,
+                                     sum(window) / len(window), seed))
+        if s % ac.ckpt_every == 0 and s < ac.steps:
+            _io.torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(),
+                                       "step": s, "history": history, "seconds": seconds,
+                                       "tokens": tokens, "slots": slots, "losses": losses})
+        if stop_after is not None and s >= stop_after and s < ac.steps:
+            raise StageInterrupted(f"align {loss_kind} seed {seed} stopped after step {s}")
+    n = n_params(model, non_embedding=False)
+    result = {
+        "loss": loss_kind, "seed": seed, "beta": ac.beta, "lr": ac.lr, "chosen": ac.chosen,
+        "steps": ac.steps, "batch_size": batch_size, "n_train_pairs": len(train),
+        "epochs": ac.steps * batch_size / len(train),
+        "history": history, "final": history[-1], "shape": curve_shapes(history),
+        "throughput": {
+            "device": str(run.device), "seconds": seconds, "tokens": tokens,
+            "tokens_per_s": tokens / max(seconds, 1e-9),
+            "padding_fraction": 1 - tokens / max(slots, 1), "n_params": n,
+            "peak_flops": run.peak_flops, "mfu": mfu(tokens, seconds, n, run.peak_flops),
+        },
+    }
+    if ac.save_models:
+        save_model_dir(model, tokenizer, out / "model")
+    _io.write_json(done, result)
+    ckpt_path.unlink(missing_ok=True)
+    f = history[-1]
+    run.log(f"align {loss_kind} seed {seed}: {ac.steps} steps, {seconds:.1f} s, "
+            f"{result['throughput']['tokens_per_s']:.0f} tok/s, MFU "
+            f"{result['throughput']['mfu']:.2%} of {run.peak_flops:.3g} FLOP/s; chosen logp "
+            f"{history[0]['train'].get('logps/chosen', float('nan')):.3f} -> "
+            f"{f['train'].get('logps/chosen', float('nan')):.3f} "
+            f"({result['shape'].get('train', {}).get('shape', 'n/a')}), held-out acc "
+            f"{f['acc_heldout']}")
+    return result
+
+
+def run_align(run: Run, *, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Align with every requested loss and seed from the same base model and pairs."""
+    require_stage(run, run.dir / "sample" / "data.json", "sample")
+    data = _io.read_json(run.dir / "sample" / "data.json")
+    sets = load_reference(run, data)
+    results = []
+    for loss_kind in run.config.align.losses:
+        for seed in run.config.align.seeds:
+            results.append(align_one(run, loss_kind, seed, sets, data, stop_after=stop_after))
+    return results
+

@@ -1,0 +1,208 @@
+"""The run directory of a small-LM run: its config, its inputs, and opening it.
+
+Every stage (:mod:`~mi_bounds.lm.base`, :mod:`~mi_bounds.lm.sample`, :mod:`~mi_bounds.lm.align`,
+:mod:`~mi_bounds.lm.report`) reads and writes one run directory::
+
+    DIR/config.json             the RunConfig (a re-run must agree with it)
+    DIR/inputs.json             --model / --pairs given at the first invocation
+    DIR/base/model/             the base model and its tokenizer (save_pretrained)
+    DIR/base/result.json        base training log; its presence marks the stage done
+    DIR/sample/data.json        prompts, labelled samples, pairs, base accuracy, hard subset
+    DIR/sample/pairs_*.jsonl    the (prompt, chosen, rejected) pairs, for reading
+    DIR/align/reference.pt      reference log-probabilities of every pair (computed once)
+    DIR/align/<loss>-seed<s>/result.json   metric history and throughput of one run
+    DIR/report/                 figures (PNG, PDF) and tables (JSON, Markdown)
+
+Resumption: every file is written atomically (:mod:`mi_bounds.lm._io`: temporary name, then
+rename); training stages write a checkpoint (model, optimiser, step, history) every
+``ckpt_every`` steps and a re-run continues from it. Data order is a pure function of
+(seed, step), and training uses no dropout, so a resumed run follows the same trajectory as an
+uninterrupted one. A finished unit of work (a stage, one (loss, seed) alignment run) is never
+redone.
+
+This module also holds what every stage derives from the config alone: the disjoint held-out and
+train prompt sets (:func:`prompt_sets`) and the generation budget (:func:`max_new_tokens`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mi_bounds.lm import _io
+from mi_bounds.lm import task as arith
+from mi_bounds.lm.config import RunConfig
+from mi_bounds.lm.data import check_fits, read_pairs_jsonl
+from mi_bounds.lm.tokenizer import CharTokenizer, load_tokenizer
+from mi_bounds.preference import get_loss
+
+__all__ = [
+    "Run",
+    "StageInterrupted",
+    "base_model_dir",
+    "max_new_tokens",
+    "open_run",
+    "prompt_sets",
+    "require_stage",
+]
+
+
+class StageInterrupted(RuntimeError):
+    """Raised by a stage stopped on purpose (``stop_after``), as a kill would stop it."""
+
+
+@dataclass
+class Run:
+    """An open run directory: its config, inputs, device and logger."""
+
+    dir: Path
+    config: RunConfig
+    model_path: Path | None = None
+    pairs_path: Path | None = None
+    user_pairs: list[dict[str, Any]] | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    log: Callable[[str], None] = print
+
+    @property
+    def peak_flops(self) -> float:
+        c = self.config
+        return c.cuda_peak_flops if self.device.type == "cuda" else c.cpu_peak_flops
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+_SELECTION = ("losses", "seeds")
+
+
+def _compare_configs(old: RunConfig, new: RunConfig) -> list[str]:
+    a, b = old.to_dict(), new.to_dict()
+    for name in _SELECTION:
+        a["align"].pop(name)
+        b["align"].pop(name)
+    diffs = []
+    for section in a:
+        if isinstance(a[section], dict):
+            diffs += [f"{section}.{k}: {a[section][k]!r} -> {b[section][k]!r}"
+                      for k in a[section] if a[section][k] != b[section][k]]
+        elif a[section] != b[section]:
+            diffs.append(f"{section}: {a[section]!r} -> {b[section]!r}")
+    return diffs
+
+
+def open_run(
+    out: str | Path,
+    config: RunConfig | None = None,
+    *,
+    model_path: str | Path | None = None,
+    pairs_path: str | Path | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> Run:
+    """Validate everything, then create (or re-open) the run directory.
+
+    All checks happen before anything is written: unknown loss names, a model path without a
+    tokenizer, a malformed or empty pairs file, sequences longer than the context, or a config
+    that differs from the one already in ``out`` raise ``ValueError`` and leave ``out`` as it was.
+    With ``config=None`` an existing run's config is used (``cpu-tiny`` for a new run).
+    """
+    out = Path(out)
+    stored = out / "config.json"
+    if config is None:
+        from mi_bounds.lm.config import get_preset
+
+        config = (RunConfig.from_dict(_io.read_json(stored)) if stored.is_file()
+                  else get_preset("cpu-tiny"))
+    for loss in config.align.losses:
+        get_loss(loss)  # unknown names raise ValueError listing the valid ones
+    dev = _resolve_device(device)
+    mp = None if model_path is None else Path(model_path).resolve()
+    pp = None if pairs_path is None else Path(pairs_path).resolve()
+    old_inputs = _io.read_json(out / "inputs.json") if stored.is_file() else None
+    if old_inputs is not None:  # an omitted --model / --pairs means "as before"
+        if mp is None and old_inputs.get("model"):
+            mp = Path(old_inputs["model"])
+        if pp is None and old_inputs.get("pairs"):
+            pp = Path(old_inputs["pairs"])
+    inputs = {"model": None if mp is None else str(mp), "pairs": None if pp is None else str(pp)}
+    if old_inputs is not None and old_inputs != inputs:
+        raise ValueError(f"{out} was started with inputs {old_inputs}, now {inputs}; "
+                         "use a new --out directory")
+    if mp is not None:
+        if not mp.is_dir():
+            raise ValueError(f"model path {str(mp)!r} is not a directory")
+        if not (mp / "config.json").is_file():
+            raise ValueError(f"model path {str(mp)!r} has no config.json")
+        tokenizer = load_tokenizer(mp)  # ValueError if there is none
+        context = int(_io.read_json(mp / "config.json").get("max_position_embeddings", 0))
+        if context <= 0:
+            raise ValueError(f"{mp}/config.json has no max_position_embeddings")
+    else:
+        tokenizer, context = CharTokenizer(), config.model.context
+        longest = max(config.task.levels)
+        for op in config.task.ops:  # the longest prompt and answer of the task must fit
+            big = 10**longest - 1
+            prompt = arith.make_prompt(big, op, big)
+            check_fits(tokenizer, prompt, "-" + arith.answer(prompt), context,
+                       f"task level {longest} with op {op!r}")
+    sample_done = (out / "sample" / "data.json").is_file()
+    user_pairs = None if pp is None or sample_done else read_pairs_jsonl(pp, tokenizer, context)
+    if stored.is_file():
+        old = RunConfig.from_dict(_io.read_json(stored))
+        diffs = _compare_configs(old, config)
+        started = any((out / "align").glob("*/*.json")) or any((out / "align").glob("*/*.pt"))
+        if diffs and all(d.startswith("align.") for d in diffs) and not started:
+            _io.write_text(stored, config.to_json())  # nothing aligned yet: align may change
+            diffs = []
+        if diffs:
+            raise ValueError(f"{out} holds a run with a different config ({'; '.join(diffs)}); "
+                             "use a new --out directory or the same options")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        _io.write_json(out / "inputs.json", inputs)
+        _io.write_text(stored, config.to_json())
+    return Run(out, config, mp, pp, user_pairs, dev, log)
+
+
+
+def prompt_sets(config: RunConfig) -> tuple[list[str], list[str]]:
+    """(held-out prompts, train prompts): disjoint, a pure function of the config's seed."""
+    t, s = config.task, config.sample
+    heldout = arith.sample_prompts(random.Random(f"heldout-{config.seed}"), s.n_heldout_prompts,
+                                   t.levels, t.level_weights, t.ops)
+    train = arith.sample_prompts(random.Random(f"train-{config.seed}"), s.n_train_prompts,
+                                 t.levels, t.level_weights, t.ops, exclude=heldout)
+    return heldout, train
+
+
+
+def base_model_dir(run: Run) -> Path:
+    """Where the base stage saves the base model and its tokenizer."""
+    return run.dir / "base" / "model"
+
+
+def require_stage(run: Run, path: Path, stage: str) -> None:
+    """``ValueError`` telling the user to run ``stage`` first if ``path`` does not exist."""
+    if not path.exists():
+        raise ValueError(f"{run.dir}: the {stage} stage has not finished; run "
+                         f"`mi-bounds lm {stage} --out {run.dir}` (or `lm run`) first")
+
+
+def max_new_tokens(config: RunConfig) -> int:
+    """Generation budget: the longest answer of the task, plus EOS and one spare token."""
+    longest = max(config.task.levels)
+    big = 10**longest - 1
+    return max(len(arith.answer(arith.make_prompt(big, op, big))) for op in config.task.ops) + 2
+
