@@ -84,9 +84,11 @@ def _expected(names, weights, pc, pr, rc, rr, inputs, beta, smoothing):
     cm = inputs["completion_mask"]
     total = 0.0
     for name, w in zip(names, weights, strict=True):
-        if name == "sft":  # TRL: mean chosen per-token NLL over the completion tokens
+        if name in ("sft", "rpo"):  # TRL: mean chosen per-token NLL over the completion tokens
             lp = inputs["_chosen_token_logps"]
             value = -lp.sum() / cm.chunk(2)[0][:, 1:].sum()
+            if name == "rpo":  # RPO = DPO + α·NLL, α = 1 (its default)
+                value = value + preference_loss("dpo", pc, pr, rc, rr, beta=beta)
         elif name == "infonce":  # groups = rows with identical prompt + chosen tokens
             groups: dict[tuple, list[int]] = {}
             for i in range(pc.shape[0]):

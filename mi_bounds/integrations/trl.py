@@ -87,10 +87,10 @@ def split_loss_types(
                          f"got {len(weights)}")
     ours, theirs = [], []
     for name, w in zip(names, weights, strict=True):
-        if name in LOSSES:
-            ours.append((name, w))
-        elif name in TRL_ONLY_LOSSES:
+        if name in TRL_ONLY_LOSSES:  # TRL's own name wins (``sft`` is in both: TRL computes it)
             theirs.append((name, w))
+        elif name in LOSSES:
+            ours.append((name, w))
         else:
             raise ValueError(f"unknown loss_type {name!r}; mi-bounds losses: {', '.join(LOSSES)}; "
                              f"TRL-only losses: {', '.join(TRL_ONLY_LOSSES)}")
@@ -203,7 +203,7 @@ class MIDPOTrainer(DPOTrainer):
         zero = torch.zeros(1)
         for name, _ in self._mi_losses:  # TRL's settings checked once, up front (label_smoothing…)
             preference_loss(name, zero, zero, zero, zero, beta=self.beta,
-                            **self._params(name, torch.ones(2, 3, dtype=torch.long)))
+                            **self._params(name, torch.ones(2, 3, dtype=torch.long), zero))
         self._groups = self._train_groups()
 
     # -- data ------------------------------------------------------------------------------
@@ -245,10 +245,15 @@ class MIDPOTrainer(DPOTrainer):
 
     # -- loss ------------------------------------------------------------------------------
 
-    def _params(self, name: str, completion_mask: torch.Tensor) -> dict[str, Any]:
-        """TRL's settings under mi-bounds' parameter names for loss ``name``."""
+    def _params(
+        self, name: str, completion_mask: torch.Tensor, pc: torch.Tensor
+    ) -> dict[str, Any]:
+        """TRL's settings under mi-bounds' parameter names for loss ``name`` (``pc``: the
+        policy's chosen sequence log-probabilities, for the losses with an NLL term)."""
         accepted = get_loss(name).params
         out: dict[str, Any] = {}
+        if "chosen_logps" in accepted:
+            out["chosen_logps"] = pc
         if "label_smoothing" in accepted:
             out["label_smoothing"] = float(self.label_smoothing)
         if "discopop_tau" in accepted:
@@ -256,7 +261,8 @@ class MIDPOTrainer(DPOTrainer):
         if "chosen_lengths" in accepted:
             chosen_mask, rejected_mask = completion_mask.chunk(2, dim=0)
             out["chosen_lengths"] = chosen_mask.sum(dim=1).float()
-            out["rejected_lengths"] = rejected_mask.sum(dim=1).float()
+            if "rejected_lengths" in accepted:
+                out["rejected_lengths"] = rejected_mask.sum(dim=1).float()
         return out
 
     def _mi_loss(self, per_token_logps: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
@@ -273,7 +279,7 @@ class MIDPOTrainer(DPOTrainer):
                 loss = self._infonce(pc, pr, rc, rr, inputs)
             else:
                 loss = preference_loss(name, pc, pr, rc, rr, beta=self.beta,
-                                       **self._params(name, completion_mask))
+                                       **self._params(name, completion_mask, pc))
             total = total + weight * loss
         return total  # type: ignore[return-value]
 
