@@ -297,7 +297,7 @@ class EstimateConfig:
     validation_fraction: float = 0.2
     standardize: bool = True
     eval_every: int = 100
-    patience: int = 10
+    patience: int = 5
     max_abs_score: float | None = 1e4
 
     def __post_init__(self) -> None:
@@ -357,7 +357,8 @@ class EstimationResult:
         seconds: wall time of the training loop.
         config: the run's settings.
         final_train: finite samples: the same estimators on the rows the critic was fitted
-            on (the gap to ``final`` is the overfitting); empty for a sampler.
+            on, ``name -> (value, NaN)`` (the gap to ``final`` is the overfitting; no standard
+            error is computed for it); empty for a sampler.
         selection: finite samples: the model-selection record (rule, chosen step, validation
             history, step where training stopped); empty for a sampler.
         extra: further JSON fields (the split sizes, standardisation).
@@ -385,14 +386,14 @@ class EstimationResult:
         """JSON-ready summary (per-step arrays as lists).
 
         ``final[name]`` holds ``estimate`` and ``stderr`` (held-out test rows for a finite
-        sample, fresh batches for a sampler) and, for a finite sample, ``train_estimate`` and
-        ``train_stderr`` (the fit rows).
+        sample, fresh batches for a sampler) and, for a finite sample, ``train_estimate`` (the
+        same estimator on the fit rows).
         """
         final: dict[str, dict[str, float]] = {}
         for k, (m, s) in self.final.items():
             final[k] = {"estimate": m, "stderr": s}
             if k in self.final_train:
-                final[k]["train_estimate"], final[k]["train_stderr"] = self.final_train[k]
+                final[k]["train_estimate"] = self.final_train[k][0]
         out = {
             "config": asdict(self.config),
             "final": final,

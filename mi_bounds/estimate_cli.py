@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=defaults["steps"],
                    help=_help("steps") + " With --data: the most steps (early stopping)." + D)
     p.add_argument("--batch-size", type=int, help=_help("batch_size") + two(
-        defaults["batch_size"], SAMPLE_DEFAULTS["batch_size"]))
+        defaults["batch_size"], f"min({SAMPLE_DEFAULTS['batch_size']}, fit rows)"))
     p.add_argument("--lr", type=float, help=_help("lr") + two(defaults["lr"],
                                                               SAMPLE_DEFAULTS["lr"]))
     p.add_argument("--device", default=defaults["device"], help=_help("device") + D)
@@ -271,6 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _device(config.device)  # CUDA requested but absent: an error now, not after loading
         if on_data:
             task = load_npz(args.data)
+            if args.batch_size is None:  # the default batch: at most the fit rows
+                from dataclasses import replace
+
+                from mi_bounds.tasks import split_rows
+
+                n_fit = split_rows(task.n, test_fraction=config.test_fraction,
+                                   validation_fraction=config.validation_fraction,
+                                   seed=config.seed).fit.size
+                config = replace(config, batch_size=min(config.batch_size, n_fit))
             prepared = prepare_samples(task.x_array, task.y_array, config)
         else:
             task = GaussianTask(mi=args.mi, dim=args.dim, cubic=args.task == "cubic")

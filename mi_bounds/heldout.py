@@ -23,8 +23,8 @@ early stopping reads the test rows) whereas here nothing but the final report re
 5. **Report** every estimator of the run on the test rows: the value on the score matrix of all
    test rows (``n`` positive pairs on the diagonal, ``n(n-1)`` negative pairs off it; in blocks
    of at most ``max_rows`` rows, averaged, when there are more), with a delete-a-group jackknife
-   standard error (:func:`rows_value`). The same values on the fit rows are reported beside them
-   so that the overfitting gap is visible.
+   standard error (:func:`rows_value`). The same values on the fit rows (without a standard
+   error) are reported beside them so that the overfitting gap is visible.
 
 A critic value that is not finite or beyond ``max_abs_score`` stops the run with
 :class:`~mi_bounds.estimate.DivergenceError` (during training and on the held-out rows).
@@ -64,7 +64,8 @@ __all__ = [
 ]
 
 #: Training settings for a finite sample when the caller gives none (``estimate_mi_on_samples``
-#: without a config, ``mi-bounds estimate --data``). The sampler defaults of
+#: without a config, ``mi-bounds estimate --data``); the batch size is at most the number of fit
+#: rows (``min(128, n_fit)``, so that 300 rows still run with the defaults). The sampler defaults of
 #: :class:`~mi_bounds.estimate.EstimateConfig` are the published staircase settings (batch 64,
 #: lr 5e-4, 4000 steps); on a finite sample ``steps`` is only a ceiling (early stopping on the
 #: validation rows), a larger batch gives more negatives per step and lr 1e-3 converges in
@@ -260,7 +261,8 @@ def estimate_mi_on_samples(
         x, y: arrays ``[n, d_x]``, ``[n, d_y]`` (numpy or torch) of paired samples.
         config: run settings; ``test_fraction``, ``validation_fraction``, ``standardize``,
             ``eval_every``, ``patience`` and ``max_abs_score`` govern the protocol, ``steps``
-            is the most training steps (default: :func:`sample_config`).
+            is the most training steps (default: :func:`sample_config` with the batch size
+            ``min(128, fit rows)``).
         true_mi: the known MI, if any (reported beside the estimate).
         critic: ``"separable"`` or ``"concat"``; ``critic_kwargs`` are its sizes (missing ones
             from :data:`SAMPLE_CRITIC`).
@@ -277,7 +279,9 @@ def estimate_mi_on_samples(
         TypeError, ValueError: bad input (before any training).
         DivergenceError: the critic diverged (no estimate is reported).
     """
-    config = sample_config() if config is None else config
+    if config is None:
+        n_fit = split_rows(check_samples(x, y)[0].shape[0]).fit.size
+        config = sample_config(batch_size=min(int(SAMPLE_DEFAULTS["batch_size"]), n_fit))
     critic_kwargs = {**SAMPLE_CRITIC, **critic_kwargs}
     data = prepare_samples(x, y, config) if prepared is None else prepared
     sizes = data.split.sizes()
@@ -306,7 +310,7 @@ def estimate_mi_on_samples(
     x_test, y_test = data.rows("test")
     final = rows_value(net, x_test, y_test, config.names, clip=config.clip,
                        max_abs_score=config.max_abs_score, where="on the test rows")
-    final_train = rows_value(net, x_fit, y_fit, config.names, clip=config.clip,
+    final_train = rows_value(net, x_fit, y_fit, config.names, clip=config.clip, groups=0,
                              max_abs_score=config.max_abs_score, where="on the fit rows")
     extra: dict[str, object] = {
         "split": {**sizes, "n": int(data.x.shape[0]), "seed": config.seed,
