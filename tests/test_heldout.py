@@ -23,7 +23,7 @@ from mi_bounds.heldout import (
 )
 from mi_bounds.tasks import Standardizer
 
-FAST = {"steps": 300, "eval_every": 50, "patience": 3}
+FAST = {"steps": 150, "eval_every": 50, "patience": 3}
 
 
 class FixedCritic(nn.Module):
@@ -126,13 +126,14 @@ def test_checkpoint_is_the_best_validation_score_and_patience_stops() -> None:
     assert again[0] == pytest.approx(res.final["nwj"][0], abs=1e-5)
 
 
-@pytest.mark.parametrize("bound", ["dv", "infonce", "nwj"])
+@pytest.mark.parametrize("bound", ["infonce", pytest.param("dv", marks=pytest.mark.slow),
+                                   pytest.param("nwj", marks=pytest.mark.slow)])
 def test_independent_data_held_out_estimate_is_near_zero(bound: str) -> None:
     """Independent X, Y (5 + 5 dims, true MI 0), 300 rows, default settings (batch = the 120
     fit rows) except fewer steps: the held-out estimate is at most 0.1 nats (scored on their
     own training rows, critics reported up to 5 nats before held-out evaluation)."""
     x, y = _independent(300, seed=3)
-    res, _ = estimate_mi_on_samples(x, y, sample_config(bound=bound, steps=600, batch_size=120))
+    res, _ = estimate_mi_on_samples(x, y, sample_config(bound=bound, steps=400, batch_size=120))
     assert res.final[bound][0] <= 0.1, res.final
 
 
