@@ -329,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if true_mi is not None:
         print(f"true MI: {true_mi:.4f} nats")
     sys.stdout.flush()
+    for warning in result.extra.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     rate = result.steps_per_second
     print(f"{rate:.1f} steps/s on {config.device}" if math.isfinite(rate) else "",
           file=sys.stderr)

@@ -268,3 +268,30 @@ def test_cli_data_run_reports_held_out_and_train_values(npz, tmp_path, capsys) -
     assert cli_main(["--data", str(npz / "ok.npz"), "--bound", "ksg", "--out", str(out)]) == 0
     ksg = json.loads(out.read_text())
     assert ksg["n"] == 400 and ksg["final"]["ksg"]["stderr"] > 0
+
+
+def test_a_large_held_out_error_is_reported_with_a_warning(monkeypatch, capsys, npz) -> None:
+    """A jackknife standard error above UNSTABLE_STDERR keeps the number and adds a warning
+    (JSON and stderr); below it, no warning."""
+    import mi_bounds.heldout as heldout
+
+    real = heldout.rows_value
+
+    def noisy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if kwargs.get("where") == "on the test rows":
+            return {k: (v, heldout.UNSTABLE_STDERR + 0.01) for k, (v, _) in out.items()}
+        return out
+
+    x, y = _independent(300)
+    cfg = sample_config(bound="dv", batch_size=32, **FAST)
+    assert estimate_mi_on_samples(x, y, cfg)[0].extra["warnings"] == []
+    monkeypatch.setattr(heldout, "rows_value", noisy)
+    res, _ = estimate_mi_on_samples(x, y, cfg)
+    assert res.final["dv"][1] == heldout.UNSTABLE_STDERR + 0.01
+    assert res.extra["warnings"] == [
+        "dv: the held-out standard error (0.26 nats) exceeds 0.25: a few test pairs dominate "
+        "the estimate; InfoNCE or SMILE (--bound smile --clip 5) are steadier"]
+    assert cli_main(["--data", str(npz / "ok.npz"), "--bound", "dv", "--steps", "50",
+                     "--no-progress"]) == 0
+    assert "warning: dv: the held-out standard error" in capsys.readouterr().err
