@@ -259,7 +259,8 @@ class EstimateConfig:
         batch_size: K, the number of joint samples per batch (K² critic evaluations).
         lr: Adam learning rate.
         mine_momentum: momentum m of MINE's moving average (``bound == "mine"``).
-        seed: seeds the critic's initialisation, the training batches and the evaluation batches.
+        seed: seeds the critic's initialisation, the training batches, the evaluation batches
+            and, for a finite sample, the permutation that splits the rows.
         device: torch device for the critic and the samples ("cpu", "cuda", "cuda:1", ...).
         report: further estimators evaluated (value only) on every training batch's scores.
         eval_batches: fresh batches scored by the trained critic for the final estimate and its
