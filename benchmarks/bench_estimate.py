@@ -11,9 +11,8 @@ three hidden layers) and each staircase objective it times ``--steps`` training 
 every finished staircase run under ``results/staircase/``. ``process_time`` is reported next to
 the wall time because the shared machine's wall time depends on what else runs on it.
 
-The comparison with the ``benchmark-mi`` package (``bmi``) that the issue asks for where it
-installs is not made here: ``pip install benchmark-mi`` pulls JAX, jaxlib, equinox, optax and
-tensorflow-probability and downgrades numpy/pandas (docs/RESULTS.md §4).
+The comparison with the ``benchmark-mi`` package (``bmi``) on finite samples is
+``benchmarks/bench_bmi.py`` (bmi in a virtual environment of its own; docs/RESULTS.md §4.7).
 """
 
 from __future__ import annotations

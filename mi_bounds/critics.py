@@ -24,7 +24,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "CRITICS", "ConcatCritic", "SeparableCritic", "make_critic", "mlp"]
+__all__ = [
+    "ACTIVATIONS",
+    "CRITICS",
+    "ConcatCritic",
+    "SeparableCritic",
+    "make_critic",
+    "mlp",
+    "score_matrix",
+]
 
 #: Activation functions by name (unknown names raise ``ValueError``).
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -72,13 +80,15 @@ def mlp(
     return nn.Sequential(*seq)
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor, x_dim: int, y_dim: int) -> None:
+def _check_pair(
+    x: torch.Tensor, y: torch.Tensor, x_dim: int, y_dim: int, *, paired: bool = True
+) -> None:
     for name, t, d in (("x", x, x_dim), ("y", y, y_dim)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim != 2 or t.shape[1] != d:
             raise ValueError(f"{name} must have shape [K, {d}], got {tuple(t.shape)}")
-    if x.shape[0] != y.shape[0]:
+    if paired and x.shape[0] != y.shape[0]:
         raise ValueError(
             f"x and y must hold the same number of samples, got {x.shape[0]} and {y.shape[0]}"
         )
@@ -97,8 +107,9 @@ class SeparableCritic(nn.Module):
         activation: a key of :data:`ACTIVATIONS`.
 
     Shape:
-        ``scores(x [K, x_dim], y [K, y_dim]) -> [K, K]``; ``forward(x [N, x_dim], y [N, y_dim])
-        -> [N]`` (the critic on aligned pairs, ``T(x_n, y_n)``).
+        ``scores(x [K, x_dim], y [K, y_dim]) -> [K, K]``; ``cross_scores(x [N, x_dim],
+        y [M, y_dim]) -> [N, M]``; ``forward(x [N, x_dim], y [N, y_dim]) -> [N]`` (the critic
+        on aligned pairs, ``T(x_n, y_n)``).
     """
 
     def __init__(
@@ -123,6 +134,11 @@ class SeparableCritic(nn.Module):
         _check_pair(x, y, self.x_dim, self.y_dim)
         return self.g(x) @ self.h(y).T  # (K, E) @ (E, K) -> (K, K)
 
+    def cross_scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``T(x_i, y_j)`` for every ``x_i`` of ``x [N, x_dim]`` and ``y_j`` of ``y [M, y_dim]``."""
+        _check_pair(x, y, self.x_dim, self.y_dim, paired=False)
+        return self.g(x) @ self.h(y).T  # (N, E) @ (E, M) -> (N, M)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Critic on aligned pairs, ``T(x_n, y_n)``, shape ``[N]``."""
         _check_pair(x, y, self.x_dim, self.y_dim)
@@ -142,8 +158,9 @@ class ConcatCritic(nn.Module):
         hidden_dim, layers, activation: as in :func:`mlp`.
 
     Shape:
-        ``scores(x [K, x_dim], y [K, y_dim]) -> [K, K]``; ``forward(x [N, x_dim], y [N, y_dim])
-        -> [N]``.
+        ``scores(x [K, x_dim], y [K, y_dim]) -> [K, K]``; ``cross_scores(x [N, x_dim],
+        y [M, y_dim]) -> [N, M]`` (in row chunks of at most ``2**22`` pairs);
+        ``forward(x [N, x_dim], y [N, y_dim]) -> [N]``.
     """
 
     def __init__(
@@ -170,10 +187,44 @@ class ConcatCritic(nn.Module):
         )
         return self.f(pairs).squeeze(-1)  # (K, K)
 
+    def cross_scores(
+        self, x: torch.Tensor, y: torch.Tensor, *, max_pairs: int = 2**22
+    ) -> torch.Tensor:
+        """``T(x_i, y_j)`` for all ``N × M`` pairs, ``max_pairs`` pairs per MLP pass."""
+        _check_pair(x, y, self.x_dim, self.y_dim, paired=False)
+        n, m = x.shape[0], y.shape[0]
+        rows = max(1, max_pairs // max(m, 1))
+        out = []
+        for i in range(0, n, rows):
+            xi = x[i:i + rows]
+            k = xi.shape[0]
+            pairs = torch.cat(  # (k, M, x_dim + y_dim)
+                [xi.unsqueeze(1).expand(k, m, self.x_dim), y.unsqueeze(0).expand(k, m, self.y_dim)],
+                dim=-1,
+            )
+            out.append(self.f(pairs).squeeze(-1))
+        return torch.cat(out, dim=0)  # (N, M)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Critic on aligned pairs, ``T(x_n, y_n)``, shape ``[N]``."""
         _check_pair(x, y, self.x_dim, self.y_dim)
         return self.f(torch.cat([x, y], dim=-1)).squeeze(-1)
+
+
+def score_matrix(critic: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``S[i, j] = T(x_i, y_j)`` for ``x [N, x_dim]`` and ``y [M, y_dim]``, shape ``[N, M]``.
+
+    Uses the critic's ``cross_scores`` where it has one (both critics here do); a critic with
+    only ``scores`` is accepted for ``N == M``.
+    """
+    if hasattr(critic, "cross_scores"):
+        return critic.cross_scores(x, y)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            "this critic has no cross_scores method, so x and y must have the same number of "
+            f"rows, got {x.shape[0]} and {y.shape[0]}"
+        )
+    return critic.scores(x, y)
 
 
 #: Critic classes by name, for configs and the CLI.

@@ -26,13 +26,20 @@ smile      SMILE(S, τ) = E_P[T] - log E_Q[clip(e^T)]   ∇ JS(S)  (Song & Ermon
 denominator of the DV gradient, ``∇Ẑ/Ẑ``, by ``∇Ẑ/EMA(Ẑ)``, where the exponential moving average
 ``EMA_t = m·EMA_{t-1} + (1-m)·Ẑ_t`` (kept in the log domain with ``logaddexp``) reduces the bias of
 the gradient; the reported value stays the plain DV estimate.
+
+Two sources of samples (DESIGN.md §8): a *sampler* (:class:`~mi_bounds.tasks.GaussianTask`,
+the staircase) gives a fresh batch at every step, and the final estimate comes from fresh
+batches too; a *finite sample* (:class:`~mi_bounds.tasks.ArrayTask`, arrays, ``--data``) is
+estimated by the held-out protocol of :mod:`mi_bounds.heldout`, which :func:`estimate_mi`
+dispatches to. Either way a critic whose values stop being finite or exceed
+``max_abs_score`` stops the run with :class:`DivergenceError`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -50,16 +57,19 @@ from mi_bounds.bounds import (
     value_with_gradient_of,
 )
 from mi_bounds.critics import make_critic
-from mi_bounds.tasks import Task
+from mi_bounds.tasks import ArrayTask, Task
 
 __all__ = [
     "ESTIMATORS",
+    "DivergenceError",
     "EstimateConfig",
     "EstimationResult",
     "MineAverage",
+    "check_scores",
     "estimate_mi",
     "estimator_value",
     "evaluate",
+    "fit_critic",
     "parse_estimator",
     "train",
     "training_objective",
@@ -202,6 +212,42 @@ def _check_int(value: object, name: str, minimum: int) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _check_real(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or (
+        not math.isfinite(value)
+    ):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+class DivergenceError(ValueError):
+    """The critic's values stopped being finite or exceeded ``max_abs_score``.
+
+    Raised instead of reporting a number: a critic value of 1e12 nats is a diverged network, not
+    an estimate. The message says where it happened and what to change.
+    """
+
+
+def check_scores(
+    scores: torch.Tensor, max_abs_score: float | None, where: str
+) -> None:
+    """The divergence guard: raise :class:`DivergenceError` if ``scores`` holds a non-finite
+    value or one with ``|T| > max_abs_score`` (``None``: only non-finite values)."""
+    lo, hi = torch.aminmax(scores.detach())
+    lo, hi = float(lo), float(hi)
+    finite = math.isfinite(lo) and math.isfinite(hi)
+    big = finite and max_abs_score is not None and max(-lo, hi) > max_abs_score
+    if finite and not big:
+        return
+    what = ("non-finite critic values" if not finite else
+            f"critic values up to |T| = {max(-lo, hi):.3g} > max_abs_score = {max_abs_score:g}")
+    raise DivergenceError(
+        f"the critic diverged ({what}) {where}. No estimate is reported. Try a smaller learning "
+        "rate (--lr), a clipped estimator (--bound smile --clip 5) or one with a bounded value "
+        "(infonce), keep standardisation on (no --no-standardize), or, if such values are "
+        "expected, raise --max-abs-score"
+    )
+
+
 @dataclass
 class EstimateConfig:
     """Settings of one neural MI estimation run (the CLI's options carry the same help).
@@ -213,12 +259,28 @@ class EstimateConfig:
         batch_size: K, the number of joint samples per batch (K² critic evaluations).
         lr: Adam learning rate.
         mine_momentum: momentum m of MINE's moving average (``bound == "mine"``).
-        seed: seeds the critic's initialisation, the training batches and the evaluation batches.
+        seed: seeds the critic's initialisation, the training batches, the evaluation batches
+            and, for a finite sample, the permutation that splits the rows.
         device: torch device for the critic and the samples ("cpu", "cuda", "cuda:1", ...).
         report: further estimators evaluated (value only) on every training batch's scores.
         eval_batches: fresh batches scored by the trained critic for the final estimate and its
-            standard error (0: no final evaluation).
+            standard error (0: no final evaluation). Sampler tasks only: on a finite sample the
+            estimate comes from the test rows.
         progress: show a tqdm progress bar.
+        test_fraction: finite samples: fraction of the rows held out as the test part, in
+            (0, 1); the critic never sees them and the reported estimate and its standard error
+            come from them only.
+        validation_fraction: finite samples: fraction of the train rows held out as the
+            validation part, in [0, 1), on which the checkpoint is chosen (0: no validation,
+            the last step's critic is reported).
+        standardize: finite samples: standardise every feature of X and Y with the mean and
+            standard deviation of the train rows (an invertible map: the MI is unchanged).
+        eval_every: finite samples: score the critic on the validation rows every this many
+            steps (and before the first step and after the last).
+        patience: finite samples: stop after this many validation scores in a row without a
+            new best (0: never stop early); the best-scoring checkpoint is reported.
+        max_abs_score: divergence guard: a critic value |T| above this (or a non-finite one)
+            stops the run with an error (None: no bound, non-finite values still stop it).
     """
 
     bound: str = "smile"
@@ -232,6 +294,12 @@ class EstimateConfig:
     report: tuple[str, ...] = ()
     eval_batches: int = 64
     progress: bool = False
+    test_fraction: float = 0.5
+    validation_fraction: float = 0.2
+    standardize: bool = True
+    eval_every: int = 100
+    patience: int = 5
+    max_abs_score: float | None = 1e4
 
     def __post_init__(self) -> None:
         parse_estimator(self.bound, self.clip)
@@ -251,8 +319,25 @@ class EstimateConfig:
             torch.device(self.device)
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"device must name a torch device, got {self.device!r}") from err
-        if not isinstance(self.progress, bool):
-            raise TypeError(f"progress must be a bool, got {type(self.progress).__name__}")
+        for name in ("progress", "standardize"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        _check_real(self.test_fraction, "test_fraction")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
+        _check_real(self.validation_fraction, "validation_fraction")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}"
+            )
+        _check_int(self.eval_every, "eval_every", 1)
+        _check_int(self.patience, "patience", 0)
+        if self.max_abs_score is not None:
+            _check_real(self.max_abs_score, "max_abs_score")
+            if not self.max_abs_score > 0:
+                raise ValueError(
+                    f"max_abs_score must be a number > 0 or None, got {self.max_abs_score!r}"
+                )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -267,10 +352,17 @@ class EstimationResult:
     Attributes:
         estimates: estimator name -> per-step values on the training batches, ``[steps]``.
         true_mi: the task's true MI per step, ``[steps]`` (NaN where unknown).
-        final: estimator name -> (mean, standard error) over ``eval_batches`` fresh batches
-            scored by the trained critic (empty if ``eval_batches == 0``).
+        final: estimator name -> (estimate, standard error) of the reported critic: over
+            ``eval_batches`` fresh batches for a sampler (empty if ``eval_batches == 0``); on
+            the held-out test rows for a finite sample (:mod:`mi_bounds.heldout`).
         seconds: wall time of the training loop.
         config: the run's settings.
+        final_train: finite samples: the same estimators on the rows the critic was fitted
+            on, ``name -> (value, NaN)`` (the gap to ``final`` is the overfitting; no standard
+            error is computed for it); empty for a sampler.
+        selection: finite samples: the model-selection record (rule, chosen step, validation
+            history, step where training stopped); empty for a sampler.
+        extra: further JSON fields (the split sizes, standardisation).
     """
 
     estimates: dict[str, np.ndarray]
@@ -279,22 +371,42 @@ class EstimationResult:
     seconds: float
     config: EstimateConfig
     extra: dict[str, object] = field(default_factory=dict)
+    final_train: dict[str, tuple[float, float]] = field(default_factory=dict)
+    selection: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def steps_run(self) -> int:
+        """Training steps actually taken (fewer than ``config.steps`` after an early stop)."""
+        return len(self.estimates[self.config.bound])
 
     @property
     def steps_per_second(self) -> float:
-        return self.config.steps / self.seconds if self.seconds > 0 else float("inf")
+        return self.steps_run / self.seconds if self.seconds > 0 else float("inf")
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready summary (per-step arrays as lists)."""
-        return {
+        """JSON-ready summary (per-step arrays as lists).
+
+        ``final[name]`` holds ``estimate`` and ``stderr`` (held-out test rows for a finite
+        sample, fresh batches for a sampler) and, for a finite sample, ``train_estimate`` (the
+        same estimator on the fit rows).
+        """
+        final: dict[str, dict[str, float]] = {}
+        for k, (m, s) in self.final.items():
+            final[k] = {"estimate": m, "stderr": s}
+            if k in self.final_train:
+                final[k]["train_estimate"] = self.final_train[k][0]
+        out = {
             "config": asdict(self.config),
-            "final": {k: {"estimate": m, "stderr": s} for k, (m, s) in self.final.items()},
+            "final": final,
             "true_mi": None if np.all(np.isnan(self.true_mi)) else float(self.true_mi[-1]),
             "seconds": self.seconds,
             "steps_per_second": self.steps_per_second,
+            "steps_run": self.steps_run,
             "estimates": {k: v.tolist() for k, v in self.estimates.items()},
-            **self.extra,
         }
+        if self.selection:
+            out["selection"] = self.selection
+        return {**out, **self.extra}
 
 
 def _device(name: str) -> torch.device:
@@ -315,17 +427,20 @@ def evaluate(
     generator: torch.Generator,
     step: int,
     clip: float | None = None,
+    max_abs_score: float | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Score ``batches`` fresh batches with a fixed critic; ``name -> (mean, standard error)``.
 
     The standard error is ``std / sqrt(batches)`` over independent batches (it measures the
     sampling noise of the estimate at this critic, not the spread over training runs).
+    The scores pass the divergence guard :func:`check_scores` (``max_abs_score``).
     """
     _check_int(batches, "batches", 2)
     values: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(batches):
         x, y = task(step, batch_size, generator)
         scores = critic.scores(x, y)
+        check_scores(scores, max_abs_score, "on the evaluation batches")
         for n in names:
             values[n].append(float(estimator_value(n, scores, clip=clip)))
     out = {}
@@ -336,16 +451,63 @@ def evaluate(
 
 
 def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationResult:
-    """Train ``critic`` to maximise ``config.bound`` on fresh batches from ``task``.
+    """Train ``critic`` to maximise ``config.bound`` on fresh batches from a sampler ``task``.
 
     At every step ``t`` a batch of ``K = batch_size`` joint samples is drawn with
     ``task(t, K, generator)``, the critic's score matrix is computed, every estimator of
     ``config.names`` is recorded (value on that batch, before the update), and one Adam step
-    ascends the training objective of ``config.bound`` (:func:`training_objective`).
+    ascends the training objective of ``config.bound`` (:func:`training_objective`). The final
+    estimate is the trained critic's value on ``eval_batches`` fresh batches.
 
     Deterministic given ``config.seed`` (on CPU): the batches come from a generator seeded with
     ``seed + 1`` and the final evaluation batches from one seeded with ``seed + 2``. The critic's
     initialisation is the caller's (:func:`estimate_mi` seeds it with ``seed``).
+
+    Raises:
+        TypeError: ``task`` is a finite sample (:class:`~mi_bounds.tasks.ArrayTask`): its rows
+            are not fresh batches; use :func:`estimate_mi`, which holds out test rows.
+        DivergenceError: a critic value is non-finite or beyond ``config.max_abs_score``.
+    """
+    if isinstance(task, ArrayTask):
+        raise TypeError(
+            "train() draws fresh batches from a sampler; a finite sample (ArrayTask) must be "
+            "estimated on held-out rows: use estimate_mi(task, config) or "
+            "mi_bounds.heldout.estimate_mi_on_samples(x, y, config)"
+        )
+    device = _device(config.device)
+    per_step, true_mi, seconds, _ = fit_critic(critic, task, config)
+    final: dict[str, tuple[float, float]] = {}
+    if config.eval_batches >= 2:
+        critic.eval()
+        final = evaluate(
+            critic, task, config.names, batches=config.eval_batches,
+            batch_size=config.batch_size,
+            generator=torch.Generator(device=device).manual_seed(config.seed + 2),
+            step=config.steps - 1, clip=config.clip, max_abs_score=config.max_abs_score,
+        )
+        critic.train()
+    return EstimationResult(per_step, true_mi, final, seconds, config)
+
+
+def fit_critic(
+    critic: nn.Module,
+    task: Task,
+    config: EstimateConfig,
+    validate: Callable[[nn.Module], float] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, float, dict[str, object]]:
+    """The training loop: batch, scores, guard, objective, backward, Adam step, record.
+
+    With ``validate`` (a function of the critic returning a score to maximise, computed on
+    rows the critic is not trained on) the critic is scored before the first step, every
+    ``config.eval_every`` steps and after the last; training stops once ``config.patience``
+    scores in a row bring no new best (``patience = 0``: never), and the critic is left with
+    the parameters of the best-scoring checkpoint.
+
+    Returns:
+        ``(per-step values {name: [steps_run]}, true MI [steps_run], seconds, selection)``,
+        where ``selection`` is empty without ``validate`` and otherwise holds ``step`` (the
+        number of updates of the chosen checkpoint), ``validation`` (``[[step, score], ...]``)
+        and ``stopped_at`` (updates made).
     """
     if not isinstance(config, EstimateConfig):
         raise TypeError(f"config must be an EstimateConfig, got {type(config).__name__}")
@@ -359,12 +521,39 @@ def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationRe
     names = config.names
     per_step = {n: np.empty(config.steps) for n in names}
     true_mi = np.full(config.steps, np.nan)
+    history: list[list[float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    since_best = 0
+
+    def check(step: int) -> bool:
+        """Score the critic after ``step`` updates; True when training should stop."""
+        nonlocal best, since_best
+        score = float(validate(critic))  # type: ignore[misc]
+        history.append([step, score])
+        if best is None or score > best[0]:
+            state = {k: v.detach().clone() for k, v in critic.state_dict().items()}
+            best, since_best = (score, step, state), 0
+            return False
+        since_best += 1
+        return config.patience > 0 and since_best >= config.patience
+
+    if validate is not None:
+        check(0)
     bar = tqdm(range(config.steps), disable=not config.progress, desc=config.bound, leave=False)
+    done = 0
     t0 = time.perf_counter()
     for t in bar:
         x, y = task(t, config.batch_size, gen)
         scores = critic.scores(x, y)  # (K, K)
+        check_scores(scores, config.max_abs_score, f"at training step {t}")
         objective = training_objective(config.bound, scores, clip=config.clip, mine=mine)
+        if not math.isfinite(float(objective.detach())):
+            raise DivergenceError(
+                f"the {config.bound} objective is not finite at training step {t} (critic values "
+                "in [{:.3g}, {:.3g}]). No estimate is reported. Try a smaller learning rate "
+                "(--lr) or a clipped estimator (--bound smile --clip 5)".format(
+                    float(scores.min()), float(scores.max()))
+            )
         opt.zero_grad(set_to_none=True)
         (-objective).backward()
         opt.step()
@@ -377,17 +566,19 @@ def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationRe
             true_mi[t] = mi
         if config.progress and t % 100 == 0:
             bar.set_postfix(estimate=f"{per_step[config.bound][t]:.3f}")
+        done = t + 1
+        if validate is not None and (done % config.eval_every == 0 or done == config.steps):
+            if check(done):
+                break
+    bar.close()
     seconds = time.perf_counter() - t0
-    final: dict[str, tuple[float, float]] = {}
-    if config.eval_batches >= 2:
-        critic.eval()
-        final = evaluate(
-            critic, task, names, batches=config.eval_batches, batch_size=config.batch_size,
-            generator=torch.Generator(device=device).manual_seed(config.seed + 2),
-            step=config.steps - 1, clip=config.clip,
-        )
-        critic.train()
-    return EstimationResult(per_step, true_mi, final, seconds, config)
+    selection: dict[str, object] = {}
+    if validate is not None:
+        assert best is not None  # check(0) ran
+        critic.load_state_dict(best[2])
+        selection = {"step": best[1], "validation": history, "stopped_at": done}
+    per_step = {n: v[:done] for n, v in per_step.items()}
+    return per_step, true_mi[:done], seconds, selection
 
 
 def estimate_mi(
@@ -399,9 +590,14 @@ def estimate_mi(
 ) -> tuple[EstimationResult, nn.Module]:
     """Build a critic (seeded with ``config.seed``) for ``task`` and :func:`train` it.
 
+    A finite sample (:class:`~mi_bounds.tasks.ArrayTask`) is estimated by the held-out
+    protocol instead: :func:`mi_bounds.heldout.estimate_mi_on_samples` (split, standardise,
+    choose the checkpoint on validation rows, report on test rows).
+
     Args:
         task: a :class:`~mi_bounds.tasks.Task` (Gaussian, staircase, or arrays).
-        config: run settings (default :class:`EstimateConfig`).
+        config: run settings (default :class:`EstimateConfig`; for arrays,
+            :func:`mi_bounds.heldout.sample_config`).
         critic: ``"separable"`` or ``"concat"``.
         **critic_kwargs: sizes passed to the critic (``hidden_dim``, ``embed_dim``, ``layers``,
             ``activation``).
@@ -409,6 +605,13 @@ def estimate_mi(
     Returns:
         ``(result, trained critic)``.
     """
+    if isinstance(task, ArrayTask):
+        from mi_bounds.heldout import estimate_mi_on_samples  # heldout imports this module
+
+        return estimate_mi_on_samples(
+            task.x_array, task.y_array, config, true_mi=task.true_mi(), critic=critic,
+            **critic_kwargs,
+        )
     config = EstimateConfig() if config is None else config
     torch.manual_seed(config.seed)
     net = make_critic(critic, task.x_dim, task.y_dim, **critic_kwargs)

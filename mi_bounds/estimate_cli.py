@@ -3,28 +3,37 @@
 Two forms::
 
     mi-bounds estimate [--task gaussian|cubic --mi 4 --dim 20 | --data file.npz]
-                       [--bound smile --clip 5] [--critic separable] [--steps 4000]
-                       [--batch-size 64] [--lr 5e-4] [--device cpu] [--seed 0] [--out results.json]
+                       [--bound smile --clip 5 | --bound ksg] [--critic separable] [--steps 4000]
+                       [--batch-size K] [--lr LR] [--test-fraction 0.5] [--no-standardize]
+                       [--device cpu] [--seed 0] [--out results.json]
     mi-bounds estimate staircase [--plan default|full|quick] [--out-dir results/staircase]
                                  [--objectives js infonce ...] [--threads 1] [--table]
 
-The first trains one critic and prints the trained critic's estimate with its standard error
-over fresh evaluation batches (and the true MI where known). The second runs (or resumes) the
-staircase experiment of :mod:`mi_bounds.staircase`, one JSON per finished run.
+The first trains one critic and prints its estimate with a standard error: on fresh evaluation
+batches for a task, on held-out test rows for ``--data`` (:mod:`mi_bounds.heldout`: split,
+standardise with train-row statistics, choose the checkpoint on validation rows; the train-row
+value is printed beside it). ``--bound ksg`` runs the non-neural KSG estimator
+(:mod:`mi_bounds.ksg`) instead. The second runs (or resumes) the staircase experiment of
+:mod:`mi_bounds.staircase`, one JSON per finished run.
+
+Exit codes: 0 done; 2 bad input (message names the argument; nothing is trained); 1 the critic
+diverged (message says what to change; no estimate, no result file).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from mi_bounds.estimate import ESTIMATORS, EstimateConfig, estimate_mi
+from mi_bounds.estimate import ESTIMATORS, DivergenceError, EstimateConfig, estimate_mi
 
 __all__ = ["main"]
 
@@ -47,38 +56,78 @@ def _help(name: str) -> str:
     return ""
 
 
+def _none_or_float(s: str) -> float | None:
+    return None if s.lower() in ("none", "inf") else float(s)
+
+
+#: Critic sizes with --task (the staircase's published sizes).
+TASK_CRITIC = {"hidden_dim": 256, "embed_dim": 32, "layers": 2}
+
+
 def _parser() -> argparse.ArgumentParser:
+    from mi_bounds.heldout import SAMPLE_CRITIC, SAMPLE_DEFAULTS
+
     defaults = {f.name: f.default for f in fields(EstimateConfig)}
+
+    def two(task: object, data: object) -> str:
+        return f" (default: {task} with --task, {data} with --data)"
+
     p = argparse.ArgumentParser(
         prog="mi-bounds estimate",
-        description="Estimate I(X;Y) with a neural critic trained on a bound. "
+        description="Estimate I(X;Y) with a neural critic trained on a bound (or with KSG). "
+        "With --data the rows are split: the critic is trained on train rows, the checkpoint "
+        "is chosen on validation rows, and the estimate comes from held-out test rows. "
         "`mi-bounds estimate staircase --help` for the staircase experiment.",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--task", choices=["gaussian", "cubic"], default="gaussian",
                      help="correlated Gaussians with known MI (cubic: y -> y^3)" + D)
-    src.add_argument("--data", type=Path, help=".npz file with arrays X [n, dx], Y [n, dy] "
+    src.add_argument("--data", type=Path, help=".npz file with 2-D arrays X [n, dx], Y [n, dy] "
                      "and optional scalar true_mi")
-    p.add_argument("--mi", type=float, default=4.0, help="true MI of the task, nats" + D)
+    p.add_argument("--mi", type=float, default=4.0, help="true MI of the task, nats (at most "
+                   "9 nats per dimension)" + D)
     p.add_argument("--dim", type=int, default=20, help="dimension of the task" + D)
     p.add_argument("--bound", default=defaults["bound"],
-                   help=f"{_help('bound')} One of {', '.join(ESTIMATORS)}, smile_<tau>." + D)
-    p.add_argument("--clip", type=lambda s: None if s.lower() in ("none", "inf") else float(s),
-                   default=defaults["clip"], help=_help("clip") + D)
+                   help=f"{_help('bound')} One of {', '.join(ESTIMATORS)}, smile_<tau>, or ksg "
+                   "(Kraskov et al. 2004, estimator 1: no critic; on --data it uses all rows)."
+                   + D)
+    p.add_argument("--clip", type=_none_or_float, default=defaults["clip"],
+                   help=_help("clip") + D)
     p.add_argument("--critic", choices=["separable", "concat"], default="separable",
                    help="critic architecture" + D)
-    p.add_argument("--hidden-dim", type=int, default=256, help="MLP width" + D)
-    p.add_argument("--embed-dim", type=int, default=32, help="separable embedding size" + D)
-    p.add_argument("--layers", type=int, default=2, help="extra hidden layers" + D)
-    p.add_argument("--steps", type=int, default=defaults["steps"], help=_help("steps") + D)
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
-                   help=_help("batch_size") + D)
-    p.add_argument("--lr", type=float, default=defaults["lr"], help=_help("lr") + D)
+    for flag, name, text in (("--hidden-dim", "hidden_dim", "MLP width"),
+                             ("--embed-dim", "embed_dim", "separable embedding size"),
+                             ("--layers", "layers", "extra hidden layers")):
+        p.add_argument(flag, type=int, help=text + two(TASK_CRITIC[name], SAMPLE_CRITIC[name]))
+    p.add_argument("--steps", type=int, default=defaults["steps"],
+                   help=_help("steps") + " With --data: the most steps (early stopping)." + D)
+    p.add_argument("--batch-size", type=int, help=_help("batch_size") + two(
+        defaults["batch_size"], f"min({SAMPLE_DEFAULTS['batch_size']}, fit rows)"))
+    p.add_argument("--lr", type=float, help=_help("lr") + two(defaults["lr"],
+                                                              SAMPLE_DEFAULTS["lr"]))
     p.add_argument("--device", default=defaults["device"], help=_help("device") + D)
     p.add_argument("--seed", type=int, default=defaults["seed"], help=_help("seed") + D)
     p.add_argument("--eval-batches", type=int, default=defaults["eval_batches"],
                    help=_help("eval_batches") + D)
     p.add_argument("--report", nargs="*", default=[], help=_help("report"))
+    g = p.add_argument_group("finite samples (--data)")
+    g.add_argument("--test-fraction", type=float, default=defaults["test_fraction"],
+                   help=_help("test_fraction") + D)
+    g.add_argument("--validation-fraction", type=float,
+                   default=defaults["validation_fraction"],
+                   help=_help("validation_fraction") + D)
+    g.add_argument("--no-standardize", action="store_true", help="do not standardise X and Y "
+                   "(default: standardise with train-row statistics; heavy-tailed features, "
+                   "beyond ±10 standard deviations, through asinh of a median/IQR scaling)")
+    g.add_argument("--eval-every", type=int, default=defaults["eval_every"],
+                   help=_help("eval_every") + D)
+    g.add_argument("--patience", type=int, default=defaults["patience"],
+                   help=_help("patience") + D)
+    g.add_argument("--ksg-k", type=int, default=3, help="neighbour order k of --bound ksg" + D)
+    g.add_argument("--samples", type=int, default=5000,
+                   help="--bound ksg with --task: rows drawn from the task" + D)
+    p.add_argument("--max-abs-score", type=_none_or_float, default=defaults["max_abs_score"],
+                   help=_help("max_abs_score") + D)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", type=Path, help="write the result (settings, per-step values) as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,7 +161,12 @@ def _staircase_parser() -> argparse.ArgumentParser:
 def _staircase(argv: Sequence[str]) -> int:
     from mi_bounds.staircase import bias_variance_table, load_runs, plan, run_grid
 
-    args = _staircase_parser().parse_args(argv)
+    parser = _staircase_parser()
+    args = parser.parse_args(argv)
+    try:
+        _check_threads(args.threads)
+    except ValueError as err:
+        parser.error(str(err))
     if not args.table:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
@@ -122,6 +176,65 @@ def _staircase(argv: Sequence[str]) -> int:
     return 0
 
 
+def _flag_names(message: str) -> str:
+    """Name the command-line flag in a message that starts with an EstimateConfig field."""
+    for f in fields(EstimateConfig):
+        if message.startswith(f"{f.name} "):
+            return "--" + f.name.replace("_", "-") + message[len(f.name):]
+    return message
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be an int >= 1, got {threads}")
+
+
+def _ksg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--bound ksg``: the KSG estimate on every row of --data, or on --samples task rows."""
+    from mi_bounds.ksg import ksg_mi
+    from mi_bounds.tasks import GaussianTask, load_npz
+
+    try:
+        if args.samples < 2:
+            raise ValueError(f"--samples must be an int >= 2, got {args.samples}")
+        if args.data is not None:
+            task = load_npz(args.data)
+            x, y, true_mi = task.x_array, task.y_array, task.true_mi()
+        else:
+            task = GaussianTask(mi=args.mi, dim=args.dim, cubic=args.task == "cubic")
+            gen = torch.Generator().manual_seed(args.seed + 2)
+            xt, yt = task(0, args.samples, gen)
+            x, y, true_mi = xt.double().numpy(), yt.double().numpy(), task.true_mi()
+        if not (1 <= args.ksg_k < x.shape[0]):
+            raise ValueError(f"--ksg-k must be an int in [1, n - 1] = [1, {x.shape[0] - 1}], "
+                             f"got {args.ksg_k}")
+        t0 = time.perf_counter()
+        est = ksg_mi(x, y, k=args.ksg_k, standardize=not args.no_standardize)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        parser.error(str(err))
+    seconds = time.perf_counter() - t0
+    print(f"ksg: {est.estimate:.4f} ± {est.stderr:.4f} nats (k = {est.k}, all {est.n} rows; "
+          "± approximate standard error)")
+    if true_mi is not None:
+        print(f"true MI: {true_mi:.4f} nats")
+    if args.out is not None:
+        record = {
+            "config": {"bound": "ksg", "k": est.k, "standardize": not args.no_standardize,
+                       "seed": args.seed},
+            "final": {"ksg": {"estimate": est.estimate, "stderr": est.stderr}},
+            "true_mi": true_mi, "seconds": seconds, "n": est.n,
+            "source": str(args.data) if args.data is not None else {
+                "task": args.task, "mi": args.mi, "dim": args.dim, "samples": args.samples},
+        }
+        _write(args.out, record)
+    return 0
+
+
+def _write(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mi-bounds estimate``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -129,47 +242,102 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _staircase(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.bound == "ksg":
+        return _ksg(args, parser)
+    from mi_bounds.critics import make_critic
+    from mi_bounds.estimate import _device
+    from mi_bounds.heldout import SAMPLE_CRITIC, SAMPLE_DEFAULTS, prepare_samples
     from mi_bounds.tasks import GaussianTask, load_npz
 
+    on_data = args.data is not None
+    train_defaults = SAMPLE_DEFAULTS if on_data else {"batch_size": None, "lr": None}
+    sizes = {k: getattr(args, k) for k in TASK_CRITIC}
+    sizes = {k: (v if v is not None else (SAMPLE_CRITIC if on_data else TASK_CRITIC)[k])
+             for k, v in sizes.items()}
+    settings = {k: getattr(args, k) if getattr(args, k) is not None else train_defaults[k]
+                for k in ("batch_size", "lr")}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    prepared = None
     try:
-        if args.data is not None:
+        _check_threads(args.threads)
+        config = EstimateConfig(
+            bound=args.bound, clip=args.clip, steps=args.steps, report=tuple(args.report),
+            device=args.device, seed=args.seed, eval_batches=args.eval_batches,
+            progress=not args.no_progress, test_fraction=args.test_fraction,
+            validation_fraction=args.validation_fraction, standardize=not args.no_standardize,
+            eval_every=args.eval_every, patience=args.patience,
+            max_abs_score=args.max_abs_score, **settings,
+        )
+        _device(config.device)  # CUDA requested but absent: an error now, not after loading
+        if on_data:
             task = load_npz(args.data)
+            if args.batch_size is None:  # the default batch: at most the fit rows
+                from dataclasses import replace
+
+                from mi_bounds.tasks import split_rows
+
+                n_fit = split_rows(task.n, test_fraction=config.test_fraction,
+                                   validation_fraction=config.validation_fraction,
+                                   seed=config.seed).fit.size
+                config = replace(config, batch_size=min(config.batch_size, n_fit))
+            prepared = prepare_samples(task.x_array, task.y_array, config)
         else:
             task = GaussianTask(mi=args.mi, dim=args.dim, cubic=args.task == "cubic")
-        config = EstimateConfig(
-            bound=args.bound, clip=args.clip, steps=args.steps, batch_size=args.batch_size,
-            lr=args.lr, seed=args.seed, device=args.device, report=tuple(args.report),
-            eval_batches=args.eval_batches, progress=not args.no_progress,
-        )
+        for name, value in sizes.items():
+            if isinstance(value, int) and value < (0 if name == "layers" else 1):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be an int >= {0 if name == 'layers' else 1}, "
+                                 f"got {value}")
+        make_critic(args.critic, task.x_dim, task.y_dim, **sizes)  # validates the sizes
     except (ValueError, TypeError, FileNotFoundError) as err:
-        parser.error(str(err))
+        parser.error(_flag_names(str(err)))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result, _ = estimate_mi(
-        task, config, critic=args.critic, hidden_dim=args.hidden_dim, embed_dim=args.embed_dim,
-        layers=args.layers,
-    )
+    try:
+        if on_data:
+            from mi_bounds.heldout import estimate_mi_on_samples
+
+            result, _ = estimate_mi_on_samples(
+                task.x_array, task.y_array, config, true_mi=task.true_mi(), critic=args.critic,
+                prepared=prepared, **sizes,
+            )
+        else:
+            result, _ = estimate_mi(task, config, critic=args.critic, **sizes)
+    except DivergenceError as err:
+        print(f"mi-bounds estimate: error: {err}", file=sys.stderr)
+        return 1
     true_mi = task.true_mi(config.steps - 1)
     for name in config.names:
         if name in result.final:
             mean, se = result.final[name]
-            line = (
-                f"{name}: {mean:.4f} ± {se:.4f} nats "
-                f"(± 1 standard error, {config.eval_batches} batches)"
-            )
+            if on_data:
+                tr, _ = result.final_train[name]
+                line = (f"{name}: {mean:.4f} ± {se:.4f} nats (held out: "
+                        f"{result.extra['split']['test']} test rows, ± 1 jackknife standard "
+                        f"error; on the {result.extra['split']['fit']} fit rows: {tr:.4f})")
+            else:
+                line = (f"{name}: {mean:.4f} ± {se:.4f} nats "
+                        f"(± 1 standard error, {config.eval_batches} batches)")
         else:
             line = f"{name}: {result.estimates[name][-1]:.4f} nats (last training batch)"
         print(line)
+    if on_data:
+        sel = result.selection
+        print(f"checkpoint: step {sel['step']} of {sel['stopped_at']} (best on "
+              f"{result.extra['split']['validation']} validation rows)"
+              if sel["validation"] else f"checkpoint: the last step, {sel['step']}")
     if true_mi is not None:
         print(f"true MI: {true_mi:.4f} nats")
     sys.stdout.flush()
-    print(f"{result.steps_per_second:.1f} steps/s on {config.device}", file=sys.stderr)
+    for warning in result.extra.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    rate = result.steps_per_second
+    print(f"{rate:.1f} steps/s on {config.device}" if math.isfinite(rate) else "",
+          file=sys.stderr)
     if args.out is not None:
         record = result.to_dict()
-        record["source"] = str(args.data) if args.data is not None else {
+        record["source"] = str(args.data) if on_data else {
             "task": args.task, "mi": args.mi, "dim": args.dim}
-        record["critic"] = {"name": args.critic, "hidden_dim": args.hidden_dim,
-                            "embed_dim": args.embed_dim, "layers": args.layers}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        record["critic"] = {"name": args.critic, **sizes}
+        _write(args.out, record)
     return 0

@@ -12,7 +12,11 @@ the JS gradient), so reading them off one run gives each the same distribution a
 run; they are correlated with one another, which the comparison does not use.
 
 The runner is resumable: every finished run is written to its own JSON file under the output
-folder (default ``results/staircase/``) and a re-run skips the files that exist.
+folder (default ``results/staircase/``) and a re-run skips the files that exist. The file name
+(:attr:`RunSpec.run_id`) encodes every setting that changes the result (task, critic, objective,
+steps per level, and, where they differ from the published settings, the sizes, learning rate,
+batch size, dimension, levels, seed and device), and the file stores the full spec: a file whose
+stored settings differ from the requested ones is never silently reused (:func:`run_one` raises).
 """
 
 from __future__ import annotations
@@ -88,10 +92,23 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """File stem: ``<task>__<critic>__<objective>__<steps_per_level>`` (+ size/seed tags)."""
+        """File stem: ``<task>__<critic>__<objective>__<steps_per_level>`` and a tag for every
+        other setting that differs from the published one: ``__h<hidden>e<embed>l<layers>``,
+        ``__lr<lr>``, ``__b<batch>``, ``__d<dim>``, ``__L<level>-<level>...``, ``__s<seed>``.
+
+        Runs at the published settings keep the short names of the committed results.
+        """
         rid = f"{self.task}__{self.critic}__{self.objective}__{self.steps_per_level}"
         if (self.hidden_dim, self.embed_dim, self.layers) != (256, 32, 2):
             rid += f"__h{self.hidden_dim}e{self.embed_dim}l{self.layers}"
+        if self.lr != 5e-4:
+            rid += f"__lr{self.lr:g}"
+        if self.batch_size != 64:
+            rid += f"__b{self.batch_size}"
+        if self.dim != 20:
+            rid += f"__d{self.dim}"
+        if self.levels != (2.0, 4.0, 6.0, 8.0, 10.0):
+            rid += "__L" + "-".join(f"{v:g}" for v in self.levels)
         if self.seed:
             rid += f"__s{self.seed}"
         return rid
@@ -135,11 +152,19 @@ def run_one(
 
     The JSON holds the spec, wall time, steps per second, per-level statistics of every
     recorded estimator (:func:`level_stats`) and the per-step estimates thinned to every
-    ``thin``-th step (``curves``).
+    ``thin``-th step (``curves``). On CUDA the file name gets a ``__<device>`` tag (its random
+    streams differ from the CPU's).
+
+    Raises:
+        ValueError: the file exists but was made with other settings (its stored spec, device
+            or ``thin`` differ from the requested ones); nothing is overwritten (``force=True``
+            re-runs and overwrites).
     """
     out_dir = Path(out_dir)
-    path = out_dir / f"{spec.run_id}.json"
+    dev_tag = "" if torch.device(device).type == "cpu" else "__" + device.replace(":", "")
+    path = out_dir / f"{spec.run_id}{dev_tag}.json"
     if path.exists() and not force:
+        _check_stored(path, spec, device, thin)
         return path
     names = OBJECTIVES[spec.objective]
     task = spec.task_obj()
@@ -172,6 +197,28 @@ def run_one(
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(path)  # atomic: an interrupted run leaves no half-written result
     return path
+
+
+def _check_stored(path: Path, spec: RunSpec, device: str, thin: int) -> None:
+    """Refuse to reuse a result file made with other settings than ``spec``/``device``/``thin``."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} exists but is not a readable run ({err}); remove it") from None
+    want = {**asdict(spec), "levels": list(spec.levels)}
+    have = stored.get("spec", {})
+    diff = [f"{k}: stored {have.get(k)!r}, requested {v!r}" for k, v in want.items()
+            if have.get(k) != v]
+    dev = torch.device(stored.get("device", "cpu")).type, torch.device(device).type
+    if dev[0] != dev[1]:
+        diff.append(f"device: stored {stored.get('device')!r}, requested {device!r}")
+    if stored.get("thin", thin) != thin:
+        diff.append(f"thin: stored {stored.get('thin')!r}, requested {thin!r}")
+    if diff:
+        raise ValueError(
+            f"{path} was made with other settings ({'; '.join(diff)}); it is not reused: move it "
+            "away, choose another --out-dir, or re-run with force=True"
+        )
 
 
 #: Named plans. ``default`` is what a 2-core CPU shared by several jobs afforded in about 90
@@ -223,8 +270,9 @@ def run_grid(
 ) -> list[Path]:
     """Run every spec in order (skipping finished ones) and return the result paths."""
     paths = []
+    dev_tag = "" if torch.device(device).type == "cpu" else "__" + device.replace(":", "")
     for i, spec in enumerate(specs):
-        done = (Path(out_dir) / f"{spec.run_id}.json").exists()
+        done = (Path(out_dir) / f"{spec.run_id}{dev_tag}.json").exists()
         t0 = time.perf_counter()
         paths.append(run_one(spec, out_dir, progress=progress, device=device))
         if log:

@@ -11,12 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mi_bounds.tasks import (
+    MAX_MI_PER_DIM,
     ArrayTask,
     GaussianTask,
     StaircaseTask,
+    Standardizer,
+    check_samples,
     load_npz,
     mi_from_rho,
     rho_from_mi,
+    split_rows,
     staircase,
 )
 
@@ -110,7 +114,7 @@ def test_array_task_batches_are_rows_of_the_data() -> None:
 
 def test_load_npz_roundtrip_and_errors(tmp_path) -> None:
     rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(20, 2)), rng.normal(size=20)
+    x, y = rng.normal(size=(20, 2)), rng.normal(size=(20, 1))
     np.savez(tmp_path / "ok.npz", X=x, Y=y, true_mi=np.float64(0.25))
     task = load_npz(tmp_path / "ok.npz")
     assert task.x_dim == 2 and task.y_dim == 1 and task.true_mi() == 0.25
@@ -125,7 +129,7 @@ def test_load_npz_roundtrip_and_errors(tmp_path) -> None:
     bad = x.copy()
     bad[0, 0] = math.nan
     np.savez(tmp_path / "nan.npz", X=bad, Y=y)
-    with pytest.raises(ValueError, match="X must be finite"):
+    with pytest.raises(ValueError, match=r"X must be finite: 1 row\(s\) .*first: row 0"):
         load_npz(tmp_path / "nan.npz")
     np.savez(tmp_path / "mi.npz", X=x, Y=y, true_mi=np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="true_mi"):
@@ -134,3 +138,126 @@ def test_load_npz_roundtrip_and_errors(tmp_path) -> None:
         load_npz(tmp_path / "nope.npz")
     with pytest.raises(ValueError, match="exceeds the number of samples"):
         task(0, 21, torch.Generator())
+
+
+def test_gaussian_noise_scale_is_exact_near_rho_one() -> None:
+    """y - ρx is the noise σε with σ = exp(-mi/dim) exactly (1 - ρ² = e^{-2 mi/dim}), also where
+    ρ rounds to 1 in float64: at mi/dim = 8 the residual's std is e^{-8} to 1%, so the
+    samples' Gaussian MI, -log std(y - ρx) per coordinate, is the target to 0.01 nats."""
+    task = GaussianTask(mi=8.0, dim=1)
+    x, y = task(0, 20000, torch.Generator().manual_seed(0))
+    resid = y.double().numpy() - task.rho * x.double().numpy()
+    assert resid.std() == pytest.approx(math.exp(-8.0), rel=0.01)
+    assert -math.log(resid.std()) == pytest.approx(8.0, abs=0.01)
+
+
+def test_gaussian_mi_beyond_float32_resolution_is_rejected() -> None:
+    """mi = 20 in one dimension: σ = 2e-9 is below float32's spacing near 1, so y would round
+    to ρx (Y == X) while the task still claimed 20 nats. It is an error naming the arguments."""
+    with pytest.raises(ValueError, match=r"mi / dim must be at most 9 nats.*mi=20, dim=1.*dim >= 3"
+                       ):
+        GaussianTask(mi=20.0, dim=1)
+    with pytest.raises(ValueError, match=r"levels / dim must be at most 9"):
+        StaircaseTask(levels=(2.0, 20.0), dim=1)
+    GaussianTask(mi=MAX_MI_PER_DIM * 3, dim=3)  # at the limit: accepted
+    with pytest.raises(ValueError, match="mi / dim"):
+        GaussianTask(mi=MAX_MI_PER_DIM * 3 + 1e-9, dim=3)
+
+
+def test_check_samples_errors_name_the_array() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(10, 2)), rng.normal(size=(10, 3))
+    xs, ys = check_samples(x.astype(np.float32), y)
+    assert xs.dtype == ys.dtype == np.float64 and xs.shape == (10, 2)
+    with pytest.raises(ValueError, match=r"Y must be a 2-D array \[n, d\], got shape \(10,\); "
+                       r"for one feature per sample pass Y\[:, None\]"):
+        check_samples(x, y[:, 0])
+    bad = y.copy()
+    bad[[3, 7], 1] = [math.inf, math.nan]
+    with pytest.raises(ValueError,
+                       match=r"Y must be finite: 2 row\(s\) hold NaN or inf \(first: row 3"):
+        check_samples(x, bad)
+    with pytest.raises(ValueError, match=r"X holds values beyond the float32 range"):
+        check_samples(x * 1e300, y)
+    check_samples(x * 1e38, y)  # inside float32's range (3.4e38): accepted
+    with pytest.raises(ValueError, match="same number of rows, got 10 and 9"):
+        check_samples(x, y[:9])
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        check_samples(x[:1], y[:1])
+    with pytest.raises(TypeError, match="X must be numeric"):
+        check_samples(x.astype(bool), y)
+
+
+def test_load_npz_rejects_other_files(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.normal(size=(5, 2)))
+    with pytest.raises(ValueError, match=r"single array \(\.npy\).*numpy\.savez"):
+        load_npz(tmp_path / "a.npy")
+    np.savez(tmp_path / "ok.npz", X=rng.normal(size=(50, 2)), Y=rng.normal(size=(50, 2)))
+    raw = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"not a readable \.npz file"):
+        load_npz(tmp_path / "cut.npz")
+    (tmp_path / "zero.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"not an \.npz file"):
+        load_npz(tmp_path / "zero.npz")
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(ValueError, match="missing: X, Y; found: nothing"):
+        load_npz(tmp_path / "empty.npz")
+
+
+@given(st.integers(6, 400), st.floats(0.05, 0.9), st.floats(0.0, 0.5), st.integers(0, 50))
+def test_split_rows_partitions_the_rows(n: int, tf: float, vf: float, seed: int) -> None:
+    """Fit, validation and test parts are disjoint, cover every row, have the documented sizes,
+    and depend only on (n, fractions, seed)."""
+    try:
+        sp = split_rows(n, test_fraction=tf, validation_fraction=vf, seed=seed)
+    except ValueError as err:
+        assert "too few" in str(err)
+        return
+    parts = np.concatenate([sp.fit, sp.validation, sp.test])
+    np.testing.assert_array_equal(np.sort(parts), np.arange(n))
+    n_test = max(2, round(tf * n))
+    assert sp.test.size == n_test
+    assert sp.validation.size == (0 if vf == 0 else max(2, round(vf * (n - n_test))))
+    assert sp.fit.size >= 2
+    again = split_rows(n, test_fraction=tf, validation_fraction=vf, seed=seed)
+    np.testing.assert_array_equal(again.test, sp.test)
+
+
+def test_split_rows_errors_and_seeds() -> None:
+    a, b = split_rows(100, seed=0), split_rows(100, seed=1)
+    assert not np.array_equal(np.sort(a.test), np.sort(b.test))
+    for bad in (0.0, 1.0, -0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+            split_rows(100, test_fraction=bad)
+    with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
+        split_rows(100, validation_fraction=1.0)
+    with pytest.raises(ValueError, match="too few"):
+        split_rows(5)
+
+
+def test_standardizer_uses_its_rows_and_tames_heavy_tails() -> None:
+    """Gaussian features: (x - mean)/std of the fitting rows exactly; a Cauchy feature (beyond
+    ±10 standard deviations) goes through asinh of a median/IQR scaling; every map is strictly
+    increasing (hence invertible: the MI is unchanged); map_torch equals the numpy map."""
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(3.0, 2.0, 2000), rng.standard_cauchy(2000)])
+    y = rng.normal(size=(2000, 1)) * 1e6
+    std = Standardizer.fit(x, y)
+    assert std.x_asinh.tolist() == [False, True] and std.y_asinh.tolist() == [False]
+    zx, zy = std(x, y)
+    np.testing.assert_allclose(zx[:, 0], (x[:, 0] - x[:, 0].mean()) / x[:, 0].std())
+    np.testing.assert_allclose(zy[:, 0], (y[:, 0] - y[:, 0].mean()) / y[:, 0].std())
+    q25, med, q75 = np.percentile(x[:, 1], [25, 50, 75])
+    np.testing.assert_allclose(zx[:, 1], np.arcsinh((x[:, 1] - med) / ((q75 - q25) / 1.349)))
+    assert np.abs(zx[:, 1]).max() < 12  # the Cauchy tail grows like log|x|
+    for a, z in ((x, zx), (y, zy)):
+        for j in range(a.shape[1]):
+            order = np.argsort(a[:, j])
+            assert np.all(np.diff(z[order, j]) > 0)
+    tx, ty = std.map_torch(torch.from_numpy(x), torch.from_numpy(y))
+    np.testing.assert_allclose(tx.numpy(), zx, rtol=1e-12)
+    np.testing.assert_allclose(ty.numpy(), zy, rtol=1e-12)
+    const = Standardizer.fit(np.ones((5, 1)), np.arange(5.0)[:, None])
+    assert const.x_scale.tolist() == [1.0]
