@@ -4,8 +4,9 @@ Columns: the three worlds of :func:`toy_models.claims_mi.example_worlds` (pi_ref
 every prompt with pi*_Y = pi_ref: the reading is exact; pi_ref the same for every prompt: gap
 = KL(pi*_Y ‖ pi_ref) ≥ 0; pi_ref depending on the prompt: the gap changes sign). Rows: the
 information quantities; the gap and its two terms; the DV, JS and InfoNCE bounds at the implicit
-critic beta log(pi*/pi_ref), per prompt, on the MI reading (solid) and the RLHF reading (dashed); at beta = 1 (dotted line) that critic is log(pi*/pi_ref)
-and DV on the RLHF reading is tight.
+critic beta log(pi*/pi_ref), per prompt, on the MI reading (solid) and the RLHF reading
+(dashed); at beta = 1 (dotted line) that critic is log(pi*/pi_ref) and DV on the RLHF reading is
+tight.
 """
 
 from __future__ import annotations

@@ -26,11 +26,18 @@ level a difference of two smoothed values must exceed:
 
 where ``σ_point`` is the noise of one raw point, ``n_end = (w + 1) / 2`` is the number of raw
 points in the smoothing window at either end (the noisiest smoothed values), ``z = 3`` and
-``min_noise = 1e-6`` nats by default. ``σ_point`` is, in order of preference, what the caller
-passes (for example the spread across seeds, :func:`noise_from_seeds`), or a robust estimate
-from the curve itself: ``1.4826 · MAD(Δ²c) / √6``, the median absolute deviation of second
-differences (a linear trend cancels in ``Δ²c``, and for independent noise of standard deviation
-σ the second difference has variance ``6σ²``).
+``min_noise = 1e-6`` nats by default. ``σ_point`` is what the caller passes, or a robust
+estimate from the curve itself: ``1.4826 · MAD(Δ²c) / √6``, the median absolute deviation of
+second differences (a linear trend cancels in ``Δ²c``, and for independent noise of standard
+deviation σ the second difference has variance ``6σ²``).
+
+**Seeds.** With several seeds (:func:`shapes_over_seeds`) each seed's curve gets its own verdict
+as above, and the seed-mean curve — the loss's verdict — is judged with levels from the seeds
+(:func:`seed_thresholds`): each of its three comparisons (rise, drop, change) must exceed ``z``
+times its own paired standard error across seeds, read at the mean curve's start, peak and end.
+A small rise that every seed shows is then a rise, however far the seeds drift apart later (the
+median across-seed spread over all steps, a first version of this rule, was dominated by that
+late drift and hid such rises).
 
 **Matched comparisons.** :func:`value_at_first_crossing` reads a curve (say, the chosen
 log-likelihood) at the first step where another curve (say, the reward margin) reaches a level,
@@ -57,7 +64,7 @@ __all__ = [
     "SHAPES",
     "DeclineShape",
     "decline_shape",
-    "noise_from_seeds",
+    "seed_thresholds",
     "shapes_over_seeds",
     "value_at_first_crossing",
 ]
@@ -80,7 +87,9 @@ class DeclineShape:
         drop_from_peak: ``peak - final ≥ 0`` (the toolkit's one "drop").
         change: ``final - start``.
         noise: the level σ a difference had to exceed.
-        noise_source: ``"given"``, ``"estimated"`` or ``"floor"`` (σ is ``min_noise``).
+        noise_source: ``"given"`` (per-point noise passed), ``"seeds"`` (levels passed as
+            ``threshold``, e.g. :func:`seed_thresholds`; ``noise`` is then the largest of the
+            three), ``"estimated"`` or ``"floor"`` (σ is ``min_noise``).
         window: the smoothing window ``w`` (1 = none).
         n_points: number of (distinct-step) points read.
         peak_fraction: ``(peak_step - s_0) / (s_T - s_0)``.
@@ -159,6 +168,7 @@ def decline_shape(
     steps: ArrayLike | None = None,
     *,
     noise: float | None = None,
+    threshold: float | tuple[float, float, float] | None = None,
     window: int | None = None,
     z: float = 3.0,
     min_noise: float = 1e-6,
@@ -171,8 +181,11 @@ def decline_shape(
         values: the curve, shape ``[n]`` (e.g. mean chosen log-probability per evaluation).
         steps: its steps, shape ``[n]``, any order, may repeat (repeats are averaged); default
             ``0, 1, …, n-1``.
-        noise: standard deviation of one raw point (e.g. across seeds); ``None`` estimates it
-            from the curve's second differences.
+        noise: standard deviation of one raw point; ``None`` estimates it from the curve's
+            second differences.
+        threshold: σ itself (the level a difference must exceed), or one level for each of
+            (rise, drop, change), e.g. from the seeds (:func:`seed_thresholds`); overrides
+            ``noise``. ``min_noise`` still floors each.
         window: smoothing width (odd, ≥ 1); ``None`` chooses it (1 below 20 points).
         z: how many standard deviations of a difference count as a real change.
         min_noise: floor of σ in the curve's units (nats).
@@ -190,15 +203,21 @@ def decline_shape(
         if not (isinstance(val, (int, float, np.integer, np.floating)) and math.isfinite(val)
                 and val >= lo):
             raise ValueError(f"{name} must be a finite number >= {lo}, got {val!r}")
-    if noise is not None and not (math.isfinite(float(noise)) and float(noise) >= 0):
-        raise ValueError(f"noise must be a finite number >= 0 or None, got {noise!r}")
+    levels = None
+    if threshold is not None:
+        levels = tuple(float(x) for x in np.broadcast_to(np.asarray(threshold, float), (3,)))
+    for name, vals in (("noise", () if noise is None else (noise,)),
+                       ("threshold", levels or ())):
+        if not all(math.isfinite(float(val)) and float(val) >= 0 for val in vals):
+            raise ValueError(f"{name} must be finite and >= 0 (or None), got {vals!r}")
+    given = noise is not None or threshold is not None
     if not 0.0 <= float(min_peak_fraction) < 1.0:
         raise ValueError(f"min_peak_fraction must lie in [0, 1), got {min_peak_fraction!r}")
     if int(min_points) < 3:
         raise ValueError(f"min_points must be >= 3 (start, peak, end), got {min_points!r}")
     s, v = _as_curve(values, steps)
     n = v.size
-    if n < (int(min_points) if noise is not None else max(int(min_points), 4)):
+    if n < (int(min_points) if given else max(int(min_points), 4)):
         nan = float("nan")
         first = float(v[0]) if n else nan
         last = float(v[-1]) if n else nan
@@ -209,21 +228,27 @@ def decline_shape(
     if w < 1 or w % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
     m = _smooth(v, w)
-    if noise is None:
-        sigma_point, source = _point_noise(v), "estimated"
+    if levels is not None:
+        source = "seeds"
     else:
-        sigma_point, source = float(noise), "given"
-    sigma = z * math.sqrt(2.0) * sigma_point / math.sqrt((min(w, n) + 1) / 2)
-    if sigma < min_noise:
-        sigma, source = float(min_noise), "floor"
+        if noise is None:
+            sigma_point, source = _point_noise(v), "estimated"
+        else:
+            sigma_point, source = float(noise), "given"
+        sig = z * math.sqrt(2.0) * sigma_point / math.sqrt((min(w, n) + 1) / 2)
+        levels = (sig, sig, sig)
+    if max(levels) < min_noise:
+        source = "floor"
+    sig_rise, sig_drop, sig_change = (max(x, float(min_noise)) for x in levels)
+    sigma = max(sig_rise, sig_drop, sig_change)
     k = int(np.argmax(m))  # first index of the maximum
     span = s[-1] - s[0]
     frac = float((s[k] - s[0]) / span)
     start, peak, final = float(m[0]), float(m[k]), float(m[-1])
     rise, drop = peak - start, peak - final
-    if frac >= min_peak_fraction and rise > sigma and drop > sigma:
+    if frac >= min_peak_fraction and rise > sig_rise and drop > sig_drop:
         shape: Shape = "rise-then-fall"
-    elif start - final > sigma:
+    elif start - final > sig_change:
         shape = "fall-from-start"
     else:
         shape = "no-decline"
@@ -231,51 +256,85 @@ def decline_shape(
                         sigma, source, w, n, frac)
 
 
-def noise_from_seeds(curves: ArrayLike) -> float:
-    """Per-point noise from several seeds: the median over steps of the across-seed std.
+def _seed_matrix(
+    curves: ArrayLike, steps: ArrayLike | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Validate ``[n_seeds, n_steps]`` curves on one step grid; return (steps, curves)."""
+    c = np.asarray(curves, dtype=np.float64)
+    if c.ndim == 1:
+        c = c[None, :]
+    if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 1:
+        raise ValueError(f"curves must have shape [n_seeds, n_steps], got {c.shape}")
+    rows = [_as_curve(row, steps) for row in c]
+    return rows[0][0], np.stack([v for _, v in rows])
+
+
+def seed_thresholds(
+    curves: ArrayLike, steps: ArrayLike | None = None, *, window: int | None = None,
+    z: float = 3.0,
+) -> tuple[float, float, float]:
+    """The levels (rise, drop, change) for the seed-mean curve, from the paired spread of seeds.
+
+    Read every seed's smoothed curve at the three points the verdict compares — the first
+    step, the step of the mean curve's maximum, the last step — and form each seed's rise
+    ``c_i(s*) - c_i(s_0)``, drop ``c_i(s*) - c_i(s_T)`` and change ``c_i(s_T) - c_i(s_0)``.
+    The standard error of the seed mean of each is ``sd_i / √n``; its level is ``z`` times
+    that. Differences are paired within a seed, so a rise every seed shows is a rise, however
+    far the seeds drift apart later in training.
 
     Args:
-        curves: ``[n_seeds, n_steps]`` (same steps for every seed), ``n_seeds ≥ 2``.
-
-    The across-seed spread contains run-to-run differences as well as logging noise, so it is a
-    conservative (large) σ: a rise or fall must exceed what changing the seed can do.
+        curves: ``[n_seeds ≥ 2, n_steps]``, one step grid for all seeds.
+        steps: ``[n_steps]``; default ``0 … n_steps-1``.
+        window, z: as in :func:`decline_shape` (``window=None``: the same automatic width).
     """
-    c = np.asarray(curves, dtype=np.float64)
-    if c.ndim != 2 or c.shape[0] < 2:
-        raise ValueError(f"curves must have shape [n_seeds >= 2, n_steps], got {c.shape}")
-    if not np.isfinite(c).all():
-        raise ValueError("curves must be finite")
-    return float(np.median(c.std(axis=0, ddof=1)))
+    _, c = _seed_matrix(curves, steps)
+    if c.shape[0] < 2:
+        raise ValueError(f"seed_thresholds needs at least 2 seeds, got {c.shape[0]}")
+    w = _auto_window(c.shape[1]) if window is None else int(window)
+    if w < 1 or w % 2 == 0:
+        raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
+    sm = np.stack([_smooth(row, w) for row in c])
+    k = int(np.argmax(sm.mean(0)))
+    diffs = np.stack([sm[:, k] - sm[:, 0], sm[:, k] - sm[:, -1], sm[:, -1] - sm[:, 0]])
+    rise, drop, change = z * diffs.std(axis=1, ddof=1) / math.sqrt(c.shape[0])
+    return float(rise), float(drop), float(change)
 
 
 def shapes_over_seeds(
     curves: ArrayLike, steps: ArrayLike | None = None, **kwargs: object
 ) -> dict[str, object]:
-    """Classify each seed's curve with the noise level taken from the seeds.
+    """The verdict of each seed, and of the loss (the seed-mean curve) with σ from the seeds.
+
+    Each seed's curve is classified with its own noise level (estimated from its second
+    differences, as for any one curve: that run's verdict). The seed-mean curve is classified
+    with the levels of :func:`seed_thresholds` — its rise, drop and change each against its own
+    paired standard error across seeds — so the loss's verdict says whether the shape is
+    reproducible over seeds.
 
     Args:
-        curves: ``[n_seeds, n_steps]``; with one seed the curve's own noise estimate is used.
+        curves: ``[n_seeds, n_steps]``; with one seed the mean is that curve, classified with its
+            own noise estimate.
         steps: ``[n_steps]``, shared by the seeds.
-        **kwargs: passed to :func:`decline_shape` (not ``noise``).
+        **kwargs: passed to :func:`decline_shape` (not ``noise``/``threshold``).
 
     Returns:
-        ``{"noise": σ_point or None, "per_seed": [DeclineShape.to_dict(), …],
-        "counts": {shape: number of seeds}, "mean": DeclineShape.to_dict() of the seed mean}``;
-        the mean curve is classified with ``σ_point / √n_seeds``.
+        ``{"thresholds": {"rise", "drop", "change"} levels of the mean curve, or None (one
+        seed), "per_seed":
+        [DeclineShape.to_dict(), …], "counts": {shape: number of seeds}, "mean":
+        DeclineShape.to_dict() of the seed mean}``.
     """
-    c = np.asarray(curves, dtype=np.float64)
-    if c.ndim == 1:
-        c = c[None, :]
-    if c.ndim != 2 or c.shape[0] < 1:
-        raise ValueError(f"curves must have shape [n_seeds, n_steps], got {c.shape}")
-    if "noise" in kwargs:
+    if "noise" in kwargs or "threshold" in kwargs:
         raise TypeError("shapes_over_seeds takes its noise from the seeds; do not pass noise")
-    sigma = noise_from_seeds(c) if c.shape[0] >= 2 else None
-    per = [decline_shape(row, steps, noise=sigma, **kwargs) for row in c]  # type: ignore[arg-type]
-    mean_noise = None if sigma is None else sigma / math.sqrt(c.shape[0])
-    mean = decline_shape(c.mean(0), steps, noise=mean_noise, **kwargs)  # type: ignore[arg-type]
+    s, c = _seed_matrix(curves, steps)
+    per = [decline_shape(row, s, **kwargs) for row in c]  # type: ignore[arg-type]
+    thr = None
+    if c.shape[0] >= 2:
+        thr = seed_thresholds(c, s, window=kwargs.get("window"),  # type: ignore[arg-type]
+                              z=float(kwargs.get("z", 3.0)))  # type: ignore[arg-type]
+    mean = decline_shape(c.mean(0), s, threshold=thr, **kwargs)  # type: ignore[arg-type]
     counts = {sh: sum(p.shape == sh for p in per) for sh in SHAPES}
-    return {"noise": sigma, "per_seed": [p.to_dict() for p in per], "counts": counts,
+    named = None if thr is None else dict(zip(("rise", "drop", "change"), thr, strict=True))
+    return {"thresholds": named, "per_seed": [p.to_dict() for p in per], "counts": counts,
             "mean": mean.to_dict()}
 
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mi_bounds.decline import SHAPES, DeclineShape, _as_curve, decline_shape, noise_from_seeds
+from mi_bounds.decline import SHAPES, DeclineShape, _as_curve, decline_shape, seed_thresholds
 
 __all__ = [
     "CHOSEN_METRICS",
@@ -383,6 +383,7 @@ def diagnose(
     split: str | None = None,
     metric: str | None = None,
     noise: float | None = None,
+    threshold: float | tuple[float, float, float] | None = None,
     min_points: int = 3,
     z: float = 3.0,
 ) -> dict[str, Any]:
@@ -395,7 +396,9 @@ def diagnose(
         metric: the curve to classify: a TRL name (looked up in the split) or a key/column given
             verbatim (e.g. ``eval_test_logps/chosen``); default ``logps/chosen``, else
             ``rewards/chosen``.
-        noise: per-point noise σ of the curve (e.g. across seeds); default: estimated from it.
+        noise: per-point noise σ of the curve; default: estimated from it.
+        threshold: the level σ itself, or (rise, drop, change) levels (e.g.
+            :func:`~mi_bounds.decline.seed_thresholds`); overrides ``noise``.
         min_points: fewer distinct steps (but at least 3) give ``too-short``.
         z: passed to :func:`~mi_bounds.decline.decline_shape`.
 
@@ -434,8 +437,8 @@ def diagnose(
             raise LogError(f"{src}: no {used_split} series of {wanted} "
                            f"(metric keys in the log: {known or 'none'})")
     chosen = _checked(chosen, src)
-    result_shape = decline_shape(chosen.values, chosen.steps, noise=noise, z=z,
-                                 min_points=min_points)
+    result_shape = decline_shape(chosen.values, chosen.steps, noise=noise, threshold=threshold,
+                                 z=z, min_points=min_points)
     series = {chosen.metric: chosen.to_dict()}
     out: dict[str, Any] = {
         "source": src, "format": log.format, "split": used_split, "metric": chosen.metric,
@@ -468,16 +471,16 @@ def diagnose_seeds(
 ) -> dict[str, Any]:
     """Several runs that differ only in their seed, with the noise level taken from the seeds.
 
-    The rule of :func:`mi_bounds.decline.shapes_over_seeds`: σ per point is
-    :func:`~mi_bounds.decline.noise_from_seeds` of the chosen curves (the median over steps of
-    their standard deviation across seeds); each seed is classified with σ, and the mean curve
-    (chosen, margin and rejected averaged across seeds) with ``σ/√n``.
+    The rule of :func:`mi_bounds.decline.shapes_over_seeds`: each seed is classified with its
+    own noise estimate, and the mean curve (chosen, margin and rejected averaged across seeds)
+    with the levels of :func:`~mi_bounds.decline.seed_thresholds` of the chosen curves (its rise,
+    drop and change each against ``z`` times its paired standard error across seeds).
 
     Returns:
         :func:`diagnose`'s fields for the mean curve (``source`` lists the files), plus
-        ``seeds`` (n), ``noise_per_point`` (σ), ``counts`` (``{shape: number of seeds}``) and
-        ``per_seed`` (each seed's ``source``, ``shape``, ``peak_step``, ``drop_from_peak``,
-        ``noise``, ``margin_trend``, ``rejected_trend``).
+        ``seeds`` (n), ``seed_thresholds`` ({rise, drop, change}), ``counts`` (``{shape:
+        number of seeds}``) and ``per_seed`` (each seed's ``source``, ``shape``, ``peak_step``,
+        ``drop_from_peak``, ``noise``, ``margin_trend``, ``rejected_trend``).
 
     Raises:
         LogError: fewer than 2 logs, a log without the series, or seeds logged at other steps.
@@ -513,9 +516,9 @@ def diagnose_seeds(
                     keys[name] = side.key
     assert grid is not None
     matrix = np.stack(curves[first["metric"]])  # (n_seeds, n_steps)
-    sigma = noise_from_seeds(matrix)
-    per_seed = [diagnose(log, split=used_split, metric=used_metric, noise=sigma,
-                         min_points=min_points, z=z) for log in logs]
+    levels = seed_thresholds(matrix, grid, z=z)
+    per_seed = [diagnose(log, split=used_split, metric=used_metric, min_points=min_points, z=z)
+                for log in logs]
     n = len(logs)
     mean_entries = [{"step": float(st)} for st in grid]
     for name, rows in curves.items():
@@ -526,14 +529,16 @@ def diagnose_seeds(
     mean_log = TrainingLog(f"mean of {n} seeds", "seeds", tuple(mean_entries), "step")
     out = diagnose(mean_log, split=used_split, metric=keys[first["metric"]] if verbatim
                    else first["metric"],
-                   noise=sigma / math.sqrt(n), min_points=min_points, z=z)
+                   threshold=levels, min_points=min_points, z=z)
     counts = {sh: sum(r["shape"] == sh for r in per_seed) for sh in SHAPES}
     out.update(
-        source=sources, seeds=n, noise_per_point=sigma, counts=counts,
+        source=sources, seeds=n, counts=counts,
+        seed_thresholds=dict(zip(("rise", "drop", "change"), levels, strict=True)),
         per_seed=[{k: r[k] for k in ("source", "shape", "peak_step", "drop_from_peak", "noise",
                                      "margin_trend", "rejected_trend")} for r in per_seed])
     out["reading"] = (
-        f"Mean of {n} seeds, noise per point {sigma:.3g} from their spread; per seed: "
+        f"Mean of {n} seeds, judged against their paired spread (levels rise {levels[0]:.3g}, "
+        f"drop {levels[1]:.3g}, change {levels[2]:.3g}); per seed (own noise): "
         + ", ".join(f"{c} {sh}" for sh, c in counts.items() if c) + ". " + out["reading"])
     return _jsonable(out)
 

@@ -8,10 +8,10 @@ TRL's metric names as columns, or a mi-bounds align-run ``result.json``
 (:mod:`mi_bounds.diagnose` lists what is read and how). The verdict is the shape of DESIGN.md §9
 (``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``) of ``logps/chosen``
 (else ``rewards/chosen``), with the peak step, the drop from the peak, the noise level and the
-reward margin's trend. Several PATHs are runs that differ only in their seed: the noise level is
-their spread (:func:`mi_bounds.diagnose.diagnose_seeds`) and the verdict is on their mean, with
-each seed's beside it. A file that cannot be read or diagnosed gives a message on stderr and exit
-code 2.
+reward margin's trend. Several PATHs are runs that differ only in their seed: the verdict is on
+their mean, judged against their paired spread (:func:`mi_bounds.diagnose.diagnose_seeds`), with
+each seed's own verdict beside it. A file that cannot be read or diagnosed gives a message on
+stderr and exit code 2.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 from mi_bounds.decline import (
     SHAPES,
     decline_shape,
-    noise_from_seeds,
+    seed_thresholds,
     shapes_over_seeds,
     value_at_first_crossing,
 )
@@ -120,8 +120,41 @@ def test_shapes_over_seeds() -> None:
     assert out["counts"]["rise-then-fall"] == 4
     assert sum(out["counts"].values()) == 4 and set(out["counts"]) == set(SHAPES)
     assert out["mean"]["shape"] == "rise-then-fall"
-    assert out["noise"] == pytest.approx(noise_from_seeds(curves))
-    assert 0.02 < out["noise"] < 0.045
+    assert out["mean"]["noise_source"] == "seeds"
+    assert list(out["thresholds"].values()) == pytest.approx(list(seed_thresholds(curves, T)))
+    # each seed is judged with its own noise estimate, as one curve
+    assert out["per_seed"][2] == decline_shape(curves[2], T).to_dict()
+
+
+def test_seed_thresholds_are_paired_standard_errors() -> None:
+    """Seeds that share their start, rise alike by 0.04 and then fall at different speeds: the
+    spread of the fall (sd 0.3) must not hide the rise that every seed shows — each comparison
+    is judged against its own paired standard error (the median across-seed spread, ~0.15,
+    would call the rise noise)."""
+    t = np.arange(22.0)  # 22 points: smoothing window round(1.1) = 1, none
+    rise = np.where(t <= 3, 0.04 * t / 3, 0.04)
+    fall = np.where(t <= 3, 0.0, -(t - 3) / 18)
+    speed = np.array([0.7, 1.0, 1.3])
+    jitter = np.array([0.0, 0.001, -0.001])
+    curves = -1.7 + rise[None] * (1 + jitter[:, None]) + speed[:, None] * fall[None]
+    r_i = 0.04 * (1 + jitter)  # by hand: peak of the mean at t = 3
+    want = [np.std(x, ddof=1) * 3 / np.sqrt(3) for x in (r_i, speed, r_i - speed)]
+    assert seed_thresholds(curves, t) == pytest.approx(want)
+    out = shapes_over_seeds(curves, t)
+    assert out["mean"]["shape"] == "rise-then-fall"
+    assert out["mean"]["rise"] == pytest.approx(0.04)
+    assert out["thresholds"]["rise"] < 0.001 < 0.3 < out["thresholds"]["drop"] < 0.6
+    # an inconsistent rise (one seed falls from the start) is not the loss's verdict
+    mixed = curves.copy()
+    mixed[0] = -1.7 + speed[0] * np.where(t <= 0, 0.0, -t / 21)
+    assert shapes_over_seeds(mixed, t)["mean"]["shape"] == "fall-from-start"
+
+
+def test_seed_threshold_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_thresholds(np.zeros((1, 10)))
+    with pytest.raises(TypeError, match="noise"):
+        shapes_over_seeds(np.zeros((2, 10)), noise=1.0)
 
 
 def test_value_at_first_crossing() -> None:

@@ -316,8 +316,8 @@ def _seed_logs(tmp_path, shape, n, sd, seed=0, jitter=0.0):
 
 @pytest.mark.parametrize("shape", list(SHAPE_CURVES))
 def test_several_seeds_take_their_noise_from_each_other(tmp_path, capsys, shape):
-    """diagnose A B C = shapes_over_seeds on the chosen curves (σ from the seeds' spread, the
-    mean curve judged with σ/√n), with each seed's verdict beside it."""
+    """diagnose A B C = shapes_over_seeds on the chosen curves (each seed with its own noise,
+    the mean curve judged against seed_thresholds), with each seed's verdict beside it."""
     from mi_bounds.decline import shapes_over_seeds
 
     paths, steps = _seed_logs(tmp_path, shape, 3, 0.05)
@@ -325,7 +325,7 @@ def test_several_seeds_take_their_noise_from_each_other(tmp_path, capsys, shape)
     curves = [json.loads(p.read_text())["log_history"] for p in paths]
     matrix = [[e["eval_logps/chosen"] for e in h] for h in curves]
     want = shapes_over_seeds(matrix, steps)
-    assert r["noise_per_point"] == pytest.approx(want["noise"])
+    assert r["seed_thresholds"] == pytest.approx(want["thresholds"])
     assert r["shape"] == want["mean"]["shape"] == shape
     assert [p["shape"] for p in r["per_seed"]] == [s["shape"] for s in want["per_seed"]]
     assert r["counts"] == want["counts"]

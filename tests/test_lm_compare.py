@@ -62,15 +62,18 @@ def test_matched_level_not_reached_is_nan_and_counted():
 
 def test_shape_counts_use_the_seed_noise():
     """Three seeds of a curve that rises by 1 and falls by 3, with small seed-to-seed offsets:
-    every seed is rise-then-fall; the noise is the across-seed spread (shapes_over_seeds)."""
+    every seed is rise-then-fall with its own noise, and so is the seed mean judged against the
+    seeds' paired spread (shapes_over_seeds)."""
     s = np.arange(21.0)
     base = np.where(s <= 5, s / 5, 1 - 3 * (s - 5) / 15)
     runs = [_run("dpo", k, s, base + 0.01 * k * np.sin(s), np.zeros(21)) for k in range(3)]
     out = compare.shape_counts(runs)
     assert out["train"]["counts"]["rise-then-fall"] == 3
     assert out["heldout"]["counts"]["rise-then-fall"] == 3
-    want = decline_shape(base, s, noise=out["train"]["noise"])  # seed 0 is base itself
-    assert out["train"]["per_seed"][0]["shape"] == want.shape
+    want = decline_shape(base, s)  # seed 0 is base itself, judged with its own noise
+    assert out["train"]["per_seed"][0] == want.to_dict()
+    assert out["train"]["mean"]["shape"] == "rise-then-fall"
+    assert out["train"]["mean"]["noise_source"] == "seeds"
     assert out["train"]["per_seed"][0]["drop_from_peak"] == pytest.approx(3.0)
 
 
