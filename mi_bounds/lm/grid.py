@@ -90,8 +90,7 @@ def _grid_table(summaries: dict[str, dict]) -> tuple[list[str], list[list[str]]]
 
             rows.append([name, loss, str(len(e["seeds"])), f"{e.get('epochs', float('nan')):.2f}",
                          f("chosen_change"), f("chosen_drop_from_peak"),
-                         shape_label(sh.get("train", {}).get("counts", {})),
-                         shape_label(sh.get("heldout", {}).get("counts", {})),
+                         shape_label(sh.get("train", {})), shape_label(sh.get("heldout", {})),
                          f("heldout_reward_accuracy"), f("acc_heldout"), f("kl_final", 3)])
     return header, rows
 

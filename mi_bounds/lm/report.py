@@ -77,9 +77,16 @@ def _mean_std(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
 
 
-def shape_label(counts: dict[str, int]) -> str:
-    """``"rf 2 · fs 1"``: how many seeds have each shape (shapes with 0 seeds left out)."""
-    return " · ".join(f"{SHAPE_ABBREV[k]} {v}" for k, v in counts.items() if v) or "-"
+def shape_label(shapes: dict[str, Any]) -> str:
+    """``"RF (rf 2 · fs 1)"``: the loss's verdict (the seed-mean curve judged against the
+    seeds' paired spread, :func:`mi_bounds.decline.shapes_over_seeds`) in capitals, then how
+    many seeds have each shape by their own noise (shapes with 0 seeds left out)."""
+    counts = shapes.get("counts", {})
+    per_seed = " · ".join(f"{SHAPE_ABBREV[k]} {v}" for k, v in counts.items() if v)
+    mean = shapes.get("mean", {}).get("shape")
+    if not per_seed:
+        return "-"
+    return f"{SHAPE_ABBREV[mean].upper()} ({per_seed})" if mean else per_seed
 
 
 def summarise(results: Sequence[dict]) -> dict[str, Any]:
@@ -89,8 +96,9 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
     ``chosen_drop_from_peak`` = max c - c(T) ≥ 0 and ``chosen_peak_step`` its step, both from
     :func:`mi_bounds.decline.decline_shape` (the toolkit's one "drop");
     ``chosen_change_second_half`` = c(T) - c at the evaluation nearest the middle of the run.
-    ``shapes``: :func:`mi_bounds.lm.compare.shape_counts` (decline shape of every seed, noise
-    from the seeds) for the train and held-out chosen curves.
+    ``shapes``: :func:`mi_bounds.lm.compare.shape_counts` (decline shape of every seed with its
+    own noise, and of the seed mean against the seeds' paired spread) for the train and
+    held-out chosen curves.
     """
     out: dict[str, Any] = {}
     for loss, runs in by_loss(results).items():
@@ -203,8 +211,7 @@ def _table_rows(summary: dict, base_acc: dict) -> tuple[list[str], list[list[str
         rows.append([loss, str(len(e["seeds"])), _fmt(e["acc_heldout"]), _fmt(e["acc_hard"]),
                      _fmt(e["heldout_reward_accuracy"]), _fmt(e["chosen_change"]),
                      _fmt(e["chosen_drop_from_peak"]),
-                     shape_label(sh.get("train", {}).get("counts", {})),
-                     shape_label(sh.get("heldout", {}).get("counts", {}))])
+                     shape_label(sh.get("train", {})), shape_label(sh.get("heldout", {}))])
     return header, rows
 
 
@@ -276,7 +283,8 @@ def write_report(results: Sequence[dict], sample: dict, config: RunConfig,
     table.set_fontsize(8)
     table.scale(1, 1.3)
     ax.set_title("Final greedy accuracy and chosen log-likelihood change (mean ± std over seeds);"
-                 " shapes: rf rise-then-fall, fs fall-from-start, nd no-decline", fontsize=9)
+                 " shapes: rf rise-then-fall, fs fall-from-start, nd no-decline;"
+                 " CAPITALS = seed mean", fontsize=9)
     paths += save_figure(fig, out_dir, "lm_table")
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
