@@ -95,7 +95,8 @@ def _two_sample(
 def _mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """E[values] over the last dimension: the sample mean, or the weighted sum."""
     if weight is None:
-        return values.mean(-1)
+        # one sample (a preference pair's δ_w): the value itself, without a reduction kernel
+        return values[..., 0] if values.shape[-1] == 1 else values.mean(-1)
     return (values * weight).sum(-1)
 
 
@@ -145,16 +146,29 @@ def _tuba(
     e_p: torch.Tensor, lme: torch.Tensor, log_a: torch.Tensor | float, arg: str, what: str
 ) -> torch.Tensor:
     """TUBA from ``E_P[T]`` and ``log E_Q[e^T]``: ``E_P[T] - e^{log E_Q[e^T] - log a} - log a + 1``
-    (``- (log a - 1)`` last, which is exactly 0 for NWJ's ``a = e``)."""
-    return e_p - _exp_term(lme - log_a, arg, what) - (log_a - 1.0)
+    (``- (log a - 1)`` last, skipped for NWJ's ``a = e``, where it is exactly 0)."""
+    value = e_p - _exp_term(lme - log_a, arg, what)
+    if isinstance(log_a, float) and log_a == 1.0:
+        return value
+    return value - (log_a - 1.0)
+
+
+def _js_pos(t: torch.Tensor) -> torch.Tensor:
+    """JS's term on a positive, ``log σ(T) = -softplus(-T)``, by logsigmoid, exact everywhere
+    (F.softplus returns its input above threshold=20, a 2e-9 error)."""
+    return F.logsigmoid(t)
+
+
+def _js_neg(t: torch.Tensor) -> torch.Tensor:
+    """JS's term on a negative, ``log σ(-T) = -softplus(T)``."""
+    return F.logsigmoid(-t)
 
 
 def _js(
     pos: torch.Tensor, neg: torch.Tensor, pw: torch.Tensor | None, nw: torch.Tensor | None
 ) -> torch.Tensor:
-    """JS: ``E_P[log σ(T)] + E_Q[log σ(-T)]``, by logsigmoid, exact everywhere
-    (F.softplus returns its input above threshold=20, a 2e-9 error)."""
-    return _mean(F.logsigmoid(pos), pw) + _mean(F.logsigmoid(-neg), nw)
+    """JS: ``E_P[log σ(T)] + E_Q[log σ(-T)]`` from its two terms."""
+    return _mean(_js_pos(pos), pw) + _mean(_js_neg(neg), nw)
 
 
 def _infonce_terms(log_ratio_sum: torch.Tensor) -> torch.Tensor:

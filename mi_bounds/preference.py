@@ -32,9 +32,11 @@ term for term, the ``mio`` formula (one implementation serves both names).
 
 All losses are values to *minimise*; the bounds in :mod:`mi_bounds.bounds` are values to
 maximise. The losses that are bounds are computed by the bounds' own kernels
-(:mod:`mi_bounds.bounds`: ``_js``, ``_tuba``, ``_infonce``, ``_infonce_terms``), applied to the
-one-pair "samples" of the table, so no bound formula is written twice: ``mio``/``nca_pair`` and
-``bco_pair`` are ``-_js``, ``nwj`` is ``-_tuba`` with ``a = e``, ``infonce`` is ``-_infonce``, and
+(:mod:`mi_bounds.bounds`: JS's two terms ``_js_pos``/``_js_neg``, ``_tuba``, ``_infonce``,
+``_infonce_terms``), applied to the one-pair "samples" of the table, so no bound formula is
+written twice: ``mio``/``nca_pair`` and ``bco_pair`` are minus JS (the expectations over
+``δ_w`` and ``½(δ_w + δ_l)`` written out as the term at w and the mean of the terms at w and l),
+``nwj`` is ``-_tuba`` with ``a = e``, ``infonce`` is ``-_infonce``, and
 ``dpo`` is minus one InfoNCE term, ``-log σ(T_w - T_l)`` (= log 2 - InfoNCE_2 = log 2 - DV,
 computed without subtracting from log 2, so it stays exact where the loss is tiny).
 """
@@ -57,7 +59,7 @@ from mi_bounds._validation import (
     promote,
     reduce,
 )
-from mi_bounds.bounds import _infonce, _infonce_terms, _js, _log_ratio_sum, _tuba
+from mi_bounds.bounds import _infonce, _infonce_terms, _js_neg, _js_pos, _log_ratio_sum, _tuba
 
 __all__ = [
     "LOSSES",
@@ -96,14 +98,15 @@ def _mio(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
     Identical, term for term, to TRL's ``nca_pair``:
     ``-log σ(T_w) - ½ log σ(-T_w) - ½ log σ(-T_l)`` (Chen et al. 2024, NCA).
     """
-    t_w, t_l = beta * z_w, beta * z_l
-    return -_js(t_w.unsqueeze(-1), torch.stack([t_w, t_l], -1), None, None)
+    t_w = beta * z_w
+    # E_P = the term at w; E_Q = the mean of the terms at w and l
+    return -(_js_pos(t_w) + 0.5 * (_js_neg(t_w) + _js_neg(beta * z_l)))
 
 
 def _bco_pair(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
     """BCO on a pair without the running-mean shift (δ = 0), -JS with P = δ_w, Q = δ_l:
     ``softplus(-T_w) + softplus(T_l)``."""
-    return -_js((beta * z_w).unsqueeze(-1), (beta * z_l).unsqueeze(-1), None, None)
+    return -(_js_pos(beta * z_w) + _js_neg(beta * z_l))
 
 
 def _infonce_loss(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
