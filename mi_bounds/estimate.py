@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mi_bounds._validation import check_int
 from mi_bounds.bounds import (
     dv_bound,
     infonce_bound,
@@ -198,8 +199,7 @@ def training_objective(
 
 
 def _check_int(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    check_int(value, name, minimum=minimum)
 
 
 @dataclass
