@@ -37,6 +37,12 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+def _dims(x_dim: object, y_dim: object) -> tuple[int, int]:
+    """Validated ``(x_dim, y_dim)``; ``y_dim = None`` means ``x_dim``."""
+    x_dim = check_int(x_dim, "x_dim", minimum=1)
+    return x_dim, x_dim if y_dim is None else check_int(y_dim, "y_dim", minimum=1)
+
+
 def _activation(name: str) -> Callable[[], nn.Module]:
     try:
         return ACTIVATIONS[name]
@@ -106,12 +112,10 @@ class SeparableCritic(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        y_dim = x_dim if y_dim is None else y_dim
-        self.x_dim = check_int(x_dim, "x_dim", minimum=1)
-        self.y_dim = check_int(y_dim, "y_dim", minimum=1)
+        self.x_dim, self.y_dim = _dims(x_dim, y_dim)
         check_int(embed_dim, "embed_dim", minimum=1)
-        self.g = mlp(x_dim, hidden_dim, embed_dim, layers, activation)
-        self.h = mlp(y_dim, hidden_dim, embed_dim, layers, activation)
+        self.g = mlp(self.x_dim, hidden_dim, embed_dim, layers, activation)
+        self.h = mlp(self.y_dim, hidden_dim, embed_dim, layers, activation)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Score matrix ``S[i, j] = T(x_i, y_j)``, shape ``[K, K]``."""
@@ -151,10 +155,8 @@ class ConcatCritic(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        y_dim = x_dim if y_dim is None else y_dim
-        self.x_dim = check_int(x_dim, "x_dim", minimum=1)
-        self.y_dim = check_int(y_dim, "y_dim", minimum=1)
-        self.f = mlp(x_dim + y_dim, hidden_dim, 1, layers, activation)
+        self.x_dim, self.y_dim = _dims(x_dim, y_dim)
+        self.f = mlp(self.x_dim + self.y_dim, hidden_dim, 1, layers, activation)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Score matrix ``S[i, j] = T(x_i, y_j)``, shape ``[K, K]``."""

@@ -123,9 +123,14 @@ def _nwj(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
                   "T_l - 1 = beta·(policy_rejected_logps - reference_rejected_logps) - 1")
 
 
-def _per_token(z: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """TRL's length normalisation: ``z / lengths.clamp(min=1)`` (``lengths=None``: z itself)."""
-    return z if lengths is None else z / lengths.clamp(min=1.0)
+def _per_token_margin(
+    z_w: torch.Tensor, z_l: torch.Tensor, n_w: torch.Tensor | None, n_l: torch.Tensor | None
+) -> torch.Tensor:
+    """TRL's length-normalised margin ``z_w/n_w - z_l/n_l`` with ``n.clamp(min=1)``
+    (``None``: 1)."""
+    per_w = z_w if n_w is None else z_w / n_w.clamp(min=1.0)
+    per_l = z_l if n_l is None else z_l / n_l.clamp(min=1.0)
+    return per_w - per_l
 
 
 def _ipo(
@@ -138,7 +143,7 @@ def _ipo(
 ) -> torch.Tensor:
     """IPO (Azar et al. 2023, Eq. 17) as TRL 1.16 computes it, with per-token log-ratios:
     ``((z_w/n_w - z_l/n_l) - 1/(2β))²`` (``n`` = completion lengths; default 1)."""
-    delta = _per_token(z_w, chosen_lengths) - _per_token(z_l, rejected_lengths)
+    delta = _per_token_margin(z_w, z_l, chosen_lengths, rejected_lengths)
     return (delta - 1.0 / (2.0 * beta)) ** 2
 
 
@@ -205,8 +210,7 @@ def _sigmoid_norm(
     rejected_lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Length-normalised DPO (TRL ``sigmoid_norm``): ``softplus(-β(z_w/n_w - z_l/n_l))``."""
-    delta = _per_token(z_w, chosen_lengths) - _per_token(z_l, rejected_lengths)
-    return _softplus(-beta * delta)
+    return _softplus(-beta * _per_token_margin(z_w, z_l, chosen_lengths, rejected_lengths))
 
 
 # --------------------------------------------------------------------------------------------

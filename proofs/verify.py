@@ -149,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", action="store_true", help="print every checked step")
     parser.add_argument("--list", action="store_true", help="list the proofs and exit")
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.is_dir():
+        parser.error(f"--out: {args.out} is a folder; give the path of the file to write")
 
     if args.list:
         for proof in discover():

@@ -7,6 +7,7 @@ form), and checks that the library returns it or raises its documented error.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -217,3 +218,23 @@ def test_report_rejects_a_negative_seed(capsys):
         main(["report", "--seed", "-1"])
     assert err.value.code == 2
     assert "--seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["report", "--worlds", "0"], "--worlds"),
+        (["report", "--critics", "x"], "--critics"),
+        (["report", "--json", "/nonexistent-folder/r.json"], "--json"),
+        (["verify", "--out", str(Path(__file__).parent)], "--out"),  # a folder
+        (["figures", "--out", __file__], "--out"),  # a file
+    ],
+)
+def test_cli_arguments_are_validated_first(argv, match, capsys):
+    """Bad arguments: a message naming the option and exit code 2, before any work."""
+    from mi_bounds.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2
+    assert match in capsys.readouterr().err

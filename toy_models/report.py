@@ -162,8 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int_arg(), default=0, help="random seed (default 0)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this path")
     args = parser.parse_args(argv)
-    if args.json is not None and not args.json.parent.is_dir():
-        parser.error(f"--json: folder {args.json.parent} does not exist")
+    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
+        parser.error(f"--json: cannot write {args.json} (a folder, or in a missing folder)")
     rows = verify(args.worlds, args.critics, args.seed)
     print(f"mi-bounds verification report: {args.worlds} random (P, Q) pairs x {args.critics} "
           f"critics in [-50, 50], seed {args.seed}; exact expectations in float64 against scipy.")
