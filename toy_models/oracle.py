@@ -81,12 +81,22 @@ def kl_log(
     return np.where(np.isneginf(lp), 0.0, terms).sum(-1)
 
 
+def _kl_of_probabilities(p: NDArray[np.float64], q: NDArray[np.float64]):
+    """:func:`kl_log` of validated probabilities, with ``log(p/q)`` taken from the ratio (exact
+    to an ulp) where it is a normal float, ``log p - log q`` elsewhere, ``+inf`` where q = 0 < p."""
+    log_p, log_q = safe_log(p), safe_log(q)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = p / q
+        log_ratio = np.where((ratio > 0) & np.isfinite(ratio), np.log(ratio), log_p - log_q)
+    return kl_log(log_p, log_ratio=np.where(np.isneginf(log_q), np.inf, log_ratio))
+
+
 def kl(p: ArrayLike, q: ArrayLike) -> NDArray[np.float64] | float:
     """KL(P ‖ Q) = Σ p log(p/q), exact: ``+inf`` where p > 0 = q; ``0 log 0 = 0``."""
     p_, q_ = as_distribution(p, "p"), as_distribution(q, "q")
     if p_.shape[-1] != q_.shape[-1]:
         raise ValueError(f"p and q must have the same support size, got {p_.shape} and {q_.shape}")
-    return kl_log(safe_log(p_), safe_log(q_))
+    return _kl_of_probabilities(p_, q_)
 
 
 def jsd(p: ArrayLike, q: ArrayLike) -> NDArray[np.float64] | float:
@@ -94,9 +104,8 @@ def jsd(p: ArrayLike, q: ArrayLike) -> NDArray[np.float64] | float:
     p_, q_ = as_distribution(p, "p"), as_distribution(q, "q")
     if p_.shape[-1] != q_.shape[-1]:
         raise ValueError(f"p and q must have the same support size, got {p_.shape} and {q_.shape}")
-    log_p, log_q = safe_log(p_), safe_log(q_)
-    log_m = np.logaddexp(log_p, log_q) - np.log(2.0)
-    return 0.5 * kl_log(log_p, log_m) + 0.5 * kl_log(log_q, log_m)
+    m = 0.5 * (p_ + q_)
+    return 0.5 * _kl_of_probabilities(p_, m) + 0.5 * _kl_of_probabilities(q_, m)
 
 
 def entropy(p: ArrayLike) -> NDArray[np.float64] | float:
