@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -69,6 +70,17 @@ def _accuracy(s: torch.Tensor) -> dict[str, float]:
         "infonce_float64": ref_nce,
         "dv_float64": ref_dv,
     }
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else platform's guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown model"
 
 
 def run(device: torch.device, sizes: list[int], repeats: int) -> list[dict]:
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.date.today().isoformat(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else f"{platform.machine()} CPU, {platform.processor() or 'unknown model'}",
+        else f"{platform.machine()} CPU, {_cpu_name()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "repeats": args.repeats, "dtype": "float32", "rows": rows,
     }

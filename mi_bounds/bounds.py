@@ -61,9 +61,13 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
+_LOG_MAX = {t: math.log(torch.finfo(t).max) for t in (torch.float32, torch.float64)}
+
+
 def _log_max(dtype: torch.dtype) -> float:
     """log of the largest finite number of ``dtype`` (88.72 for float32, 709.78 for float64)."""
-    return math.log(torch.finfo(dtype).max)
+    limit = _LOG_MAX.get(dtype)
+    return math.log(torch.finfo(dtype).max) if limit is None else limit
 
 
 def _two_sample(
@@ -181,11 +185,14 @@ def _infonce_terms(log_ratio_sum: torch.Tensor) -> torch.Tensor:
 def _infonce(log_ratio_sum: torch.Tensor, k: int) -> torch.Tensor:
     """(1/N) Σ_i (T⁺_i - log (1/K)(e^{T⁺_i} + Σ_j e^{T⁻_ij})), the one InfoNCE formula, from the
     ``[..., N]`` log ratio sums of :func:`_infonce_terms`."""
-    return _infonce_terms(log_ratio_sum).mean(-1) + math.log(k)
+    return _mean(_infonce_terms(log_ratio_sum), None) + math.log(k)
 
 
 def _log_ratio_sum(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """``log Σ_j e^{neg_j - pos}`` over the last dimension of ``neg`` ([..., M] -> [...])."""
+    """``log Σ_j e^{neg_j - pos}`` over the last dimension of ``neg`` ([..., M] -> [...]); for
+    M = 1 the difference itself (what logsumexp of one value returns), without the reduction."""
+    if neg.shape[-1] == 1:
+        return neg[..., 0] - pos
     return torch.logsumexp(neg - pos.unsqueeze(-1), -1)
 
 

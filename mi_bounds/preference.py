@@ -112,7 +112,7 @@ def _bco_pair(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Ten
 def _infonce_loss(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
     """-InfoNCE_K with K-1 negatives: ``-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K``."""
     t_w, t_l = beta * z_w, beta * z_l  # [...], [..., K-1]
-    return -_infonce(_log_ratio_sum(t_w.unsqueeze(-1), t_l.unsqueeze(-2)), t_l.shape[-1] + 1)
+    return -_infonce(_log_ratio_sum(t_w, t_l).unsqueeze(-1), t_l.shape[-1] + 1)  # one positive
 
 
 def _nwj(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
