@@ -57,8 +57,10 @@ def test_implicit_critic_of_the_optimal_policy_is_finite_and_exact():
     _, log_z = _mp_log_gibbs(pi_ref, reward, beta)
     expected = [float(mpmath.mpf(r) - beta * log_z) for r in reward]
     w = CategoricalWorld(np.ones(1), np.array([pi_ref]), np.array([reward]), beta)
-    t = w.implicit_critic(w.log_optimal_policy(), log=True)
-    np.testing.assert_allclose(t[0], expected, rtol=1e-12, atol=1e-12)
+    for t in (w.implicit_critic(w.log_optimal_policy(), log=True),
+              w.implicit_critic(w.optimal_policy())):
+        np.testing.assert_allclose(t[0], expected, rtol=1e-12, atol=1e-12)
+    assert w.kl_to_optimal(w.optimal_policy()) == 0.0
 
 
 def test_dynamics_kl_to_optimal_at_step_zero_is_exact_for_small_beta():
@@ -110,7 +112,11 @@ def test_float32_normalised_distributions_are_accepted():
     p32 = np.array([0.1, 0.2, 0.7], dtype=np.float32)
     assert abs(float(p32.astype(np.float64).sum()) - 1.0) > 1e-9  # really off in float64
     oracle.as_distribution(p32, "p")
-    CategoricalWorld(np.ones(1, dtype=np.float32), p32[None], np.zeros((1, 3)), 1.0)
+    w = CategoricalWorld(np.ones(1, dtype=np.float32), p32[None], np.zeros((1, 3)), 1.0)
+    pairs32 = w.pair_distribution().astype(np.float32)  # a float32 pair table is valid too
+    from toy_models.dynamics import gradient_descent
+
+    assert gradient_descent(w, "dpo", pairs=pairs32, steps=1).loss.shape == (2,)
     with pytest.raises(ValueError, match="p must sum to 1"):
         oracle.as_distribution(p32.astype(np.float64) + 1e-7 / 3, "p")
 

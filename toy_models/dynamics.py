@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from mi_bounds._validation import check_positive
+from mi_bounds._validation import check_positive, sum_tolerance
 from toy_models.oracle import kl_log, safe_log
 
 __all__ = [
@@ -259,11 +259,15 @@ def _pair_table(world: WorldLike, pairs: Any, name: str) -> NDArray[np.float64]:
         if not hasattr(world, "pair_distribution"):
             raise TypeError(f"{name}={pairs!r} needs a world with pair_distribution()")
         pairs = world.pair_distribution(pairs)
-    table = _as_table(pairs, name, (n_x, n_y, n_y))
+    raw = pairs.detach().cpu() if isinstance(pairs, torch.Tensor) else pairs
+    itemsize = np.asarray(raw).dtype.itemsize if np.asarray(raw).dtype.kind == "f" else 8
+    table = _as_table(raw, name, (n_x, n_y, n_y))
     if np.any(table < 0):
         raise ValueError(f"{name} must be non-negative probabilities")
-    if abs(table.sum() - 1.0) > 1e-9:
+    if abs(table.sum() - 1.0) > sum_tolerance(itemsize, table.size):  # follows the dtype
         raise ValueError(f"{name} must sum to 1 over (x, y_w, y_l), got {table.sum():.12g}")
+    if itemsize < 8:  # normalised in a lower precision: renormalise in float64
+        table = table / table.sum()
     mass = table.sum(2) + table.sum(1)  # [X, Y]: probability that y appears in a pair
     if np.any(mass[pi_ref <= 0] > 0):
         raise ValueError(f"{name} puts mass on a response with pi_ref = 0 (undefined log-ratio)")
@@ -453,7 +457,7 @@ def gradient_descent_many(
             raise ValueError("the worlds have different beta; pass the loss's beta explicitly")
         beta = betas.pop()
     beta = check_positive(beta, "beta")
-    lrs = [lr] * n if isinstance(lr, (int, float, np.integer, np.floating)) else list(lr)
+    lrs = list(lr) if isinstance(lr, (list, tuple, np.ndarray)) and np.ndim(lr) > 0 else [lr] * n
     if len(lrs) != n:
         raise ValueError(f"lr must be one rate or {n} of them, got {len(lrs)}")
     lrs = [check_positive(v, "lr") for v in lrs]

@@ -199,9 +199,13 @@ class CategoricalWorld:
     def _log_policy(self, pi: ArrayLike, log: bool, name: str = "pi") -> Table:
         """``log pi`` ``[X, Y]`` of a policy given as probabilities or (``log=True``) as
         log-probabilities (``-inf`` for 0; each row's log-sum-exp within the dtype's sum
-        tolerance of 0)."""
+        tolerance of 0). The world's own ``optimal_policy()``, passed as probabilities, is
+        recognised (exact equality) and its exact ``log_optimal_policy()`` used."""
         if not log:
-            return safe_log(self._policy(pi, name))
+            arr = self._policy(pi, name)
+            if np.array_equal(arr, self.optimal_policy()):  # the world's own pi*: exact logs,
+                return self.log_optimal_policy()  # also where pi* underflowed to 0
+            return safe_log(arr)
         arr = np.asarray(pi)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
@@ -263,9 +267,10 @@ class CategoricalWorld:
 
         Cells where ``pi_ref = 0`` are outside Q's support: they hold ``+inf`` if ``pi > 0``
         there and ``0`` (an arbitrary finite value, never used) if ``pi = 0``. Cells with
-        ``pi = 0 < pi_ref`` hold ``-inf``. For ``pi* `` it is ``r(x,y) - beta log Z(x)``: pass
-        ``log_optimal_policy()`` with ``log=True`` (``pi``'s log-probabilities), so that cells
-        where ``pi*`` underflows to 0 keep their finite value.
+        ``pi = 0 < pi_ref`` hold ``-inf``. For ``pi*`` it is ``r(x,y) - beta log Z(x)``, finite
+        also where ``pi*`` underflows to 0: ``implicit_critic(optimal_policy())`` is recognised
+        and computed from ``log_optimal_policy()`` (as is ``log_optimal_policy()`` passed with
+        ``log=True``).
         """
         log_pi = self._log_policy(pi, log)
         with np.errstate(invalid="ignore"):
