@@ -112,7 +112,7 @@ def _log_mean_exp(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Te
     contribute exactly nothing and their values get zero gradient. The derivative with respect
     to a weight is the exact ``e^{v_j} / Σ_i w_i e^{v_i}``, also at ``w_j = 0`` (where ``log w``
     has none): a term ``Σ_{w_j = 0} w_j e^{v_j - lme}``, exactly 0 in value, carries it (saturated
-    at the largest float where it exceeds the range).
+    at e^-1 times the largest float where it exceeds the range).
     """
     if weight is None:
         return torch.logsumexp(values, -1) - math.log(values.shape[-1])
@@ -120,8 +120,8 @@ def _log_mean_exp(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Te
     log_w = torch.where(support, torch.log(torch.where(support, weight, 1.0)), -math.inf)
     lme = torch.logsumexp(values + log_w, -1)
     if weight.requires_grad:
-        ratio = torch.exp((values.detach() - lme.detach().unsqueeze(-1))
-                          .clamp(max=_log_max(values.dtype)))
+        exponent = values.detach() - lme.detach().unsqueeze(-1)
+        ratio = torch.exp(exponent.clamp(max=_log_max(values.dtype) - 1.0))  # never inf: 0·inf
         lme = lme + torch.where(support, 0.0, weight * ratio).sum(-1)
     return lme
 

@@ -178,6 +178,21 @@ def test_gradient_with_respect_to_a_zero_weight_is_the_exact_derivative(name):
         assert float(grad[j] - grad[k]) == pytest.approx(fd, rel=1e-5, abs=1e-6), (j, fd)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_weight_on_a_huge_critic_value_keeps_value_and_gradient_finite(dtype):
+    """A zero-weight cell whose critic value is far above the rest: the value ignores it, and
+    its derivative e^{T_j}/E_Q[e^T] (beyond the float range here) saturates instead of being
+    inf or NaN."""
+    t = torch.tensor([0.0, 1e3], dtype=dtype)
+    q = torch.tensor([1.0, 0.0], dtype=dtype, requires_grad=True)
+    for name in ("dv", "smile"):
+        value = B.BOUNDS[name].fn(t, t, neg_weight=q, clip=None) if name == "smile" else \
+            B.dv_bound(t, t, neg_weight=q)
+        (grad,) = torch.autograd.grad(value, q)
+        assert float(value.detach()) == pytest.approx(500.0)  # E_P[T] - log e^0
+        assert bool(torch.isfinite(grad).all()), grad
+
+
 def test_numpy_and_tensor_scalars_are_accepted_as_numbers():
     """clip, log_baseline, label_smoothing and beta accept numpy scalars and 0-d tensors."""
     pos, neg = torch.tensor([0.3, 1.0]), torch.tensor([-0.5, 2.0, 0.1])
