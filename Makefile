@@ -18,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Fixed thread counts and timestamps: the regenerated files are the same bytes on any machine.
+run: export OMP_NUM_THREADS = 1
+run: export OPENBLAS_NUM_THREADS = 1
+run: export MKL_NUM_THREADS = 1
+run: export SOURCE_DATE_EPOCH = 0
 run: install
 	$(VENV)/bin/mi-bounds report
 	$(VENV)/bin/mi-bounds verify

@@ -1,24 +1,33 @@
-"""Throughput of every bound on [K, K] score matrices, and the fraction of memory bandwidth.
+"""Time of every bound on [K, K] float32 score matrices, against one ``exp`` pass over S.
 
-For each K, a float32 score matrix S (K x K) is made on the device, and each bound is timed on it
-(median of ``--repeats`` runs after a warm-up): InfoNCE on S directly; the two-sample bounds (DV,
-NWJ, JS, SMILE) on ``split_scores(S)`` (diagonal positives, off-diagonal negatives), which is how
-a score-matrix critic is evaluated with them. The reference is a device-to-device copy of S
-into a preallocated buffer (``dst.copy_(S)``), which reads and writes K² floats: its bandwidth
-is ``2 · 4K² / t_copy``. A bound that reads the scores once at that bandwidth would take
-``t_copy / 2``; the reported fraction is ``(4K² / t_bound) / (2 · 4K² / t_copy)``. The input
-check (NaN/inf via ``torch.aminmax(S)``, one read) is part of every call and is also timed alone.
+For each K, a float32 score matrix S (standard normal) is made on the device and every case is
+timed in interleaved rounds (one call of each case per round, ``--repeats`` rounds after a
+warm-up round; the median is reported), so that a change in the machine's load hits every case
+alike. The reference is **one exp pass over S**, ``torch.exp(S, out=buf)`` into a preallocated
+buffer: reading and writing K² floats once, the least a bound that exponentiates every score
+can cost. Each case is reported as its median time and as a ratio to that reference, measured
+in the same rounds.
+
+Cases: ``infonce_bound(S)``; ``dv_bound_from_scores(S)`` (the score-matrix DV/MINE estimate);
+the same DV through ``dv_bound(*split_scores(S))`` (which copies the K(K-1) negatives); JS,
+NWJ and SMILE through ``split_scores``; ``torch.logsumexp(S, -1)`` alone; and the NaN/inf check
+(``aminmax``) alone. Accuracy: for InfoNCE and the score-matrix DV, the absolute difference of
+the float32 value from the float64 value on the same S, next to the same difference for the
+plain ``torch.logsumexp`` formula computed in float32.
 
 Usage::
 
-    python benchmarks/bench_bounds.py [--device cpu|cuda] [--sizes 256 1024 4096 8192]
-        [--repeats 7] [--threads N] [--out benchmarks/results/bounds_<device>.json]
+    python benchmarks/bench_bounds.py [--device cpu|cuda] [--sizes 1024 4096 8192]
+        [--repeats 9] [--threads 1] [--out benchmarks/results/bounds_<device>.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
+import os
 import platform
 import statistics
 import sys
@@ -29,75 +38,106 @@ from pathlib import Path
 import torch
 
 from mi_bounds import bounds as B
-from mi_bounds._validation import _all_finite
+from mi_bounds._validation import all_finite, int_arg
 
 
-def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds (synchronised on CUDA)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def run(device: torch.device, sizes: list[int], repeats: int) -> dict:
-    """Time every bound for every K; return the results as a dict."""
-    cases: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "infonce": B.infonce_bound,
-        "dv": lambda s: B.dv_bound(*B.split_scores(s)),
-        "nwj": lambda s: B.nwj_bound(*B.split_scores(s)),
-        "js": lambda s: B.js_bound(*B.split_scores(s)),
-        "smile(5)": lambda s: B.smile_bound(*B.split_scores(s), clip=5.0),
-        "split_scores only": B.split_scores,
-        "input check only": lambda s: _all_finite(s),
+def _cases(buf: torch.Tensor) -> dict[str, Callable[[torch.Tensor], object]]:
+    return {
+        "exp pass (reference)": lambda s: torch.exp(s, out=buf),
+        "infonce_bound": B.infonce_bound,
+        "dv_bound_from_scores": B.dv_bound_from_scores,
+        "dv_bound(*split_scores)": lambda s: B.dv_bound(*B.split_scores(s)),
+        "js_bound(*split_scores)": lambda s: B.js_bound(*B.split_scores(s)),
+        "nwj_bound(*split_scores)": lambda s: B.nwj_bound(*B.split_scores(s)),
+        "smile_bound(*split_scores, clip=5)": lambda s: B.smile_bound(*B.split_scores(s),
+                                                                      clip=5.0),
+        "torch.logsumexp(S, -1) alone": lambda s: torch.logsumexp(s, -1),
+        "input check alone (aminmax)": all_finite,
     }
+
+
+def _accuracy(s: torch.Tensor) -> dict[str, float]:
+    """|float32 - float64| of InfoNCE and the score-matrix DV, and of the plain torch formula."""
+    s64 = s.double()
+    k = s.shape[-1]
+    ref_nce, ref_dv = float(B.infonce_bound(s64)), float(B.dv_bound_from_scores(s64))
+    plain_nce = float((s.diagonal() - torch.logsumexp(s, -1)).mean() + math.log(k))
+    return {
+        "infonce_abs_error": abs(float(B.infonce_bound(s)) - ref_nce),
+        "infonce_plain_torch_float32_abs_error": abs(plain_nce - ref_nce),
+        "dv_abs_error": abs(float(B.dv_bound_from_scores(s)) - ref_dv),
+        "dv_split_scores_abs_error": abs(float(B.dv_bound(*B.split_scores(s))) - ref_dv),
+        "infonce_float64": ref_nce,
+        "dv_float64": ref_dv,
+    }
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else platform's guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown model"
+
+
+def run(device: torch.device, sizes: list[int], repeats: int) -> list[dict]:
+    """Time every case for every K (interleaved rounds, medians); return one row per (K, case)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows = []
     g = torch.Generator(device="cpu").manual_seed(0)
     for k in sizes:
         s = torch.randn(k, k, generator=g).to(device)
-        nbytes = s.numel() * s.element_size()
-        dst = torch.empty_like(s)
-        t_copy = _time(lambda s=s, dst=dst: dst.copy_(s), device, repeats)
-        copy_bw = 2 * nbytes / t_copy
-        for name, fn in cases.items():
-            t = _time(lambda fn=fn, s=s: fn(s), device, repeats)
-            rows.append({
-                "K": k, "bound": name, "median_s": t,
-                "scores_per_s": k * k / t,
-                "GB_per_s_read_once": nbytes / t / 1e9,
-                "copy_GB_per_s": copy_bw / 1e9,
-                "fraction_of_copy_bandwidth": (nbytes / t) / copy_bw,
-            })
-            print(f"K={k:5d} {name:20s} {t * 1e3:9.3f} ms  {nbytes / t / 1e9:7.2f} GB/s  "
-                  f"{(nbytes / t) / copy_bw:6.1%} of copy bandwidth ({copy_bw / 1e9:.1f} GB/s)",
+        cases = _cases(torch.empty_like(s))
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for r in range(repeats + 1):  # round 0 is the warm-up
+            for name, fn in cases.items():
+                sync()
+                t0 = time.perf_counter()
+                fn(s)
+                sync()
+                if r > 0:
+                    times[name].append(time.perf_counter() - t0)
+        ref = statistics.median(times["exp pass (reference)"])
+        acc = _accuracy(s)
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            rows.append({"K": k, "case": name, "median_s": med, "ratio_to_exp_pass": med / ref,
+                         "times_s": ts})
+            print(f"K={k:5d} {name:36s} {med * 1e3:9.2f} ms  {med / ref:5.2f} x exp pass",
                   file=sys.stderr)
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "repeats": repeats, "dtype": "float32", "rows": rows,
-    }
+        rows.append({"K": k, "case": "accuracy vs float64", **acc})
+        print(f"K={k:5d} accuracy: InfoNCE |f32 - f64| = {acc['infonce_abs_error']:.2e} "
+              f"(plain torch float32: {acc['infonce_plain_torch_float32_abs_error']:.2e}); DV "
+              f"{acc['dv_abs_error']:.2e} (via split_scores: "
+              f"{acc['dv_split_scores_abs_error']:.2e})", file=sys.stderr)
+    return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096, 8192])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--sizes", type=int_arg(2, 65536), nargs="+", default=[1024, 4096, 8192])
+    parser.add_argument("--repeats", type=int_arg(1, 1000), default=9)
+    parser.add_argument("--threads", type=int_arg(1, 1024), default=1,
+                        help="torch CPU threads (default 1)")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    result = run(device, args.sizes, args.repeats)
+    rows = run(device, args.sizes, args.repeats)
+    result = {
+        "command": "python benchmarks/bench_bounds.py " + " ".join(sys.argv[1:] if argv is None
+                                                                   else argv),
+        "date": datetime.date.today().isoformat(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"{platform.machine()} CPU, {_cpu_name()}, {os.cpu_count()} cores",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "repeats": args.repeats, "dtype": "float32", "rows": rows,
+    }
     out = args.out or Path(__file__).parent / "results" / f"bounds_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 #: Where `mi-bounds figures` writes by default (the README gallery shows these files).
 DEFAULT_OUT = Path("docs/figures")
 
@@ -43,11 +45,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         print("\n".join(names))
         return 0
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out: {args.out} exists and is not a folder")
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.only or names:
-        t0 = time.perf_counter()
-        module = importlib.import_module(f"figures.{name}")
-        paths = module.make(args.out, quick=args.quick)
-        dt = time.perf_counter() - t0
-        print(f"{name}: {', '.join(str(p) for p in paths)}  ({dt:.1f} s)", file=sys.stderr)
+    # One torch thread for every figure: the tensors are small, and a fixed thread count fixes
+    # the order of every reduction, so the numbers (and files) do not depend on the machine's
+    # core count. (`make run` also pins the BLAS threads and SOURCE_DATE_EPOCH.)
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in args.only or names:
+            t0 = time.perf_counter()
+            module = importlib.import_module(f"figures.{name}")
+            paths = module.make(args.out, quick=args.quick)
+            dt = time.perf_counter() - t0
+            print(f"{name}: {', '.join(str(p) for p in paths)}  ({dt:.1f} s)", file=sys.stderr)
+    finally:
+        torch.set_num_threads(n_threads)
     return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,11 +33,31 @@ COLORS = {
 }
 
 
+#: Significant digits of every float stored in a figure's JSON: far below float64's 17, so the
+#: last-digit differences of another summation order (thread count, BLAS, CPU) do not show.
+JSON_DIGITS = 12
+
+
+def rounded(obj: Any, digits: int = JSON_DIGITS) -> Any:
+    """``obj`` with every float (numpy floats too) rounded to ``digits`` significant digits,
+    recursively through dicts, lists and tuples; NaN and ±inf are kept."""
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays, scalars
+        return rounded(obj.tolist(), digits)
+    if isinstance(obj, float) and math.isfinite(obj):
+        return float(f"{obj:.{digits}g}")
+    return obj
+
+
 def save(fig: plt.Figure, out_dir: Path, name: str, data: dict | None = None) -> list[Path]:
     """Write ``name.png`` and ``name.pdf`` (and ``name.json`` with ``data``) deterministically.
 
     Metadata that would change from run to run (creation date, software version) is stripped,
-    so regenerating a figure from the same numbers gives the same bytes.
+    and the JSON's floats are rounded to :data:`JSON_DIGITS` significant digits, so
+    regenerating a figure from the same numbers gives the same bytes.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +69,7 @@ def save(fig: plt.Figure, out_dir: Path, name: str, data: dict | None = None) ->
     paths = [png, pdf]
     if data is not None:
         path = out_dir / f"{name}.json"
-        path.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+        path.write_text(json.dumps(rounded(data), indent=2, sort_keys=True, default=float)
+                        + "\n")
         paths.append(path)
     return paths

@@ -7,10 +7,13 @@ losses), :mod:`mi_bounds.decline` (the shape of a chosen-likelihood curve),
 :mod:`mi_bounds.lm` (the small-LM path; optional extra ``lm``).
 """
 
+from importlib import metadata as _metadata
+
 from mi_bounds.bounds import (
     BOUNDS,
     BoundSpec,
     dv_bound,
+    dv_bound_from_scores,
     get_bound,
     infonce_bound,
     infonce_bound_from_negatives,
@@ -37,7 +40,10 @@ from mi_bounds.preference import (
     preference_metrics,
 )
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version (pyproject.toml is the one place it is written)
+    __version__ = _metadata.version("mi-bounds")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BOUNDS",
@@ -48,6 +54,7 @@ __all__ = [
     "__version__",
     "decline_shape",
     "dv_bound",
+    "dv_bound_from_scores",
     "get_bound",
     "get_loss",
     "implicit_reward",

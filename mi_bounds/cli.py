@@ -10,8 +10,9 @@ Subcommands::
     mi-bounds diagnose   shape of a training log's chosen log-likelihood (TRL or mi-bounds logs)
 
 Each subcommand lives in its own module and is imported only when it is called, so that the
-library itself (``mi_bounds``) never imports ``figures`` or ``proofs`` at import time; this file
-is the one place that reaches outward, on request.
+library itself (``mi_bounds``) never imports ``toy_models``, ``figures`` or ``proofs``; this file
+is the one place that reaches outward, on request (``report`` is :mod:`toy_models.report`: it
+checks the bounds against the oracle of ``toy_models``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 #: subcommand -> ("module:function", one-line help). The function takes argv and returns an
 #: exit code; it parses its own arguments.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "report": ("mi_bounds.report:main", "verification table of the bounds on random worlds"),
+    "report": ("toy_models.report:main", "verification table of the bounds on random worlds"),
     "figures": ("figures:main", "regenerate every figure (PNG and PDF)"),
     "verify": ("proofs.verify:main", "run every sympy proof; write docs/PROOFS.md"),
     "estimate": ("mi_bounds.estimate_cli:main", "estimate MI from samples with a neural critic"),

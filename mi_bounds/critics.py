@@ -24,6 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from mi_bounds._validation import check_int
+
 __all__ = [
     "ACTIVATIONS",
     "CRITICS",
@@ -43,12 +45,10 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+def _dims(x_dim: object, y_dim: object) -> tuple[int, int]:
+    """Validated ``(x_dim, y_dim)``; ``y_dim = None`` means ``x_dim``."""
+    x_dim = check_int(x_dim, "x_dim", minimum=1)
+    return x_dim, x_dim if y_dim is None else check_int(y_dim, "y_dim", minimum=1)
 
 
 def _activation(name: str) -> Callable[[], nn.Module]:
@@ -68,10 +68,10 @@ def mlp(
     ``layers`` counts the hidden-to-hidden layers, so the network has ``layers + 1`` hidden
     layers (Song & Ermon's ``mlp(dim, hidden_dim, output_dim, layers, activation)`` convention).
     """
-    _check_int(in_dim, "in_dim", 1)
-    _check_int(hidden_dim, "hidden_dim", 1)
-    _check_int(out_dim, "out_dim", 1)
-    _check_int(layers, "layers", 0)
+    check_int(in_dim, "in_dim", minimum=1)
+    check_int(hidden_dim, "hidden_dim", minimum=1)
+    check_int(out_dim, "out_dim", minimum=1)
+    check_int(layers, "layers", minimum=0)
     act = _activation(activation)
     seq: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), act()]
     for _ in range(layers):
@@ -123,11 +123,10 @@ class SeparableCritic(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        y_dim = x_dim if y_dim is None else y_dim
-        self.x_dim, self.y_dim = _check_int(x_dim, "x_dim", 1), _check_int(y_dim, "y_dim", 1)
-        _check_int(embed_dim, "embed_dim", 1)
-        self.g = mlp(x_dim, hidden_dim, embed_dim, layers, activation)
-        self.h = mlp(y_dim, hidden_dim, embed_dim, layers, activation)
+        self.x_dim, self.y_dim = _dims(x_dim, y_dim)
+        check_int(embed_dim, "embed_dim", minimum=1)
+        self.g = mlp(self.x_dim, hidden_dim, embed_dim, layers, activation)
+        self.h = mlp(self.y_dim, hidden_dim, embed_dim, layers, activation)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Score matrix ``S[i, j] = T(x_i, y_j)``, shape ``[K, K]``."""
@@ -173,9 +172,8 @@ class ConcatCritic(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        y_dim = x_dim if y_dim is None else y_dim
-        self.x_dim, self.y_dim = _check_int(x_dim, "x_dim", 1), _check_int(y_dim, "y_dim", 1)
-        self.f = mlp(x_dim + y_dim, hidden_dim, 1, layers, activation)
+        self.x_dim, self.y_dim = _dims(x_dim, y_dim)
+        self.f = mlp(self.x_dim + self.y_dim, hidden_dim, 1, layers, activation)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Score matrix ``S[i, j] = T(x_i, y_j)``, shape ``[K, K]``."""

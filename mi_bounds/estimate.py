@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mi_bounds._validation import check_int
 from mi_bounds.bounds import (
     dv_bound,
     infonce_bound,
@@ -208,8 +209,7 @@ def training_objective(
 
 
 def _check_int(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    check_int(value, name, minimum=minimum)
 
 
 def _check_real(value: object, name: str) -> None:

@@ -31,7 +31,14 @@ and, for comparison, TRL 1.16's ``ipo``, ``hinge``, ``robust``, ``nca_pair``, ``
 term for term, the ``mio`` formula (one implementation serves both names).
 
 All losses are values to *minimise*; the bounds in :mod:`mi_bounds.bounds` are values to
-maximise.
+maximise. The losses that are bounds are computed by the bounds' own kernels
+(:mod:`mi_bounds.bounds`: JS's two terms ``_js_pos``/``_js_neg``, ``_tuba``, ``_infonce``,
+``_infonce_terms``), applied to the one-pair "samples" of the table, so no bound formula is
+written twice: ``mio``/``nca_pair`` and ``bco_pair`` are minus JS (the expectations over
+``δ_w`` and ``½(δ_w + δ_l)`` written out as the term at w and the mean of the terms at w and l),
+``nwj`` is ``-_tuba`` with ``a = e``, ``infonce`` is ``-_infonce``, and
+``dpo`` is minus one InfoNCE term, ``-log σ(T_w - T_l)`` (= log 2 - InfoNCE_2 = log 2 - DV,
+computed without subtracting from log 2, so it stays exact where the loss is tiny).
 """
 
 from __future__ import annotations
@@ -46,11 +53,13 @@ import torch.nn.functional as F
 from mi_bounds._validation import (
     ArrayLike,
     as_float_tensor,
+    check_in_range,
     check_positive,
     check_reduction,
     promote,
     reduce,
 )
+from mi_bounds.bounds import _infonce, _infonce_terms, _js_neg, _js_pos, _log_ratio_sum, _tuba
 
 __all__ = [
     "LOSSES",
@@ -78,40 +87,50 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
 
 
 def _dpo(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """DPO (Rafailov et al. 2023, Eq. 7): ``-log σ(β(z_w - z_l)) = softplus(-(T_w - T_l))``."""
-    return _softplus(-beta * (z_w - z_l))
+    """DPO (Rafailov et al. 2023, Eq. 7): ``-log σ(β(z_w - z_l)) = softplus(-(T_w - T_l))``,
+    minus the InfoNCE term with ``log s = T_l - T_w`` (= log 2 - InfoNCE_2 = log 2 - DV)."""
+    return -_infonce_terms(-beta * (z_w - z_l))
 
 
 def _mio(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """JS estimator with Q = ½(δ_w + δ_l): ``softplus(-T_w) + ½softplus(T_w) + ½softplus(T_l)``.
+    """-JS with P = δ_w, Q = ½(δ_w + δ_l): ``softplus(-T_w) + ½softplus(T_w) + ½softplus(T_l)``.
 
     Identical, term for term, to TRL's ``nca_pair``:
     ``-log σ(T_w) - ½ log σ(-T_w) - ½ log σ(-T_l)`` (Chen et al. 2024, NCA).
     """
-    t_w, t_l = beta * z_w, beta * z_l
-    return _softplus(-t_w) + 0.5 * _softplus(t_w) + 0.5 * _softplus(t_l)
+    t_w = beta * z_w
+    # E_P = the term at w; E_Q = the mean of the terms at w and l
+    return -(_js_pos(t_w) + 0.5 * (_js_neg(t_w) + _js_neg(beta * z_l)))
 
 
 def _bco_pair(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """BCO on a pair without the running-mean shift (δ = 0): ``softplus(-T_w) + softplus(T_l)``."""
-    return _softplus(-beta * z_w) + _softplus(beta * z_l)
+    """BCO on a pair without the running-mean shift (δ = 0), -JS with P = δ_w, Q = δ_l:
+    ``softplus(-T_w) + softplus(T_l)``."""
+    return -(_js_pos(beta * z_w) + _js_neg(beta * z_l))
 
 
-def _infonce(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """InfoNCE with K-1 negatives: ``-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K``."""
-    t_w, t_l = beta * z_w, beta * z_l
-    row = torch.cat([t_w.unsqueeze(-1), t_l], -1)  # (..., K)
-    return -t_w + torch.logsumexp(row, -1) - math.log(row.shape[-1])
+def _infonce_loss(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """-InfoNCE_K with K-1 negatives: ``-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K``."""
+    t_w, t_l = beta * z_w, beta * z_l  # [...], [..., K-1]
+    return -_infonce(_log_ratio_sum(t_w, t_l).unsqueeze(-1), t_l.shape[-1] + 1)  # one positive
 
 
 def _nwj(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """NWJ with P = δ_w, Q = δ_l: ``-T_w + exp(T_l - 1)``."""
-    return -beta * z_w + torch.exp(beta * z_l - 1.0)
+    """-NWJ with P = δ_w, Q = δ_l: ``-T_w + exp(T_l - 1)``. A ``ValueError`` names
+    ``policy_rejected_logps`` where ``T_l - 1`` passes log(largest float) (88.72 in float32,
+    709.78 in float64): there the loss and its gradient overflow."""
+    return -_tuba(beta * z_w, beta * z_l, 1.0, "policy_rejected_logps",
+                  "T_l - 1 = beta·(policy_rejected_logps - reference_rejected_logps) - 1")
 
 
-def _per_token(z: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """TRL's length normalisation: ``z / lengths.clamp(min=1)`` (``lengths=None``: z itself)."""
-    return z if lengths is None else z / lengths.clamp(min=1.0)
+def _per_token_margin(
+    z_w: torch.Tensor, z_l: torch.Tensor, n_w: torch.Tensor | None, n_l: torch.Tensor | None
+) -> torch.Tensor:
+    """TRL's length-normalised margin ``z_w/n_w - z_l/n_l`` with ``n.clamp(min=1)``
+    (``None``: 1)."""
+    per_w = z_w if n_w is None else z_w / n_w.clamp(min=1.0)
+    per_l = z_l if n_l is None else z_l / n_l.clamp(min=1.0)
+    return per_w - per_l
 
 
 def _ipo(
@@ -124,7 +143,7 @@ def _ipo(
 ) -> torch.Tensor:
     """IPO (Azar et al. 2023, Eq. 17) as TRL 1.16 computes it, with per-token log-ratios:
     ``((z_w/n_w - z_l/n_l) - 1/(2β))²`` (``n`` = completion lengths; default 1)."""
-    delta = _per_token(z_w, chosen_lengths) - _per_token(z_l, rejected_lengths)
+    delta = _per_token_margin(z_w, z_l, chosen_lengths, rejected_lengths)
     return (delta - 1.0 / (2.0 * beta)) ** 2
 
 
@@ -191,8 +210,7 @@ def _sigmoid_norm(
     rejected_lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Length-normalised DPO (TRL ``sigmoid_norm``): ``softplus(-β(z_w/n_w - z_l/n_l))``."""
-    delta = _per_token(z_w, chosen_lengths) - _per_token(z_l, rejected_lengths)
-    return _softplus(-beta * delta)
+    return _softplus(-beta * _per_token_margin(z_w, z_l, chosen_lengths, rejected_lengths))
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +263,7 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec("bco_pair", _bco_pair, "-JS", _CHOSEN, "rejected δ_l",
                  "Jung et al. 2024 (BCO), without the running-mean shift δ",
                  "softplus(-T_w) + softplus(T_l)", trl_name="bco_pair"),
-        LossSpec("infonce", _infonce, "-InfoNCE_K", _CHOSEN,
+        LossSpec("infonce", _infonce_loss, "-InfoNCE_K", _CHOSEN,
                  "the K-1 rejected responses (with the chosen one in the denominator)",
                  "van den Oord et al. 2018 (InfoNCE) with the implicit critic",
                  "-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K"),
@@ -353,18 +371,14 @@ def _check_params(spec: LossSpec, params: dict[str, object], like: torch.Tensor)
         )
     out = {**spec.params, **params}
     if "label_smoothing" in out:
-        eps = out["label_smoothing"]
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
-            raise TypeError(f"label_smoothing must be a real number, got {eps!r}")
-        eps = float(eps)
-        if spec.name == "robust" and not 0.0 <= eps < 0.5:
-            raise ValueError(f"label_smoothing must lie in [0, 0.5) for 'robust', got {eps}")
-        if spec.name == "exo_pair" and not 0.0 < eps < 1.0:
-            raise ValueError(
-                f"label_smoothing must lie in (0, 1) for 'exo_pair' (the EXO paper recommends "
-                f"1e-3), got {eps}"
-            )
-        out["label_smoothing"] = eps
+        if spec.name == "exo_pair":
+            out["label_smoothing"] = check_in_range(
+                out["label_smoothing"], "label_smoothing", 0.0, 1.0, low_open=True,
+                high_open=True, why=" for 'exo_pair' (the EXO paper recommends 1e-3)")
+        else:
+            out["label_smoothing"] = check_in_range(
+                out["label_smoothing"], "label_smoothing", 0.0, 0.5, high_open=True,
+                why=f" for {spec.name!r}")
     if "discopop_tau" in out:
         out["discopop_tau"] = check_positive(out["discopop_tau"], "discopop_tau")
     for name in ("chosen_lengths", "rejected_lengths"):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mi_bounds._validation import int_arg
 from proofs import discover
 from proofs._core import ProofResult
 
@@ -143,10 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_group.add_argument("--check", action="store_true",
                            help="do not write; exit 1 if the document on disk differs from what "
                                 "would be written")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the numeric spot checks")
+    parser.add_argument("--seed", type=int_arg(), default=0,
+                        help="seed of the numeric spot checks (an integer >= 0)")
     parser.add_argument("--steps", action="store_true", help="print every checked step")
     parser.add_argument("--list", action="store_true", help="list the proofs and exit")
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.is_dir():
+        parser.error(f"--out: {args.out} is a folder; give the path of the file to write")
 
     if args.list:
         for proof in discover():

@@ -154,6 +154,25 @@ def test_c4_mio_optimum_by_independent_1d_minimisation():
     assert dpo["policy"][0][0] == pytest.approx(w.optimal_policy()[0, 0], abs=1e-7)
 
 
+def _population_kl_error(w, res) -> float:
+    """|population_optimum's KL(pi ‖ pi_ref) - Σ pi log(pi/pi_ref) by hand| (numpy)."""
+    pi = np.array(res["policy"])
+    terms = np.where(pi > 0, pi * np.log(np.where(pi > 0, pi, 1.0) / w.pi_ref), 0.0)
+    return abs(res["kl_to_reference"] - float(w.prompt_weights @ terms.sum(1)))
+
+
+def test_population_optimum_kl_and_a_wrong_kl_is_caught(monkeypatch):
+    """population_optimum's KLs equal the hand-written sums; mutation check: a KL off by 1e-9
+    relative is caught."""
+    import toy_models.claims as C
+
+    w = CategoricalWorld.random(4, 2, 4, 0.5)
+    assert _population_kl_error(w, population_optimum(w, "mio")) < 1e-12
+    real = C.kl_log
+    monkeypatch.setattr(C, "kl_log", lambda *a, **k: real(*a, **k) * (1 + 1e-9))
+    assert _population_kl_error(w, population_optimum(w, "mio")) > 1e-12
+
+
 def test_population_optimum_needs_full_support():
     w = CategoricalWorld(np.ones(1), np.array([[0.0, 1.0, 0.0]]), np.zeros((1, 3)), 1.0)
     with pytest.raises(ValueError, match="pi_ref > 0"):

@@ -67,7 +67,7 @@ def test_validation_errors(batch) -> None:
         make_critic("mlp", 3)
     with pytest.raises(ValueError, match="unknown activation"):
         SeparableCritic(3, activation="swish")
-    with pytest.raises(ValueError, match="hidden_dim must be >= 1"):
+    with pytest.raises(ValueError, match="hidden_dim must be an int >= 1"):
         ConcatCritic(3, hidden_dim=0)
 
 

@@ -100,6 +100,24 @@ def test_expected_loss_matches_numpy_and_finite_differences(world, features, kin
     np.testing.assert_allclose(grad.numpy(), fd, atol=1e-7, rtol=0)
 
 
+def test_a_wrong_policy_is_caught(world, monkeypatch):
+    """Mutation check: log-ratios off by 1e-9 break the agreement with the numpy transcription
+    that test_expected_loss_matches_numpy_and_finite_differences asserts (to 1e-12)."""
+    import toy_models.dynamics as D
+
+    pairs = world.pair_distribution("bradley_terry")
+    theta_np = np.random.default_rng(11).standard_normal((3, 4))
+    ref = _np_expected_loss("dpo", theta_np, world, pairs)
+
+    def error() -> float:
+        return abs(float(expected_loss("dpo", torch.tensor(theta_np), world, pairs)) - ref)
+
+    assert error() < 1e-12
+    real = D.policy_log_ratios
+    monkeypatch.setattr(D, "policy_log_ratios", lambda *a: real(*a) * (1 + 1e-9))
+    assert error() > 1e-12
+
+
 @pytest.mark.parametrize("kind", ["dpo", "mio", "ipo", "bco_pair", "nwj", "infonce", "hinge"])
 def test_expected_loss_gradcheck(world, features, kind):
     """torch.autograd.gradcheck of the exact expected loss, tabular and shared-feature."""
@@ -346,15 +364,19 @@ def test_decline_figure_quick_is_consistent(tmp_path):
     out = json.loads((tmp_path / "c3_decline.json").read_text())
     grid = fig_c3_decline.grid(quick=True)
     for kind in grid.losses:
-        drop = np.array(out["drop"][kind], dtype=float)
-        assert drop.shape == (1, 1, 2, 2, 1)
-        assert np.all(drop[~np.isnan(drop)] >= 0)
-    c3 = displacement_world(n_prompts=grid.n_prompts, n_responses=8, dim=grid.dim, overlap=0.9,
-                            beta=0.1, seed=0)
-    single = gradient_descent(c3.world, "dpo", pairs=c3.pairs, features=c3.features, lr=10.0,
-                              steps=grid.steps)
-    assert out["drop"]["dpo"][0][0][1][1][0] == pytest.approx(single.peak_to_final_drop(),
-                                                               abs=1e-10)
+        assert np.array(out["drop"][kind], dtype=float).shape == (1, 1, 2, 2, 1)
+    # every cell of dpo: the drop max_t c_t - c_T of a direct, unbatched run
+    for kind in ("dpo",):
+        for a, n_resp in enumerate(grid.n_responses):
+            for b, overlap in enumerate(grid.overlaps):
+                c3 = displacement_world(n_prompts=grid.n_prompts, n_responses=n_resp,
+                                        dim=grid.dim, overlap=overlap, beta=grid.betas[0],
+                                        seed=grid.seeds[0])
+                single = gradient_descent(c3.world, kind, pairs=c3.pairs, features=c3.features,
+                                          lr=grid.lrs[0], steps=grid.steps)
+                chosen = single.chosen_logps
+                assert out["drop"][kind][0][0][a][b][0] == pytest.approx(
+                    float(chosen.max() - chosen[-1]), abs=1e-10), (kind, n_resp, overlap)
 
 
 @pytest.mark.slow

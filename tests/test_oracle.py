@@ -12,13 +12,28 @@ from toy_models import oracle
 from toy_models.strategies import distribution_pairs, distributions, joint_tables
 
 
+def _kl_error(p, q) -> float:
+    """|oracle.kl(p, q) - Σ_{p>0} p (log p - log q)| written out by hand."""
+    s = p > 0
+    manual = float(np.sum(p[s] * (np.log(p[s]) - np.log(q[s]))))
+    return abs(float(oracle.kl(p, q)) - manual)
+
+
 @given(distribution_pairs())
 def test_kl_matches_definition_and_is_nonnegative(pq):
     p, q = pq
-    s = p > 0
-    manual = float(np.sum(p[s] * (np.log(p[s]) - np.log(q[s]))))
-    assert oracle.kl(p, q) == pytest.approx(manual, abs=1e-12)
+    assert _kl_error(p, q) <= 1e-12
     assert oracle.kl(p, q) >= -1e-15  # Gibbs' inequality, up to round-off
+
+
+def test_a_wrong_kl_is_caught(monkeypatch):
+    """Mutation check: kl_log with 0·log 0 taken as the term at the smallest float instead of 0,
+    or scaled by 1 + 1e-9, fails the definition check."""
+    p, q = np.array([0.5, 0.5, 0.0]), np.array([0.2, 0.3, 0.5])
+    assert _kl_error(p, q) <= 1e-12
+    real = oracle.kl_log
+    monkeypatch.setattr(oracle, "kl_log", lambda *a, **k: real(*a, **k) * (1 + 1e-9))
+    assert _kl_error(p, q) > 1e-12
 
 
 @given(distribution_pairs(absolutely_continuous=False))
@@ -54,6 +69,16 @@ def test_mutual_information_identity(joint):
     assert mi >= -1e-15
     product = np.outer(joint.sum(1), joint.sum(0))
     assert oracle.mutual_information(product) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kl_log_exact_where_probabilities_underflow():
+    """KL from log-probabilities: p = [1 - e^-2000, e^-2000], q = [1/2, 1/2] has KL = log 2
+    (the second cell contributes e^-2000·(-2000 + log 2) = 0 in float64), and q's log -inf
+    where p has (underflowed) mass gives +inf."""
+    log_p = np.array([0.0, -2000.0])
+    assert oracle.kl_log(log_p, np.log([0.5, 0.5])) == pytest.approx(math.log(2), abs=1e-15)
+    assert oracle.kl_log(log_p, np.array([0.0, -np.inf])) == math.inf
+    assert oracle.kl_log(np.array([0.0, -np.inf]), np.array([0.0, -np.inf])) == 0.0
 
 
 def test_zero_cells_are_exact():

@@ -31,6 +31,7 @@ from mi_bounds.preference import (
     preference_loss,
     preference_metrics,
 )
+from toy_models.strategies import betas, log_probs
 
 B = 64
 #: losses with a chosen-NLL term (rpo, sft) take the policy's chosen log-probs as a parameter;
@@ -146,16 +147,41 @@ def design_reference(kind, t_w, t_l):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("beta", [0.05, 0.1, 1.0])
-@pytest.mark.parametrize("kind", [k for k in PAIRWISE if k not in ("mio", "nwj")])
-def test_loss_matches_trl_formula(kind, beta):
-    """Every TRL loss equals its transcription from TRL 1.16 to float64 round-off."""
+def _trl_mismatch(kind: str, beta: float) -> str | None:
+    """How ``preference_loss(kind)`` differs from the TRL 1.16 transcription (None: it doesn't,
+    to float64 round-off: rtol = atol = 1e-12)."""
     pc, pr, rc, rr = _batch(1)
     params = PARAMS.get(kind, {})
     got = preference_loss(kind, pc, pr, rc, rr, beta=beta, reduction="none", **params)
     want = trl_reference(kind, pc, pr, rc, rr, beta, **params)
     assert got.dtype == torch.float64
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    try:
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    except AssertionError as err:
+        return str(err)
+    return None
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.1, 1.0])
+@pytest.mark.parametrize("kind", [k for k in PAIRWISE if k not in ("mio", "nwj")])
+def test_loss_matches_trl_formula(kind, beta):
+    """Every TRL loss equals its transcription from TRL 1.16 to float64 round-off."""
+    assert _trl_mismatch(kind, beta) is None
+
+
+@pytest.mark.parametrize(("kernel", "kinds"), [("_infonce_terms", ("dpo",)),
+                                               ("_js_pos", ("nca_pair", "bco_pair")),
+                                               ("_js_neg", ("nca_pair", "bco_pair"))])
+def test_a_wrong_kernel_is_caught(monkeypatch, kernel, kinds):
+    """Mutation check: the bound kernels the losses call, made wrong by 1e-3 relative, make the
+    TRL comparison fail for each loss that uses them (and leave the others passing)."""
+    import mi_bounds.preference as P
+
+    real = getattr(P, kernel)
+    monkeypatch.setattr(P, kernel, lambda *a: real(*a) * (1 + 1e-3))
+    for kind in kinds:
+        assert _trl_mismatch(kind, 0.1) is not None, kind
+    assert _trl_mismatch("ipo", 0.1) is None
 
 
 @pytest.mark.parametrize("kind", ["ipo", "sigmoid_norm"])
@@ -219,38 +245,69 @@ def test_numpy_and_half_inputs():
 # Identities of DESIGN.md §5 (the losses as negated bounds).
 # --------------------------------------------------------------------------------------------
 
-finite = st.floats(-30, 30, allow_nan=False, width=64)
+@st.composite
+def log_prob_batches(draw, max_size=16):
+    """Four log-probability vectors in [-1e3, 0] (so log-ratios in [-1e3, 1e3])."""
+    n = draw(st.integers(1, max_size))
+    rows = [draw(st.tuples(log_probs(), log_probs(), log_probs(), log_probs())) for _ in range(n)]
+    return tuple(torch.tensor(col, dtype=torch.float64) for col in zip(*rows, strict=True))
 
 
-@given(st.lists(st.tuples(finite, finite), min_size=1, max_size=16),
-       st.floats(0.01, 5.0))
-def test_bound_identities(pairs, beta):
+def _nwj_overflows(pr, rr, beta) -> bool:
+    """Whether beta·(pr - rr) - 1 passes log(largest float64) somewhere (computed in Python)."""
+    return max(beta * (a - b) - 1.0 for a, b in zip(pr.tolist(), rr.tolist(), strict=True)) \
+        > math.log(torch.finfo(torch.float64).max)
+
+
+@given(log_prob_batches(), betas())
+def test_bound_identities(batch, beta):
     """dpo = log 2 - DV(δ_w, ½(δ_w+δ_l)) = log 2 - InfoNCE_2; mio = nca_pair = -JS(δ_w, ½(δ_w+δ_l));
-    bco_pair = -JS(δ_w, δ_l); nwj = -NWJ(δ_w, δ_l); all to float64 round-off."""
-    z = torch.tensor(pairs, dtype=torch.float64)
-    z_w, z_l = z[:, 0], z[:, 1]
-    zeros = torch.zeros_like(z_w)
-    t_w, t_l = beta * z_w, beta * z_l
+    bco_pair = -JS(δ_w, δ_l); nwj = -NWJ(δ_w, δ_l) (or both raise the documented overflow
+    error); all to float64 round-off, for log-probabilities in [-1e3, 0] and beta in
+    [1e-3, 10]."""
+    pc, pr, rc, rr = batch
+    t_w, t_l = beta * (pc - rc), beta * (pr - rr)
 
     def loss(kind):
-        return preference_loss(kind, z_w, z_l, zeros, zeros, beta=beta, reduction="none")
+        return preference_loss(kind, pc, pr, rc, rr, beta=beta, reduction="none")
 
     both = torch.stack([t_w, t_l], -1)  # (B, 2): the support {w, l} of Q = ½(δ_w + δ_l)
     half = torch.full_like(both, 0.5)
     pos = t_w.unsqueeze(-1)  # (B, 1)
-    # mi_bounds.bounds uses F.softplus, which returns x above x = 20 (error ≤ e^-20 ≈ 2e-9)
-    tol = {"rtol": 1e-10, "atol": 1e-8}
+    scale = 1.0 + float(both.abs().max())
+    tol = {"rtol": 1e-12, "atol": 1e-14 * scale}
     dv = dv_bound(pos, both, neg_weight=half)
     torch.testing.assert_close(loss("dpo"), math.log(2) - dv, **tol)
     nce2 = infonce_bound_from_negatives(pos, t_l.reshape(-1, 1, 1))
     torch.testing.assert_close(loss("dpo"), math.log(2) - nce2, **tol)
-    js_mix = js_bound(pos, both, neg_weight=half)
-    torch.testing.assert_close(loss("mio"), -js_mix, **tol)
+    torch.testing.assert_close(loss("mio"), -js_bound(pos, both, neg_weight=half), **tol)
     torch.testing.assert_close(loss("nca_pair"), loss("mio"), rtol=0, atol=0)
     torch.testing.assert_close(loss("bco_pair"), -js_bound(pos, t_l.unsqueeze(-1)), **tol)
-    torch.testing.assert_close(loss("nwj"), -nwj_bound(pos, t_l.unsqueeze(-1)), **tol)
+    if _nwj_overflows(pr, rr, beta):
+        for call in (lambda: loss("nwj"), lambda: nwj_bound(pos, t_l.unsqueeze(-1))):
+            with pytest.raises(ValueError, match=r"709\.78"):
+                call()
+    else:
+        torch.testing.assert_close(loss("nwj"), -nwj_bound(pos, t_l.unsqueeze(-1)), **tol)
     # infonce with one negative is dpo - log 2
     torch.testing.assert_close(loss("infonce"), loss("dpo") - math.log(2), **tol)
+
+
+@given(log_prob_batches(max_size=4), betas(), st.sampled_from(sorted(LOSSES)))
+def test_every_loss_finite_with_finite_gradient_at_the_edges(batch, beta, kind):
+    """For log-probabilities in [-1e3, 0] and beta in [1e-3, 10], every loss is finite with a
+    finite gradient, or raises its documented error (nwj past exp's overflow; ipo/sppo_hard are
+    squares that overflow no float here)."""
+    pc, pr, rc, rr = (x.clone().requires_grad_(True) for x in batch)
+    params = PARAMS.get(kind, {})
+    if kind == "nwj" and _nwj_overflows(pr.detach(), rr.detach(), beta):
+        with pytest.raises(ValueError, match=r"policy_rejected_logps.*709\.78"):
+            preference_loss(kind, pc, pr, rc, rr, beta=beta, **params)
+        return
+    loss = preference_loss(kind, pc, pr, rc, rr, beta=beta, reduction="sum", **params)
+    grads = torch.autograd.grad(loss, (pc, pr, rc, rr))
+    assert math.isfinite(float(loss.detach()))
+    assert all(bool(torch.isfinite(g).all()) for g in grads), grads
 
 
 def test_infonce_is_negated_infonce_bound():

@@ -2,31 +2,47 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mi_bounds import bounds as B
-from mi_bounds import report
 from mi_bounds.cli import main as cli_main
+from toy_models import report
 
 
 def test_report_all_facts_hold(capsys):
     assert cli_main(["report", "--worlds", "30", "--critics", "6"]) == 0
     out = capsys.readouterr().out
-    assert "14/14 facts hold" in out and "FAILED" not in out
+    assert "15/15 facts hold" in out and "FAILED" not in out
 
 
-def test_report_detects_a_wrong_bound(monkeypatch):
-    """A DV 'bound' shifted up by 0.01 must be caught by fact 1 and fact 3 rows."""
-    real = B.dv_bound
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        ("dv_bound", ["1. DV(T) <= KL", "3. |DV(T*) - KL|"]),
+        ("nwj_bound", ["3. |NWJ(T*) - KL|"]),
+        ("tuba_bound", ["3. |TUBA(T*,a) - KL|"]),
+        ("js_bound", ["3. |JS(T*) - (2JSD-2log2)|"]),
+        ("infonce_bound", ["5. InfoNCE batch value <= log K"]),
+    ],
+)
+def test_report_detects_a_wrong_bound(monkeypatch, name, rows):
+    """Mutation check: a bound shifted up by 0.01 is caught by its fact 3 row (and fact 1 or 5
+    rows where its random critics come within 0.01 of the target), and the other bounds' rows
+    still hold."""
+    real = getattr(B, name)
 
     def wrong(*args, **kw) -> torch.Tensor:
         return real(*args, **kw) + 0.01
 
-    monkeypatch.setattr(B, "dv_bound", wrong)
-    rows = {r.fact: r for r in report.verify(worlds=20, critics=4, seed=1)}
-    assert not rows["1. DV(T) <= KL"].ok
-    assert not rows["3. |DV(T*) - KL|"].ok
-    assert rows["1. JS(T) <= 2JSD - 2log2"].ok
+    monkeypatch.setattr(B, name, wrong)
+    result = {r.fact: r for r in report.verify(worlds=20, critics=4, seed=1)}
+    for row in rows:
+        assert not result[row].ok, row
+    if name != "js_bound":
+        assert result["1. JS(T) <= 2JSD - 2log2"].ok
+    else:
+        assert result["1. DV(T) <= KL"].ok
 
 
 def test_cli_usage_and_unknown_command(capsys):

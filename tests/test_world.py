@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toy_models import strategies
 from toy_models.oracle import jsd, kl
 from toy_models.world import CategoricalWorld
 
 seeds = st.integers(0, 10_000)
-betas = st.floats(0.05, 5.0)
+betas = strategies.betas()  # [1e-3, 10]
 
 
 def _world(seed, beta, zero_fraction=0.3, n_x=3, n_y=5, scale=2.0):
@@ -21,13 +23,29 @@ def _world(seed, beta, zero_fraction=0.3, n_x=3, n_y=5, scale=2.0):
                                    zero_fraction=zero_fraction)
 
 
-def _brute_gibbs(w):
-    """pi* by exp-then-normalise in plain loops (fine for small rewards): independent."""
-    out = np.zeros_like(w.pi_ref)
-    for x in range(w.n_prompts):
-        un = [w.pi_ref[x, y] * math.exp(w.reward[x, y] / w.beta) for y in range(w.n_responses)]
-        out[x] = np.array(un) / sum(un)
+def _brute_log_gibbs(w):
+    """log pi* by exp-then-normalise in 30-digit mpmath loops (no overflow at any beta):
+    independent of the world's log-space code. -inf where pi_ref = 0."""
+    out = np.full(w.pi_ref.shape, -np.inf)
+    with mpmath.workdps(30):
+        for x in range(w.n_prompts):
+            un = [mpmath.mpf(w.pi_ref[x, y]) * mpmath.exp(mpmath.mpf(w.reward[x, y]) / w.beta)
+                  for y in range(w.n_responses)]
+            z = mpmath.fsum(un)
+            for y, u in enumerate(un):
+                if u > 0:
+                    out[x, y] = float(mpmath.log(u / z))
     return out
+
+
+def _gibbs_error(w) -> float:
+    """Largest |log pi* - brute force| on supp(pi_ref), relative to 1 + |log pi*| (and inf if
+    the zeros of pi* differ from those of pi_ref)."""
+    got, want = w.log_optimal_policy(), _brute_log_gibbs(w)
+    s = w.pi_ref > 0
+    if not np.array_equal(np.isneginf(got), ~s):
+        return math.inf
+    return float(np.max(np.abs(got[s] - want[s]) / (1 + np.abs(want[s]))))
 
 
 def test_validation():
@@ -66,11 +84,12 @@ def test_random_is_deterministic():
 @settings(max_examples=50)
 @given(seeds, betas)
 def test_optimal_policy_is_gibbs_and_optimal(seed, beta):
-    """pi* = pi_ref e^{r/β}/Z (vs a loop), zero off supp(pi_ref); J(pi) = J(pi*) - β KL(pi‖pi*)
-    for random policies pi (so pi* is the maximiser)."""
-    w = _world(seed, max(beta, 0.5), scale=1.0)
+    """log pi* = log(pi_ref e^{r/β}/Z) (vs a 30-digit loop), pi* zero exactly off supp(pi_ref);
+    J(pi) = J(pi*) - β KL(pi‖pi*) for random policies pi (so pi* is the maximiser), for β down
+    to 1e-3 (where pi* underflows in float64 and only log pi* keeps its value)."""
+    w = _world(seed, beta, scale=1.0)
     p = w.optimal_policy()
-    np.testing.assert_allclose(p, _brute_gibbs(w), rtol=1e-10, atol=1e-14)
+    assert _gibbs_error(w) <= 1e-13
     assert np.all(p[w.pi_ref == 0] == 0)
     rng = np.random.default_rng(seed)
     for _ in range(3):
@@ -79,6 +98,15 @@ def test_optimal_policy_is_gibbs_and_optimal(seed, beta):
         j = w.rlhf_objective(pi)
         assert j == pytest.approx(w.rlhf_objective(p) - w.beta * w.kl_to_optimal(pi), abs=1e-10)
         assert j <= w.rlhf_objective(p) + 1e-12
+
+
+def test_a_wrong_partition_function_is_caught(monkeypatch):
+    """Mutation check: log Z off by 1e-9 makes the Gibbs check fail."""
+    w = _world(1, 0.01, scale=1.0)
+    assert _gibbs_error(w) <= 1e-13
+    real = CategoricalWorld.log_partition
+    monkeypatch.setattr(CategoricalWorld, "log_partition", lambda self: real(self) + 1e-9)
+    assert _gibbs_error(w) > 1e-13
 
 
 def test_quantities_against_oracle():
@@ -120,7 +148,8 @@ def test_bounds_at_critics(seed, beta, shift):
     at a perturbed critic every KL bound is below the KL."""
     w = _world(seed, beta, scale=1.0)
     p, q = w.optimal_policy(), w.pi_ref
-    klv = w.kl_to_reference(p)
+    klv = w.kl_to_reference(w.log_optimal_policy(), log=True)
+    assert w.kl_to_reference(p) == pytest.approx(klv, rel=1e-12, abs=1e-300)
     s = q > 0
     log_ratio = np.where(s, w.reward / w.beta - w.log_partition()[:, None], 0.0)
     tol = 1e-9 * max(1.0, klv)

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from mi_bounds._validation import check_positive
+from mi_bounds._validation import check_positive, sum_tolerance
+from toy_models.oracle import kl_log, safe_log
 
 __all__ = [
     "METRICS",
@@ -81,6 +82,9 @@ class WorldLike(Protocol):
     beta: float
 
     def optimal_policy(self) -> Any: ...  # [X, Y]
+
+    # Optional: ``log_optimal_policy() -> [X, Y]``; used instead of ``log(optimal_policy())``
+    # where present (exact where pi* underflows, at small beta).
 
 
 @dataclass(frozen=True, eq=False)
@@ -224,12 +228,6 @@ class _Batch:
     offsets: tuple[int, ...]  # pairs of world b are prob[offsets[b]:offsets[b+1]]
 
 
-def _safe_log(p: NDArray[np.float64]) -> NDArray[np.float64]:
-    out = np.full(p.shape, -np.inf)
-    np.log(p, out=out, where=p > 0)
-    return out
-
-
 def _as_table(value: Any, name: str, shape: tuple[int, ...] | None = None) -> NDArray[np.float64]:
     arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
     if arr.dtype.kind not in "fiu":
@@ -242,6 +240,18 @@ def _as_table(value: Any, name: str, shape: tuple[int, ...] | None = None) -> ND
     return arr
 
 
+def _log_optimal(world: WorldLike, i: int, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """``log pi*`` of a world: its ``log_optimal_policy()`` if it has one (exact where ``pi*``
+    underflows), else ``log`` of ``optimal_policy()``."""
+    if hasattr(world, "log_optimal_policy"):
+        log_opt = np.asarray(world.log_optimal_policy(), dtype=np.float64)
+        if log_opt.shape != shape or np.any(np.isnan(log_opt)) or np.any(log_opt > 0):
+            raise ValueError(f"worlds[{i}].log_optimal_policy() must be log-probabilities of "
+                             f"shape {shape}")
+        return log_opt
+    return safe_log(_as_table(world.optimal_policy(), f"worlds[{i}].optimal_policy()", shape))
+
+
 def _pair_table(world: WorldLike, pairs: Any, name: str) -> NDArray[np.float64]:
     pi_ref = np.asarray(world.pi_ref, dtype=np.float64)
     n_x, n_y = pi_ref.shape
@@ -249,11 +259,15 @@ def _pair_table(world: WorldLike, pairs: Any, name: str) -> NDArray[np.float64]:
         if not hasattr(world, "pair_distribution"):
             raise TypeError(f"{name}={pairs!r} needs a world with pair_distribution()")
         pairs = world.pair_distribution(pairs)
-    table = _as_table(pairs, name, (n_x, n_y, n_y))
+    raw = pairs.detach().cpu() if isinstance(pairs, torch.Tensor) else pairs
+    itemsize = np.asarray(raw).dtype.itemsize if np.asarray(raw).dtype.kind == "f" else 8
+    table = _as_table(raw, name, (n_x, n_y, n_y))
     if np.any(table < 0):
         raise ValueError(f"{name} must be non-negative probabilities")
-    if abs(table.sum() - 1.0) > 1e-9:
+    if abs(table.sum() - 1.0) > sum_tolerance(itemsize, table.size):  # follows the dtype
         raise ValueError(f"{name} must sum to 1 over (x, y_w, y_l), got {table.sum():.12g}")
+    if itemsize < 8:  # normalised in a lower precision: renormalise in float64
+        table = table / table.sum()
     mass = table.sum(2) + table.sum(1)  # [X, Y]: probability that y appears in a pair
     if np.any(mass[pi_ref <= 0] > 0):
         raise ValueError(f"{name} puts mass on a response with pi_ref = 0 (undefined log-ratio)")
@@ -275,9 +289,8 @@ def _stack(
         elif pi_ref.shape != shape:
             raise ValueError(f"all worlds must have one shape {shape}; worlds[{i}]: {pi_ref.shape}")
         n_x, n_y = shape
-        log_ref.append(_safe_log(pi_ref))
-        log_opt.append(_safe_log(_as_table(world.optimal_policy(), f"worlds[{i}].optimal_policy()",
-                                           shape)))
+        log_ref.append(safe_log(pi_ref))
+        log_opt.append(_log_optimal(world, i, shape))
         weights.append(_as_table(world.prompt_weights, f"worlds[{i}].prompt_weights", (n_x,)))
         rewards.append(_as_table(world.reward, f"worlds[{i}].reward", shape))
         table = _pair_table(world, pair, "pairs" if len(worlds) == 1 else f"pairs[{i}]")
@@ -389,15 +402,20 @@ def _metrics(
         terms = torch.where(support, pi * values, torch.zeros_like(pi))
         return (batch.prompt_weights * terms.sum(-1)).sum(-1)
 
+    def kl_to(**log_q_or_ratio: torch.Tensor) -> torch.Tensor:  # E_x KL(pi ‖ q), per world
+        arrays = {k: v.numpy() for k, v in log_q_or_ratio.items()}
+        per_prompt = np.asarray(kl_log(log_pi.numpy(), **arrays))  # [T, B, X]
+        return (batch.prompt_weights * torch.from_numpy(per_prompt)).sum(-1)
+
     t_w, t_l = beta * z_w, beta * z_l
     return {
         "chosen_logps": per_world(batch.log_ref[batch.b, batch.x, batch.w] + z_w),
         "rejected_logps": per_world(batch.log_ref[batch.b, batch.x, batch.l] + z_l),
         "margin": per_world(t_w - t_l),
         "reward_accuracy": per_world((t_w > t_l).to(_DTYPE)),
-        "kl_to_reference": expected(z),
+        "kl_to_reference": kl_to(log_ratio=z),  # z = log pi - log pi_ref, exactly
         "expected_reward": expected(batch.reward),
-        "kl_to_optimal": expected(log_pi - batch.log_opt),
+        "kl_to_optimal": kl_to(log_q=batch.log_opt),
     }
 
 
@@ -439,7 +457,7 @@ def gradient_descent_many(
             raise ValueError("the worlds have different beta; pass the loss's beta explicitly")
         beta = betas.pop()
     beta = check_positive(beta, "beta")
-    lrs = [lr] * n if isinstance(lr, (int, float, np.integer, np.floating)) else list(lr)
+    lrs = list(lr) if isinstance(lr, (list, tuple, np.ndarray)) and np.ndim(lr) > 0 else [lr] * n
     if len(lrs) != n:
         raise ValueError(f"lr must be one rate or {n} of them, got {len(lrs)}")
     lrs = [check_positive(v, "lr") for v in lrs]

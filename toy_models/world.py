@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import expit, logsumexp, rel_entr, xlogy
+from scipy.special import expit, logsumexp, xlogy
 
-from mi_bounds._validation import check_positive
+from mi_bounds._validation import check_positive, sum_tolerance
 from mi_bounds.bounds import get_bound, infonce_bound_from_negatives
-from toy_models.oracle import as_distribution
+from toy_models.oracle import as_distribution, kl_log, safe_log
 from toy_models.oracle import mutual_information as _oracle_mi
 
 __all__ = ["PAIR_KINDS", "CategoricalWorld"]
@@ -47,13 +47,21 @@ PAIR_KINDS = ("bradley_terry", "base_labelled")
 _MAX_INFONCE_TUPLES = 2_000_000
 
 
-def _frozen_array(x: ArrayLike, name: str) -> Table:
+def _frozen_array(x: ArrayLike, name: str, *, distribution: bool = False) -> Table:
+    """A read-only float64 copy of ``x``; with ``distribution=True`` it is validated as
+    probability vectors at the tolerance of ``x``'s own dtype and, if ``x`` had less than float64
+    precision (e.g. normalised in float32), renormalised in float64."""
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    low_precision = arr.dtype.kind == "f" and arr.dtype.itemsize < 8
+    if distribution and arr.ndim >= 1:
+        as_distribution(arr, name)
     arr = np.array(arr, dtype=np.float64)  # a private copy: the caller's array is not shared
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite")
+    if distribution and low_precision:
+        arr /= arr.sum(-1, keepdims=True)
     arr.setflags(write=False)
     return arr
 
@@ -69,8 +77,9 @@ class CategoricalWorld:
         reward: ``[X, Y]``, the true reward ``r(x, y)`` (finite).
         beta: the KL weight ``beta > 0``.
 
-    All arrays are stored as read-only float64 copies. Raises ``ValueError``/``TypeError``
-    naming the field on bad input.
+    All arrays are stored as read-only float64 copies (distributions given in a lower precision
+    are validated at that precision's tolerance and renormalised in float64). Raises
+    ``ValueError``/``TypeError`` naming the field on bad input.
     """
 
     prompt_weights: Table
@@ -79,8 +88,8 @@ class CategoricalWorld:
     beta: float
 
     def __post_init__(self) -> None:
-        d = _frozen_array(self.prompt_weights, "prompt_weights")
-        pi_ref = _frozen_array(self.pi_ref, "pi_ref")
+        d = _frozen_array(self.prompt_weights, "prompt_weights", distribution=True)
+        pi_ref = _frozen_array(self.pi_ref, "pi_ref", distribution=True)
         reward = _frozen_array(self.reward, "reward")
         if d.ndim != 1:
             raise ValueError(f"prompt_weights must have shape [X], got {d.shape}")
@@ -93,8 +102,6 @@ class CategoricalWorld:
             raise ValueError(
                 f"reward must have the shape of pi_ref {pi_ref.shape}, got {reward.shape}"
             )
-        as_distribution(d, "prompt_weights")
-        as_distribution(pi_ref, "pi_ref")
         object.__setattr__(self, "prompt_weights", d)
         object.__setattr__(self, "pi_ref", pi_ref)
         object.__setattr__(self, "reward", reward)
@@ -156,8 +163,7 @@ class CategoricalWorld:
     # ----------------------------------------------------------------------------------------
 
     def _log_pi_ref(self) -> Table:
-        with np.errstate(divide="ignore"):
-            return np.log(self.pi_ref)
+        return safe_log(self.pi_ref)
 
     def log_partition(self) -> Table:
         """``log Z(x) = log Σ_y pi_ref(y|x) exp(r(x,y)/beta)``, shape ``[X]`` (by logsumexp)."""
@@ -171,7 +177,10 @@ class CategoricalWorld:
         """The Gibbs policy ``pi* = pi_ref exp(r/beta) / Z`` ``[X, Y]``; exactly 0 where pi_ref = 0.
 
         It maximises :meth:`rlhf_objective`, with ``J(pi*) = beta E_x log Z(x)``
-        (DESIGN.md §5; Rafailov et al. 2023, Eq. 4).
+        (DESIGN.md §5; Rafailov et al. 2023, Eq. 4). At small beta its entries underflow to 0
+        where ``log pi*`` is below -745: pass :meth:`log_optimal_policy` with ``log=True`` to
+        :meth:`kl_to_optimal`-like methods to keep them exact (:meth:`kl_to_optimal` and
+        :meth:`implicit_critic` of ``pi*`` do).
         """
         return np.exp(self.log_optimal_policy())
 
@@ -187,13 +196,51 @@ class CategoricalWorld:
             )
         return arr
 
-    def kl_to_reference(self, pi: ArrayLike) -> float:
-        """``E_x KL(pi(.|x) ‖ pi_ref(.|x))``; ``+inf`` if pi puts mass where pi_ref has none."""
-        return float(self.prompt_weights @ rel_entr(self._policy(pi), self.pi_ref).sum(1))
+    def _log_policy(self, pi: ArrayLike, log: bool, name: str = "pi") -> Table:
+        """``log pi`` ``[X, Y]`` of a policy given as probabilities or (``log=True``) as
+        log-probabilities (``-inf`` for 0; each row's log-sum-exp within the dtype's sum
+        tolerance of 0). The world's own ``optimal_policy()``, passed as probabilities, is
+        recognised (exact equality) and its exact ``log_optimal_policy()`` used."""
+        if not log:
+            arr = self._policy(pi, name)
+            if np.array_equal(arr, self.optimal_policy()):  # the world's own pi*: exact logs,
+                return self.log_optimal_policy()  # also where pi* underflowed to 0
+            return safe_log(arr)
+        arr = np.asarray(pi)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+        itemsize = arr.dtype.itemsize if arr.dtype.kind == "f" else 8
+        arr = arr.astype(np.float64)
+        if arr.shape != self.pi_ref.shape:
+            raise ValueError(
+                f"{name} must have shape {self.pi_ref.shape} (= pi_ref), got {arr.shape}"
+            )
+        if np.any(np.isnan(arr)) or np.any(arr > 0):
+            raise ValueError(f"log {name} must hold log-probabilities (<= 0 or -inf)")
+        err = float(np.max(np.abs(logsumexp(arr, axis=1))))
+        tol = sum_tolerance(itemsize, arr.shape[1])
+        if not err <= tol:
+            raise ValueError(f"log {name} must be normalised: each row's log-sum-exp within "
+                             f"{tol:g} of 0, largest {err:.3g}")
+        return arr
 
-    def kl_to_optimal(self, pi: ArrayLike) -> float:
-        """``E_x KL(pi(.|x) ‖ pi*(.|x))``; ``J(pi*) - J(pi) = beta · kl_to_optimal(pi)``."""
-        return float(self.prompt_weights @ rel_entr(self._policy(pi), self.optimal_policy()).sum(1))
+    def kl_to_reference(self, pi: ArrayLike, *, log: bool = False) -> float:
+        """``E_x KL(pi(.|x) ‖ pi_ref(.|x))``; ``+inf`` if pi puts mass where pi_ref has none.
+
+        ``log=True``: ``pi`` holds log-probabilities (as :meth:`log_optimal_policy` returns).
+        """
+        return float(self.prompt_weights @ kl_log(self._log_policy(pi, log), self._log_pi_ref()))
+
+    def kl_to_optimal(self, pi: ArrayLike, *, log: bool = False) -> float:
+        """``E_x KL(pi(.|x) ‖ pi*(.|x))``; ``J(pi*) - J(pi) = beta · kl_to_optimal(pi)``.
+
+        Computed against ``log pi*`` (:meth:`log_optimal_policy`), never ``log`` of an
+        underflowed ``pi*``: e.g. beta = 0.01, r = [10, 0, 0], pi_ref = [.5, .3, .2] gives
+        ``kl_to_optimal(pi_ref) = 499.31``, not ``inf``. ``log=True``: ``pi`` holds
+        log-probabilities.
+        """
+        return float(self.prompt_weights @ kl_log(self._log_policy(pi, log),
+                                                  self.log_optimal_policy()))
 
     def expected_reward(self, pi: ArrayLike) -> float:
         """``E_x E_{y~pi(.|x)} r(x, y)``."""
@@ -215,18 +262,21 @@ class CategoricalWorld:
         """``I(X; Y)`` under the joint ``D(x) pi(y|x)`` (nats; by :mod:`toy_models.oracle`)."""
         return _oracle_mi(self.joint(pi))
 
-    def implicit_critic(self, pi: ArrayLike) -> Table:
+    def implicit_critic(self, pi: ArrayLike, *, log: bool = False) -> Table:
         """``T(x, y) = beta (log pi(y|x) - log pi_ref(y|x))`` ``[X, Y]`` (DPO's implicit reward).
 
         Cells where ``pi_ref = 0`` are outside Q's support: they hold ``+inf`` if ``pi > 0``
         there and ``0`` (an arbitrary finite value, never used) if ``pi = 0``. Cells with
-        ``pi = 0 < pi_ref`` hold ``-inf``. For ``pi = pi*`` it is ``r(x,y) - beta log Z(x)``.
+        ``pi = 0 < pi_ref`` hold ``-inf``. For ``pi*`` it is ``r(x,y) - beta log Z(x)``, finite
+        also where ``pi*`` underflows to 0: ``implicit_critic(optimal_policy())`` is recognised
+        and computed from ``log_optimal_policy()`` (as is ``log_optimal_policy()`` passed with
+        ``log=True``).
         """
-        pi_arr = self._policy(pi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = self.beta * (np.log(pi_arr) - self._log_pi_ref())
+        log_pi = self._log_policy(pi, log)
+        with np.errstate(invalid="ignore"):
+            t = self.beta * (log_pi - self._log_pi_ref())
         outside = self.pi_ref == 0
-        return np.where(outside, np.where(pi_arr > 0, np.inf, 0.0), t)
+        return np.where(outside, np.where(np.isneginf(log_pi), 0.0, np.inf), t)
 
     # ----------------------------------------------------------------------------------------
     # Bounds at a critic table.

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from mi_bounds._validation import as_real, check_int
 
 __all__ = [
     "PRESETS",
@@ -39,18 +42,14 @@ __all__ = [
 
 
 def _check_int(value: object, name: str, *, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    check_int(value, name, minimum=minimum)
 
 
 def _check_float(value: object, name: str, *, low: float = 0.0, inclusive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (value >= low if inclusive else value > low) or value != value or value == float("inf"):
+    v = as_real(value, name, finite=False)
+    if not (v >= low if inclusive else v > low) or not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number {'>=' if inclusive else '>'} {low}, "
-                         f"got {value}")
+                         f"got {v}")
 
 
 def _as_tuple(value: object, name: str, scalar: type | tuple[type, ...]) -> tuple:

@@ -1,0 +1,50 @@
+"""The distribution others depend on: version, licence, type marker, and the one-way imports."""
+
+from __future__ import annotations
+
+import ast
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import mi_bounds
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_version_is_the_installed_metadata():
+    assert mi_bounds.__version__ == metadata.version("mi-bounds")
+
+
+def test_licence_file_and_field():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    assert metadata.metadata("mi-bounds")["License-Expression"] == "MIT"
+    assert project["authors"] and project["classifiers"]
+
+
+def test_py_typed_ships_with_the_package():
+    assert (Path(mi_bounds.__file__).parent / "py.typed").is_file()
+    tomllib = pytest.importorskip("tomllib")
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "py.typed" in data["tool"]["setuptools"]["package-data"]["mi_bounds"]
+
+
+def test_the_library_imports_no_toy_models_figures_or_proofs():
+    """No module of mi_bounds imports toy_models, figures or proofs, not even inside a function
+    (data flows one way, DESIGN.md §2; the CLI names them only as strings to load on demand)."""
+    offending = []
+    for path in sorted((ROOT / "mi_bounds").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offending += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in ("toy_models", "figures", "proofs")]
+    assert not offending, offending
