@@ -59,6 +59,18 @@ def _residuals(terms: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
+def test_mutual_information_of_a_tiny_prompt_weight_is_finite():
+    """D = [1, 5e-301], pi = identity: I = H(D) ≈ 5e-301·(log(1/5e-301) + 1) — the product
+    D(x) pi_Y(y) underflows to 0 there, which once gave I = inf (found by hypothesis)."""
+    w = CategoricalWorld(prompt_weights=np.array([1.0, 5e-301]),
+                         pi_ref=np.array([[0.5, 0.5], [1 / 3, 2 / 3]]), reward=np.zeros((2, 2)),
+                         beta=1.0)
+    dec = decompose(w, np.eye(2))
+    h = -(5e-301 * math.log(5e-301)) - math.log1p(-5e-301)  # H(D), exactly enough
+    assert dec.mutual_information == pytest.approx(h, rel=1e-12)
+    assert abs(dec.kl_to_reference - dec.mutual_information - dec.gap) <= TOL
+
+
 @settings(max_examples=100)
 @given(categorical_worlds(), st.integers(0, 2**32 - 1))
 def test_decomposition_holds_for_pi_star_and_for_sparse_policies(world, seed):

@@ -45,7 +45,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from mi_bounds.bounds import get_bound
 from toy_models.claims import _single_threaded
-from toy_models.oracle import as_distribution, jsd, kl
+from toy_models.oracle import _log_sum, as_distribution, jsd, kl, kl_log, safe_log
 from toy_models.world import CategoricalWorld
 
 __all__ = [
@@ -115,7 +115,8 @@ def reference_marginal(world: CategoricalWorld) -> Table:
 
 def _weighted_rows(d: Table, per_row: Table) -> Table:
     """``Σ_x d(x) v(x)`` over the last axis, with ``0 · inf = 0`` (prompts of weight 0 drop)."""
-    return np.where(d > 0, d * per_row, 0.0).sum(-1)
+    with np.errstate(invalid="ignore"):  # 0 · inf on a dropped prompt: replaced by 0
+        return np.where(d > 0, d * per_row, 0.0).sum(-1)
 
 
 def decompose_tables(d: ArrayLike, pi: ArrayLike, pi_ref: ArrayLike) -> dict[str, Table]:
@@ -151,9 +152,10 @@ def decompose_tables(d: ArrayLike, pi: ArrayLike, pi_ref: ArrayLike) -> dict[str
     joint = d_[..., :, None] * pi_  # P(x, y)
     marg = joint.sum(-2)  # pi_Y(y)
     ref_marg = (d_[..., :, None] * ref).sum(-2)  # pibar_ref(y)
-    batch, (n_x, n_y) = pi_.shape[:-2], pi_.shape[-2:]
-    product = d_[..., :, None] * marg[..., None, :]
-    mi = kl(joint.reshape(*batch, n_x * n_y), product.reshape(*batch, n_x * n_y))
+    # I_pi(X;Y) = Σ_x D(x) KL(pi(.|x) ‖ pi_Y), with log pi_Y summed in log space: the product
+    # D(x) pi_Y(y) is never formed, so it cannot underflow (D = [1, 5e-301] gave inf)
+    log_marg_exact = _log_sum(safe_log(d_)[..., :, None] + safe_log(pi_), -2)  # [..., Y]
+    mi = _weighted_rows(d_, kl_log(safe_log(pi_), log_marg_exact[..., None, :]))
     kl_ref = _weighted_rows(d_, kl(pi_, ref))
     mass = joint > 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
