@@ -170,3 +170,23 @@ def test_align_step_reads_one_value(sampled_run, monkeypatch, loss):
     assert counter.total("mi_bounds/preference.py") == 0, dict(counter.where)
     assert counter.total("mi_bounds/bounds.py") == 0, dict(counter.where)
     assert counter.total("mi_bounds/lm/align.py") <= steps, dict(counter.where)
+
+
+def test_estimation_step_reads_no_value_in_the_bounds():
+    """The critic-training loop (staircase, `mi-bounds estimate`): the scores are checked once
+    per step (the divergence guard); the bounds computed from them (the trained objective and
+    every recorded estimator) read no value again. Per step: 2 reads in the guard, 1 for the
+    objective, 1 per recorded estimator."""
+    from mi_bounds.estimate import EstimateConfig, estimate_mi
+    from mi_bounds.staircase import OBJECTIVES, RunSpec
+
+    names = OBJECTIVES["js"]  # js trained; js_dv, js_nwj, smile_1, smile_5 recorded
+    task = RunSpec(steps_per_level=3, levels=(2.0,), dim=4).task_obj()
+    config = EstimateConfig(bound=names[0], report=names[1:], steps=3, batch_size=16,
+                            eval_batches=0)
+    with ScalarReads() as reads:
+        estimate_mi(task, config, critic="separable", hidden_dim=16, embed_dim=4, layers=1)
+    assert reads.total("mi_bounds/_validation.py") == 0, dict(reads.where)
+    assert reads.total("mi_bounds/bounds.py") == 0, dict(reads.where)
+    assert reads.total("mi_bounds/estimate.py") <= 3 * (2 + 1 + len(names) - 1), \
+        dict(reads.where)
