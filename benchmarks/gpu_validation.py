@@ -662,6 +662,7 @@ def step_decline(ctx: Context) -> dict[str, Any]:
 def _load_bench(name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
