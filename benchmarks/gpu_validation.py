@@ -414,8 +414,11 @@ def step_env(ctx: Context) -> dict[str, Any]:
             pass
     if dists:
         avail = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
-        rows = check_requirements(dists, avail)
-        rec["requirement_problems"] = [r for r in rows if r["status"] != "ok"]
+        try:
+            rows = check_requirements(dists, avail)
+            rec["requirement_problems"] = [r for r in rows if r["status"] != "ok"]
+        except ImportError as err:  # `packaging` reads the requirements
+            rec["requirement_problems"] = f"not checked: {err}"
     if ctx.cuda:
         props = torch.cuda.get_device_properties(ctx.device)
         rec["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
