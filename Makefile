@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,lm,notebooks,trl,real
 
-.PHONY: install run test test-slow lint bench
+.PHONY: install run test test-slow lint bench gpu gpu-smoke
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,11 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_bounds.py
+
+# The GPU validation (benchmarks/gpu_validation.py): `gpu` is the device call's command (it
+# needs no .venv: the GPU machine has its own torch), `gpu-smoke` every step at toy size on CPU.
+gpu:
+	bash benchmarks/gpu_run.sh
+
+gpu-smoke: install
+	$(PY) benchmarks/gpu_validation.py --smoke --device cpu --out runs/gpu-smoke/out

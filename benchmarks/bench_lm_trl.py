@@ -93,7 +93,11 @@ def bench_trl(run_dir: Path, steps: int, batch_size: int, lr: float, beta: float
                          use_cpu=device == "cpu", bf16=device != "cpu", report_to=[],
                          logging_steps=steps, save_strategy="no", disable_tqdm=True,
                          precompute_ref_log_probs=precompute, dataloader_num_workers=0,
-                         max_grad_norm=1.0, seed=0)
+                         max_grad_norm=1.0, seed=0,
+                         # TRL >= 1.0 checkpoints activations by default (recomputing the
+                         # forward pass in backward); the align stage does not: same settings
+                         # (benchmarks/trl_checkpointing.py measures what it costs TRL)
+                         gradient_checkpointing=False)
         trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
         t0 = time.perf_counter()
         out = trainer.train()

@@ -11,14 +11,19 @@ NaN that the caller did not put there. This is the one place that decides
   :func:`as_weights`);
 * how far from one a probability vector may sum (:func:`sum_tolerance`: it follows the dtype,
   so a float32 vector normalised in float32 is valid);
-* what a command-line integer is (:func:`int_arg`, an ``argparse`` type).
+* what a command-line integer is (:func:`int_arg`, an ``argparse`` type);
+* whether the checks that read tensor *values* run (:func:`skip_value_checks`: off inside a
+  training loop on an accelerator, where each such read is a host-device synchronisation).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import math
 import numbers
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -160,7 +165,8 @@ def as_float_tensor(
     Args:
         x: a ``torch.Tensor`` or ``numpy.ndarray`` of a floating dtype.
         name: the argument's name, used in error messages.
-        finite: if true, NaN or infinite entries raise ``ValueError``.
+        finite: if true, NaN or infinite entries raise ``ValueError`` (unless the value checks
+            are off: :func:`skip_value_checks`).
         min_ndim: the least number of dimensions accepted.
         like: if given, the result is moved to this tensor's device (and promoted to a common
             dtype with it by the caller).
@@ -193,7 +199,7 @@ def as_float_tensor(
         )
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if finite and not all_finite(x):
+    if finite and value_checks_enabled() and not all_finite(x):
         raise_not_finite(x, name)
     return x
 
@@ -206,6 +212,36 @@ def all_finite(x: torch.Tensor) -> bool:
     """
     lo, hi = torch.aminmax(x.detach())
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+#: False inside :func:`skip_value_checks` (per thread and per asyncio task: a ContextVar)
+_VALUE_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("mi_bounds_value_checks",
+                                                                     default=True)
+
+
+@contextlib.contextmanager
+def skip_value_checks() -> Iterator[None]:
+    """Inside the block, the input checks that read tensor *values* do not run.
+
+    Those are the NaN/inf check of :func:`as_float_tensor` and the sign checks that callers guard
+    with :func:`value_checks_enabled` (e.g. non-negative token counts). Each reads a value on the
+    host: on an accelerator, a host-device synchronisation that waits for every kernel queued
+    before it. A training loop whose inputs come from its own model (log-probabilities of its
+    forward pass, stored reference values, token counts it computed) skips them; shapes, dtypes
+    and scalar parameters are still checked. Non-finite inputs then give non-finite outputs
+    instead of a ``ValueError``: the loop must look at its loss itself (it reads it anyway).
+    ``preference_loss(..., validate=False)`` is this block around one call.
+    """
+    token = _VALUE_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS.reset(token)
+
+
+def value_checks_enabled() -> bool:
+    """False inside :func:`skip_value_checks`, else True."""
+    return _VALUE_CHECKS.get()
 
 
 def raise_not_finite(x: torch.Tensor, name: str) -> None:

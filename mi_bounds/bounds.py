@@ -35,6 +35,7 @@ from mi_bounds._validation import (
     as_weights,
     promote,
     raise_not_finite,
+    value_checks_enabled,
 )
 
 __all__ = [
@@ -132,8 +133,12 @@ def _exp_term(log_term: torch.Tensor, arg: str, what: str) -> torch.Tensor:
     Past ``log_term > log(max float)`` (88.72 in float32, 709.78 in float64) the term, hence the
     bound's value (below ``-`` the largest float) and its gradient, are not representable in the
     dtype: rather than returning ``-inf`` and an ``inf``/NaN gradient, this raises, naming the
-    argument that holds the critic values and the threshold.
+    argument that holds the critic values and the threshold. The check reads a value (a host
+    sync on an accelerator): inside :func:`~mi_bounds._validation.skip_value_checks` it is
+    skipped and an overflow gives ``inf``.
     """
+    if not value_checks_enabled():
+        return torch.exp(log_term)
     limit = _log_max(log_term.dtype)
     worst = float(log_term.detach().max())
     if worst > limit:

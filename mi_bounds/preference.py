@@ -58,6 +58,8 @@ from mi_bounds._validation import (
     check_reduction,
     promote,
     reduce,
+    skip_value_checks,
+    value_checks_enabled,
 )
 from mi_bounds.bounds import _infonce, _infonce_terms, _js_neg, _js_pos, _log_ratio_sum, _tuba
 
@@ -384,7 +386,7 @@ def _check_params(spec: LossSpec, params: dict[str, object], like: torch.Tensor)
     for name in ("chosen_lengths", "rejected_lengths"):
         if name in out and out[name] is not None:
             n = as_float_tensor(out[name], name, min_ndim=0, like=like).to(like.dtype)
-            if bool((n < 0).any()):
+            if value_checks_enabled() and bool((n < 0).any()):
                 raise ValueError(f"{name} must be non-negative token counts")
             try:
                 torch.broadcast_shapes(n.shape, like.shape)
@@ -406,6 +408,7 @@ def preference_loss(
     *,
     beta: float = 0.1,
     reduction: str = "mean",
+    validate: bool = True,
     **params: object,
 ) -> torch.Tensor:
     r"""A preference loss (to minimise) of sequence log-probabilities; see :data:`LOSSES`.
@@ -436,6 +439,11 @@ def preference_loss(
             (``discopop``, default 0.05), ``chosen_lengths``/``rejected_lengths`` (``ipo``,
             ``sigmoid_norm``: completion token counts, clamped to ≥ 1 as TRL does; default
             ``None`` = the log-probabilities are used as they are).
+        validate: ``False`` skips the checks that read tensor values (NaN/inf in the
+            log-probabilities, ``chosen_logps`` and lengths; non-negative lengths): on an
+            accelerator each is a host-device synchronisation. For a training loop whose inputs
+            come from its own model (the align stage); shapes and parameters are still checked,
+            and a non-finite input gives a non-finite loss instead of a ``ValueError``.
 
     Returns:
         The reduced loss, in the inputs' common dtype (float32 at least), with autograd intact.
@@ -452,6 +460,11 @@ def preference_loss(
         >>> preference_loss("dpo", pc, pr, rc, rr, beta=1.0)  # softplus(-(1 - (-1)))
         tensor(0.1269)
     """
+    if not validate:  # the same call with the value checks off (no host-device syncs)
+        with skip_value_checks():
+            return preference_loss(kind, policy_chosen_logps, policy_rejected_logps,
+                                   reference_chosen_logps, reference_rejected_logps, beta=beta,
+                                   reduction=reduction, **params)
     spec = get_loss(kind)
     beta = check_positive(beta, "beta")
     check_reduction(reduction)

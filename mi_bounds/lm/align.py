@@ -146,19 +146,18 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in order]
 
 
-def _loss_kwargs(kind: str, pairs: PairSet, idx: Sequence[int], pc: torch.Tensor,
+def _loss_kwargs(kind: str, pairs: PairSet, idx: Sequence[int], device: torch.device,
                  rpo_alpha: float) -> dict:
-    """The loss's own parameters: completion lengths (TRL's ipo, sigmoid_norm, and the token
-    mean of the chosen NLL in rpo/sft), the policy's chosen log-probs (rpo, sft), rpo's α."""
+    """The loss's own parameters, on ``device``: completion lengths (TRL's ipo, sigmoid_norm,
+    and the token mean of the chosen NLL in rpo/sft) and rpo's α. The policy's chosen log-probs
+    (rpo, sft: ``chosen_logps``) come from the forward pass and are added by the caller."""
     params = get_loss(kind).params
     out: dict[str, Any] = {}
     if "chosen_lengths" in params:
         c, r = pairs.lengths(idx)
-        out["chosen_lengths"] = c.to(pc.device)
+        out["chosen_lengths"] = c.to(device)
         if "rejected_lengths" in params:
-            out["rejected_lengths"] = r.to(pc.device)
-    if "chosen_logps" in params:
-        out["chosen_logps"] = pc
+            out["rejected_lengths"] = r.to(device)
     if "rpo_alpha" in params:
         out["rpo_alpha"] = rpo_alpha
     return out
@@ -298,28 +297,39 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
             epoch_cache = {epoch: _epoch_batches(len(train), batch_size, seed, epoch, lengths)}
         idx = epoch_cache[epoch][step % per_epoch]
         t0 = time.perf_counter()
-        # chosen and rejected stacked: one forward pass per step (B chosen then B rejected)
-        batch = make_batch([train.chosen[i] for i in idx] + [train.rejected[i] for i in idx],
-                           tokenizer.pad_id).to(run.device)
+        # Every input of the step goes to the device before the forward pass: a host-to-device
+        # copy waits for the kernels queued before it (after the forward: all of them).
+        # Chosen and rejected stacked: one forward pass per step (B chosen then B rejected).
+        host = make_batch([train.chosen[i] for i in idx] + [train.rejected[i] for i in idx],
+                          tokenizer.pad_id)
+        batch = host.to(run.device)
+        ref_c = train.ref_chosen[idx].to(run.device)
+        ref_r = train.ref_rejected[idx].to(run.device)
+        kwargs = _loss_kwargs(loss_kind, train, idx, run.device, ac.rpo_alpha)
         set_lr(opt, ac.lr * lr_factor(step, warmup, ac.steps, cosine=False))
         with autocast(run.device):
             logps = sequence_logps(model, batch).float()  # (2B,)
         pc, pr = logps[: len(idx)], logps[len(idx) :]
-        loss = preference_loss(loss_kind, pc, pr, train.ref_chosen[idx].to(run.device),
-                               train.ref_rejected[idx].to(run.device), beta=ac.beta,
-                               reduction="mean",
-                               **_loss_kwargs(loss_kind, train, idx, pc, ac.rpo_alpha))
+        if "chosen_logps" in get_loss(loss_kind).params:
+            kwargs["chosen_logps"] = pc
+        # inputs from the model and the stored reference: no checks that read values (each a
+        # host-device sync); the loss read below catches a non-finite step
+        loss = preference_loss(loss_kind, pc, pr, ref_c, ref_r, beta=ac.beta, reduction="mean",
+                               validate=False, **kwargs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), ac.max_grad_norm)
         opt.step()
-        if run.device.type == "cuda":
+        if run.device.type == "cuda":  # the step's time: wait for its queued kernels
             torch.cuda.synchronize(run.device)
         seconds += time.perf_counter() - t0
-        tokens += batch.n_tokens
-        slots += batch.n_slots
-        losses.append(float(loss.detach()))
+        tokens += host.n_tokens
+        slots += host.n_slots
+        losses.append(float(loss.detach()))  # the step's one value read (already computed)
         s = step + 1
+        if not math.isfinite(losses[-1]):
+            raise ValueError(f"align {loss_kind} seed {seed}: the loss is {losses[-1]} at step "
+                             f"{s} (lr {ac.lr:g}, beta {ac.beta:g}); no result is written")
         if s % ac.eval_every == 0 or s == ac.steps:
             window = losses[-(s - history[-1]["step"]):]
             history.append(_evaluate(run, model, reference, tokenizer, sets, data, s,
