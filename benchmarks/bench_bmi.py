@@ -15,8 +15,13 @@ Then, from the repository root (resumable: finished (task, side) files are skipp
 
 ``run`` first samples every task with bmi's own samplers (``sample``, in the bmi venv; 5,000
 rows, seed 0, saved to ``runs/bmi/samples/<task>.npz`` with the exact MI), then, task by task
-and interleaved so that the shared machine's load falls on both alike, runs bmi's estimators
-(``bmi`` side, in the bmi venv) and ours (``ours`` side, in the project venv) on the same file.
+and interleaved so that the shared machine's load falls on all alike, runs bmi's estimators
+(``bmi`` side, in the bmi venv), ours with the defaults (``ours`` side: the separable critic)
+and ours with ``--critic concat`` (``concat`` side; bmi's critics are concat MLPs too), each in
+the project venv, on the same file. The table adds ``auto``: of the two runs of ours, the one
+whose chosen checkpoint scored higher on the validation rows (ties: separable), which is what
+``--critic auto`` reports (same seed, same batches: tests/test_heldout.py checks the identity),
+at the sum of the two times.
 Each side runs in its own process with one thread: ``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``,
 ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1
 --xla_force_host_platform_device_count=1`` and ``torch.set_num_threads(1)``; no ``taskset``.
@@ -69,6 +74,7 @@ TASKS = [
 INDEPENDENT = {"independent-5-5": 5000, "independent-5-5-n600": 600}
 
 ESTIMATORS = ("dv", "infonce", "nwj", "ksg")
+NEURAL = ("dv", "infonce", "nwj")
 
 THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -163,8 +169,9 @@ def run_bmi(work: Path, tid: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def run_ours(work: Path, tid: str) -> None:
-    """``mi-bounds estimate --data`` (dv, infonce, nwj; defaults) and ``--bound ksg``."""
+def run_ours(work: Path, tid: str, critic: str = "separable") -> None:
+    """``mi-bounds estimate --data`` (dv, infonce, nwj; defaults) and ``--bound ksg``; with
+    ``critic="concat"``, ``--critic concat`` (dv, infonce, nwj) instead."""
     import contextlib
     import io
 
@@ -173,16 +180,21 @@ def run_ours(work: Path, tid: str) -> None:
     from mi_bounds.estimate_cli import main as estimate
 
     torch.set_num_threads(1)
-    path = work / "results" / f"{tid}__ours.json"
+    side = "ours" if critic == "separable" else critic
+    path = work / "results" / f"{tid}__{side}.json"
     if path.exists():
         return
     npz = work / "samples" / f"{tid}.npz"
     data = np.load(npz)
-    record: dict = {"task": tid, "side": "ours", "true_mi": float(data["true_mi"]),
+    record: dict = {"task": tid, "side": side, "true_mi": float(data["true_mi"]),
                     "n": int(data["X"].shape[0]), "estimators": {}}
-    for name in ESTIMATORS:
-        out = work / "ours" / f"{tid}__{name}.json"
-        argv = ["--data", str(npz), "--bound", name, "--no-progress", "--out", str(out)]
+    names = ESTIMATORS if critic == "separable" else NEURAL
+    for name in names:
+        out = work / side / f"{tid}__{name}.json"
+        argv = ["--data", str(npz), "--bound", name, "--no-progress"]
+        if critic != "separable":
+            argv += ["--critic", critic]
+        argv += ["--out", str(out)]
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
             code, wall, cpu = _timed(lambda a=argv: estimate(a))
@@ -191,14 +203,18 @@ def run_ours(work: Path, tid: str) -> None:
         if code == 0:
             run = json.loads(out.read_text())
             final = run["final"][name]
+            history = run.get("selection", {}).get("validation", [])
             entry.update(estimate=final["estimate"], stderr=final["stderr"],
                          train_estimate=final.get("train_estimate"),
+                         reliable=final.get("reliable", True), flags=final.get("flags", []),
                          selected_step=run.get("selection", {}).get("step"),
+                         validation_best=max((v for _, v in history), default=None),
+                         score_cap=(run.get("score_cap") or {}).get("b"),
                          steps_run=run.get("steps_run"))
         else:
             entry.update(estimate=None, output=buf.getvalue()[-500:])
         record["estimators"][name] = entry
-        print(f"  ours {name}: {entry['estimate']} ({wall:.1f} s)", flush=True)
+        print(f"  {side} {name}: {entry['estimate']} ({wall:.1f} s)", flush=True)
     _write(path, record)
 
 
@@ -215,59 +231,94 @@ def drive(work: Path, bmi_python: str) -> None:
     for tid in [*TASKS, *INDEPENDENT]:
         print(f"[{time.strftime('%H:%M:%S')}] {tid}", flush=True)
         subprocess.run([bmi_python, me, "bmi", tid, "--work", str(work)], env=env, check=True)
-        subprocess.run([sys.executable, me, "ours", tid, "--work", str(work)], env=env,
-                       check=True)
+        for side in ("ours", "concat"):
+            subprocess.run([sys.executable, me, side, tid, "--work", str(work)], env=env,
+                           check=True)
+
+
+def _auto(ours: dict, concat: dict) -> dict:
+    """``--critic auto`` from the two runs: the higher best validation score (ties: ours)."""
+    pick = concat if (concat.get("validation_best") or -np.inf) > (
+        ours.get("validation_best") or -np.inf) else ours
+    return {**pick, "critic": "concat" if pick is concat else "separable",
+            "seconds": ours["seconds"] + concat["seconds"],
+            "cpu_seconds": ours["cpu_seconds"] + concat["cpu_seconds"]}
+
+
+def _verdict(name: str, est: float | None, truth: float, b_err: float) -> str:
+    if name == "ksg":
+        return ""
+    if est is None:
+        return "error"
+    miss = abs(est - truth) - b_err - 0.05
+    return "yes" if miss <= 0 else f"no (+{miss:.3f})"
 
 
 def table(work: Path, out: Path = RESULT) -> str:
-    """Markdown table of every finished task and ``benchmarks/results/bmi.json``."""
-    rows, records = [], {}
+    """Markdown tables of every finished task and ``benchmarks/results/bmi.json``."""
+    sides = ("bmi", "ours", "concat")
+    records = {}
     for tid in [*TASKS, *INDEPENDENT]:
-        files = [work / "results" / f"{tid}__{side}.json" for side in ("bmi", "ours")]
+        files = [work / "results" / f"{tid}__{side}.json" for side in sides]
         if not all(f.exists() for f in files):
             continue
-        b, o = (json.loads(f.read_text()) for f in files)
+        b, o, c = (json.loads(f.read_text()) for f in files)
+        auto = {k: _auto(o["estimators"][k], c["estimators"][k]) for k in NEURAL}
         records[tid] = {"true_mi": b["true_mi"], "n": b["n"], "bmi": b["estimators"],
-                        "ours": o["estimators"]}
+                        "ours": o["estimators"], "concat": c["estimators"], "auto": auto}
+    fmt = (lambda v: "error" if v is None else f"{v:.3f}")  # noqa: E731
+    main_rows, other_rows = [], []
+    for tid, r in records.items():
+        truth = r["true_mi"]
         for name in ESTIMATORS:
-            be, oe = b["estimators"][name], o["estimators"][name]
-            truth = b["true_mi"]
+            be, oe = r["bmi"][name], r["ours"][name]
             b_err = abs(be["estimate"] - truth)
             o_est = oe["estimate"]
             o_err = None if o_est is None else abs(o_est - truth)
-            ok = "" if name == "ksg" or o_err is None else (
-                "yes" if o_err <= b_err + 0.05 else f"no (+{o_err - b_err - 0.05:.3f})")
-            fmt = (lambda v: "error" if v is None else f"{v:.3f}")  # noqa: E731
-            rows.append(
+            flag = "" if oe.get("reliable", True) else " (unreliable)"
+            main_rows.append(
                 f"| {tid} | {truth:.3f} | {name} | {be['estimate']:.3f} | {b_err:.3f} | "
-                f"{be['seconds']:.1f} | {fmt(o_est)} | {fmt(o_err)} | {oe['seconds']:.1f} | {ok} |"
-            )
+                f"{be['seconds']:.1f} | {fmt(o_est)}{flag} | {fmt(o_err)} | {oe['seconds']:.1f} | "
+                f"{_verdict(name, o_est, truth, b_err)} |")
+            if name == "ksg":
+                continue
+            ce, ae = r["concat"][name], r["auto"][name]
+            other_rows.append(
+                f"| {tid} | {name} | {b_err:.3f} | {fmt(ce['estimate'])} | "
+                f"{fmt(None if ce['estimate'] is None else abs(ce['estimate'] - truth))} | "
+                f"{ce['seconds']:.1f} | {_verdict(name, ce['estimate'], truth, b_err)} | "
+                f"{ae['critic']} | {fmt(ae['estimate'])} | "
+                f"{fmt(None if ae['estimate'] is None else abs(ae['estimate'] - truth))} | "
+                f"{ae['seconds']:.1f} | {_verdict(name, ae['estimate'], truth, b_err)} |")
     head = ("| task | true MI | estimator | bmi | bmi error | bmi s | ours | ours error | "
             "ours s | within bmi error + 0.05 |\n|---|---|---|---|---|---|---|---|---|---|")
+    head2 = ("| task | estimator | bmi error | concat | concat error | concat s | within | "
+             "auto: critic | auto | auto error | auto s | within |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|")
     summary = []
     for name in ESTIMATORS:
-        bs = [r["bmi"][name]["seconds"] for r in records.values()]
-        os_ = [r["ours"][name]["seconds"] for r in records.values()]
-        bc = [r["bmi"][name]["cpu_seconds"] for r in records.values()]
-        oc = [r["ours"][name]["cpu_seconds"] for r in records.values()]
-        if bs:
-            summary.append(
-                f"| {name} | {np.median(bs):.1f} | {np.median(os_):.1f} | "
-                f"{np.median(bc):.1f} | {np.median(oc):.1f} |")
-    times = ("| estimator | bmi median wall s | ours median wall s | bmi median CPU s | "
-             "ours median CPU s |\n|---|---|---|---|---|\n" + "\n".join(summary))
+        cols = ["bmi", "ours"] + (["concat", "auto"] if name != "ksg" else [])
+        wall = {k: np.median([r[k][name]["seconds"] for r in records.values()]) for k in cols}
+        cpu = {k: np.median([r[k][name]["cpu_seconds"] for r in records.values()]) for k in cols}
+        if records:
+            summary.append(f"| {name} | " + " | ".join(
+                f"{wall.get(k, np.nan):.1f} / {cpu.get(k, np.nan):.1f}"
+                for k in ("bmi", "ours", "concat", "auto")) + " |")
+    times = ("| estimator | bmi | ours (separable, default) | ours --critic concat | "
+             "ours --critic auto |\n|---|---|---|---|---|\n" + "\n".join(summary))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "machine": "2-core x86-64 CPU VM (shared)", "samples": N_SAMPLES, "sample_seed": SEED,
         "threads": THREAD_ENV, "date": time.strftime("%Y-%m-%d"), "tasks": records,
     }, indent=1) + "\n")
-    return head + "\n" + "\n".join(rows) + "\n\n" + times
+    return (head + "\n" + "\n".join(main_rows) + "\n\n" + head2 + "\n" + "\n".join(other_rows)
+            + "\n\nMedian wall / CPU seconds over the tasks:\n\n" + times)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["sample", "bmi", "ours", "run", "table"])
-    p.add_argument("task", nargs="?", help="task id (bmi, ours)")
+    p.add_argument("command", choices=["sample", "bmi", "ours", "concat", "run", "table"])
+    p.add_argument("task", nargs="?", help="task id (bmi, ours, concat)")
     p.add_argument("--work", type=Path, default=WORK, help="samples and per-side results")
     p.add_argument("--bmi-python", default="/work/bmi-venv/bin/python",
                    help="python of the bmi venv (run)")
@@ -278,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         run_bmi(args.work, args.task)
     elif args.command == "ours":
         run_ours(args.work, args.task)
+    elif args.command == "concat":
+        run_ours(args.work, args.task, critic="concat")
     elif args.command == "run":
         drive(args.work, args.bmi_python)
     else:

@@ -281,6 +281,10 @@ class EstimateConfig:
             new best (0: never stop early); the best-scoring checkpoint is reported.
         max_abs_score: divergence guard: a critic value |T| above this (or a non-finite one)
             stops the run with an error (None: no bound, non-finite values still stop it).
+        cap_scores: finite samples: evaluate the capped critic min(T, b), b = the largest
+            value T gives a positive pair of the fit rows, on the validation, test and fit
+            rows (a critic like any other: DV, NWJ and InfoNCE of it are still bounds on I;
+            it keeps pairs the critic extrapolates to from dominating log E_Q[e^T]).
     """
 
     bound: str = "smile"
@@ -300,6 +304,7 @@ class EstimateConfig:
     eval_every: int = 100
     patience: int = 5
     max_abs_score: float | None = 1e4
+    cap_scores: bool = True
 
     def __post_init__(self) -> None:
         parse_estimator(self.bound, self.clip)
@@ -319,7 +324,7 @@ class EstimateConfig:
             torch.device(self.device)
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"device must name a torch device, got {self.device!r}") from err
-        for name in ("progress", "standardize"):
+        for name in ("progress", "standardize", "cap_scores"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         _check_real(self.test_fraction, "test_fraction")
@@ -363,6 +368,9 @@ class EstimationResult:
         selection: finite samples: the model-selection record (rule, chosen step, validation
             history, step where training stopped); empty for a sampler.
         extra: further JSON fields (the split sizes, standardisation).
+        flags: finite samples: estimator name -> the reasons its held-out estimate is not to
+            be trusted (empty list: none); ``to_dict`` writes ``reliable`` and ``flags`` beside
+            the estimate. Empty for a sampler.
     """
 
     estimates: dict[str, np.ndarray]
@@ -373,6 +381,7 @@ class EstimationResult:
     extra: dict[str, object] = field(default_factory=dict)
     final_train: dict[str, tuple[float, float]] = field(default_factory=dict)
     selection: dict[str, object] = field(default_factory=dict)
+    flags: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def steps_run(self) -> int:
@@ -388,13 +397,16 @@ class EstimationResult:
 
         ``final[name]`` holds ``estimate`` and ``stderr`` (held-out test rows for a finite
         sample, fresh batches for a sampler) and, for a finite sample, ``train_estimate`` (the
-        same estimator on the fit rows).
+        same estimator on the fit rows), ``reliable`` (False when the estimate is flagged) and
+        ``flags`` (the reasons).
         """
-        final: dict[str, dict[str, float]] = {}
+        final: dict[str, dict[str, object]] = {}
         for k, (m, s) in self.final.items():
             final[k] = {"estimate": m, "stderr": s}
             if k in self.final_train:
                 final[k]["train_estimate"] = self.final_train[k][0]
+            if k in self.flags:
+                final[k].update(reliable=not self.flags[k], flags=list(self.flags[k]))
         out = {
             "config": asdict(self.config),
             "final": final,

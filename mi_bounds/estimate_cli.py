@@ -3,9 +3,10 @@
 Two forms::
 
     mi-bounds estimate [--task gaussian|cubic --mi 4 --dim 20 | --data file.npz]
-                       [--bound smile --clip 5 | --bound ksg] [--critic separable] [--steps 4000]
-                       [--batch-size K] [--lr LR] [--test-fraction 0.5] [--no-standardize]
-                       [--device cpu] [--seed 0] [--out results.json]
+                       [--bound smile --clip 5 | --bound ksg] [--critic separable|concat|auto]
+                       [--steps 4000] [--batch-size K] [--lr LR] [--test-fraction 0.5]
+                       [--no-standardize] [--no-cap-scores] [--device cpu] [--seed 0]
+                       [--out results.json]
     mi-bounds estimate staircase [--plan default|full|quick] [--out-dir results/staircase]
                                  [--objectives js infonce ...] [--threads 1] [--table]
 
@@ -93,8 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                    + D)
     p.add_argument("--clip", type=_none_or_float, default=defaults["clip"],
                    help=_help("clip") + D)
-    p.add_argument("--critic", choices=["separable", "concat"], default="separable",
-                   help="critic architecture" + D)
+    p.add_argument("--critic", choices=["separable", "concat", "auto"], default="separable",
+                   help="critic architecture; auto (--data only): train both, keep the one "
+                   "with the higher validation score (costs both; concat dominates)" + D)
     for flag, name, text in (("--hidden-dim", "hidden_dim", "MLP width"),
                              ("--embed-dim", "embed_dim", "separable embedding size"),
                              ("--layers", "layers", "extra hidden layers")):
@@ -119,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-standardize", action="store_true", help="do not standardise X and Y "
                    "(default: standardise with train-row statistics; heavy-tailed features, "
                    "beyond ±10 standard deviations, through asinh of a median/IQR scaling)")
+    g.add_argument("--no-cap-scores", action="store_true", help="evaluate the critic as it "
+                   "is (default: capped at the largest value it gives a fit-row pair, so that "
+                   "pairs it extrapolates to cannot decide the estimate; still a bound on I)")
     g.add_argument("--eval-every", type=int, default=defaults["eval_every"],
                    help=_help("eval_every") + D)
     g.add_argument("--patience", type=int, default=defaults["patience"],
@@ -266,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress, test_fraction=args.test_fraction,
             validation_fraction=args.validation_fraction, standardize=not args.no_standardize,
             eval_every=args.eval_every, patience=args.patience,
-            max_abs_score=args.max_abs_score, **settings,
+            max_abs_score=args.max_abs_score, cap_scores=not args.no_cap_scores, **settings,
         )
         _device(config.device)  # CUDA requested but absent: an error now, not after loading
         if on_data:
@@ -288,7 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} must be an int >= {0 if name == 'layers' else 1}, "
                                  f"got {value}")
-        make_critic(args.critic, task.x_dim, task.y_dim, **sizes)  # validates the sizes
+        if args.critic == "auto" and not on_data:
+            raise ValueError("--critic auto chooses on validation rows: it needs --data")
+        if args.critic == "auto" and config.validation_fraction == 0:
+            raise ValueError("--critic auto chooses on validation rows: use "
+                             "--validation-fraction > 0")
+        for name in (("separable", "concat") if args.critic == "auto" else (args.critic,)):
+            make_critic(name, task.x_dim, task.y_dim, **sizes)  # validates the sizes
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(_flag_names(str(err)))
     if args.threads is not None:
@@ -312,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             mean, se = result.final[name]
             if on_data:
                 tr, _ = result.final_train[name]
-                line = (f"{name}: {mean:.4f} ± {se:.4f} nats (held out: "
+                tag = " UNRELIABLE" if result.flags.get(name) else ""
+                line = (f"{name}: {mean:.4f} ± {se:.4f} nats{tag} (held out: "
                         f"{result.extra['split']['test']} test rows, ± 1 jackknife standard "
                         f"error; on the {result.extra['split']['fit']} fit rows: {tr:.4f})")
             else:
@@ -326,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"checkpoint: step {sel['step']} of {sel['stopped_at']} (best on "
               f"{result.extra['split']['validation']} validation rows)"
               if sel["validation"] else f"checkpoint: the last step, {sel['step']}")
+        if "critic" in sel:
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in sel["critic"]["validation_best"].items())
+            print(f"critic: {sel['critic']['chosen']} (best validation {config.bound}: {scores})")
     if true_mi is not None:
         print(f"true MI: {true_mi:.4f} nats")
     sys.stdout.flush()
@@ -339,5 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["source"] = str(args.data) if on_data else {
             "task": args.task, "mi": args.mi, "dim": args.dim}
         record["critic"] = {"name": args.critic, **sizes}
+        if "critic" in result.selection:
+            record["critic"]["chosen"] = result.selection["critic"]["chosen"]
         _write(args.out, record)
     return 0

@@ -16,15 +16,26 @@ early stopping reads the test rows) whereas here nothing but the final report re
    ``standardize=False`` turns it all off). These maps are invertible, so they leave I(X; Y)
    unchanged.
 3. **Train** the critic on mini-batches of the fit rows (:func:`~mi_bounds.estimate.fit_critic`).
-4. **Select** the checkpoint: the critic is scored on the validation rows (the value of the
-   trained estimator on their whole score matrix) before the first step, every ``eval_every``
-   steps and after the last; training stops after ``patience`` scores in a row without a new
-   best, and the best-scoring checkpoint is kept. The choice is recorded (step and history).
-5. **Report** every estimator of the run on the test rows: the value on the score matrix of all
-   test rows (``n`` positive pairs on the diagonal, ``n(n-1)`` negative pairs off it; in blocks
-   of at most ``max_rows`` rows, averaged, when there are more), with a delete-a-group jackknife
-   standard error (:func:`rows_value`). The same values on the fit rows (without a standard
-   error) are reported beside them so that the overfitting gap is visible.
+4. **Cap** (``cap_scores``, on by default): a checkpoint's critic ``T`` is evaluated as
+   ``min(T, b)``, with ``b`` the largest value ``T`` gives a positive pair of the fit rows
+   (:func:`score_cap`). ``min(T, b)`` is a function of ``(x, y)`` like any critic, so DV, NWJ
+   and InfoNCE of it are still lower bounds on I(X; Y); what it removes is extrapolation: a
+   pair scored above every joint pair the critic was fitted on lies where the joint sample
+   put no mass, and on ``n²`` test pairs a handful of such pairs would decide the
+   log-mean-exp of DV (and NWJ's mean of ``e^(T-1)``). Only the upper side is capped: raising
+   the low values of product pairs would raise ``E_Q[e^T]`` and cost real nats at high MI.
+5. **Select** the checkpoint: the capped critic is scored on the validation rows (the value of
+   the trained estimator on their whole score matrix) before the first step, every
+   ``eval_every`` steps and after the last; training stops after ``patience`` scores in a row
+   without a new best, and the best-scoring checkpoint is kept. The choice is recorded (step
+   and history).
+6. **Report** every estimator of the run on the test rows: the value of the capped critic on
+   the score matrix of all test rows (``n`` positive pairs on the diagonal, ``n(n-1)``
+   negative pairs off it; in blocks of at most ``max_rows`` rows, averaged, when there are
+   more), with a delete-a-group jackknife standard error (:func:`rows_value`). The same values
+   on the fit rows (without a standard error) are reported beside them so that the
+   overfitting gap is visible. An estimate whose standard error exceeds
+   :data:`UNSTABLE_STDERR` is flagged ``reliable: false`` (with a warning).
 
 A critic value that is not finite or beyond ``max_abs_score`` stops the run with
 :class:`~mi_bounds.estimate.DivergenceError` (during training and on the held-out rows).
@@ -34,7 +45,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +53,7 @@ from torch import nn
 
 from mi_bounds.critics import make_critic, score_matrix
 from mi_bounds.estimate import (
+    DivergenceError,
     EstimateConfig,
     EstimationResult,
     _device,
@@ -52,6 +64,7 @@ from mi_bounds.estimate import (
 from mi_bounds.tasks import ArrayTask, RowSplit, Standardizer, check_samples, split_rows
 
 __all__ = [
+    "AUTO_CRITICS",
     "SAMPLE_CRITIC",
     "SAMPLE_DEFAULTS",
     "SELECTION_RULE",
@@ -62,6 +75,7 @@ __all__ = [
     "prepare_samples",
     "rows_value",
     "sample_config",
+    "score_cap",
 ]
 
 #: Training settings for a finite sample when the caller gives none (``estimate_mi_on_samples``
@@ -85,9 +99,11 @@ def sample_config(**overrides: object) -> EstimateConfig:
     ``overrides``."""
     return EstimateConfig(**{**SAMPLE_DEFAULTS, **overrides})  # type: ignore[arg-type]
 
-#: A held-out estimate whose jackknife standard error exceeds this (nats) is reported with a
-#: warning: its ±2 standard-error interval spans more than a nat, typically because a few test
-#: pairs with large critic values dominate log E_Q[e^T] (DV, NWJ); the number is still reported.
+#: A held-out estimate whose jackknife standard error exceeds this (nats) is flagged
+#: unreliable (``reliable: false`` in the JSON, ``UNRELIABLE`` on the command line, and a
+#: warning): its ±2 standard-error interval spans more than a nat, typically because a few test
+#: pairs with large critic values dominate log E_Q[e^T] (DV, NWJ). The number is kept, with its
+#: standard error, for inspection; it is not an estimate to use.
 UNSTABLE_STDERR = 0.25
 
 #: The model-selection rule, as recorded in every result.
@@ -96,6 +112,28 @@ SELECTION_RULE = (
     "(scored before step 1, every eval_every steps and after the last; stop after patience "
     "scores without a new best); the test rows are read only for the final report"
 )
+
+#: The cap, as recorded in every result that uses it.
+CAP_RULE = (
+    "every checkpoint's critic T is evaluated as min(T, b), b = max of T over the positive "
+    "pairs of the fit rows (validation, test and fit-row values alike; training is unchanged)"
+)
+
+
+@torch.no_grad()
+def score_cap(critic: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``b = max_i T(x_i, y_i)``: the largest critic value on the positive pairs ``(x_i, y_i)``
+    (the fit rows), computed with the critic's ``forward`` on aligned pairs.
+
+    The capped critic ``min(T, b)`` is what :func:`estimate_mi_on_samples` evaluates (module
+    docstring, step 4).
+    """
+    was_training = critic.training
+    critic.eval()
+    try:
+        return float(critic(x, y).max())
+    finally:
+        critic.train(was_training)
 
 
 @torch.no_grad()
@@ -109,13 +147,15 @@ def rows_value(
     groups: int = 10,
     max_rows: int = 4096,
     max_abs_score: float | None = None,
+    cap: float | None = None,
     where: str = "on the held-out rows",
 ) -> dict[str, tuple[float, float]]:
     r"""Each estimator's value on the score matrix of a set of rows, with a jackknife error.
 
     The rows ``x [n, d_x]``, ``y [n, d_y]`` (in random order) are cut into
     ``B = ceil(n / max_rows)`` contiguous blocks of near-equal size; in each block the critic's
-    score matrix ``S[i, j] = T(x_i, y_j)`` (float64) is valued by
+    score matrix ``S[i, j] = T(x_i, y_j)`` (float64; ``min(T, cap)`` with a ``cap``, after the
+    divergence guard has read the raw values) is valued by
     :func:`~mi_bounds.estimate.estimator_value` and the estimate is the mean over blocks.
 
     Standard error: delete-a-group jackknife (Efron & Tibshirani, "An Introduction to the
@@ -153,6 +193,8 @@ def rows_value(
             s = score_matrix(critic, x[lo:hi], y[lo:hi])  # (m, m)
             check_scores(s, max_abs_score, where)
             s = s.double()
+            if cap is not None:
+                s = s.clamp(max=cap)
             m = hi - lo
             for k in names:
                 est[k].append(float(estimator_value(k, s, clip=clip)))
@@ -178,26 +220,70 @@ def rows_value(
     }
 
 
+#: The candidates of ``critic="auto"``, in the order they are trained (ties go to the first).
+AUTO_CRITICS = ("separable", "concat")
+
+#: The critic-choice rule of ``critic="auto"``, as recorded in its result.
+AUTO_RULE = (
+    "train each candidate critic (same seed, same batches, same checkpoint rule) and keep the "
+    "one whose chosen checkpoint scored highest on the validation rows (ties: the first); the "
+    "test rows are read only for the kept critic"
+)
+
+
+def _choose_critic(
+    train_one: Callable[[str], tuple[nn.Module, tuple]],
+) -> tuple[nn.Module, tuple]:
+    """``critic="auto"``: :data:`AUTO_RULE` over :data:`AUTO_CRITICS`. A candidate that
+    diverges is dropped (recorded); if every candidate diverges the last error is raised."""
+    runs: dict[str, tuple[nn.Module, tuple]] = {}
+    diverged: dict[str, str] = {}
+    seconds = 0.0
+    error: DivergenceError | None = None
+    for name in AUTO_CRITICS:
+        try:
+            runs[name] = train_one(name)
+        except DivergenceError as err:
+            diverged[name], error = str(err), err
+            continue
+        seconds += runs[name][1][2]
+    if not runs:
+        assert error is not None
+        raise error
+    best = {name: max(v for _, v in run[1][3]["validation"]) for name, run in runs.items()}
+    chosen = max(best, key=lambda k: (best[k], -AUTO_CRITICS.index(k)))
+    net, (per_step, true_mi, _, selection) = runs[chosen]
+    selection = {**selection, "critic": {"rule": AUTO_RULE, "chosen": chosen,
+                                         "validation_best": best, "diverged": diverged}}
+    return net, (per_step, true_mi, seconds, selection)
+
+
 class StandardizedCritic(nn.Module):
     """A critic trained on mapped inputs (:class:`~mi_bounds.tasks.Standardizer`), applied to
-    raw ones: ``scores(x, y) = critic.scores(*standardizer(x, y))``, likewise ``cross_scores``
-    and ``forward``. :func:`estimate_mi_on_samples` returns its critic wrapped in this, so the
-    returned critic reads the data as the caller has it.
+    raw ones and capped: ``scores(x, y) = min(critic.scores(*standardizer(x, y)), cap)``,
+    likewise ``cross_scores`` and ``forward`` (``cap=None``: no cap).
+    :func:`estimate_mi_on_samples` returns its critic wrapped in this, so the returned critic
+    reads the data as the caller has it and gives the values the estimate was computed from.
     """
 
-    def __init__(self, critic: nn.Module, standardizer: Standardizer) -> None:
+    def __init__(self, critic: nn.Module, standardizer: Standardizer,
+                 cap: float | None = None) -> None:
         super().__init__()
         self.critic = critic
         self.standardizer = standardizer
+        self.cap = cap
+
+    def _capped(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.cap is None else t.clamp(max=self.cap)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.critic.scores(*self.standardizer.map_torch(x, y))
+        return self._capped(self.critic.scores(*self.standardizer.map_torch(x, y)))
 
     def cross_scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return score_matrix(self.critic, *self.standardizer.map_torch(x, y))
+        return self._capped(score_matrix(self.critic, *self.standardizer.map_torch(x, y)))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.critic(*self.standardizer.map_torch(x, y))
+        return self._capped(self.critic(*self.standardizer.map_torch(x, y)))
 
 
 class PreparedSample:
@@ -270,16 +356,20 @@ def estimate_mi_on_samples(
             is the most training steps (default: :func:`sample_config` with the batch size
             ``min(128, fit rows)``).
         true_mi: the known MI, if any (reported beside the estimate).
-        critic: ``"separable"`` or ``"concat"``; ``critic_kwargs`` are its sizes (missing ones
-            from :data:`SAMPLE_CRITIC`).
+        critic: ``"separable"``, ``"concat"``, or ``"auto"``: train both and keep the one with
+            the higher validation score (:data:`AUTO_RULE`; about the cost of both, the concat
+            critic's dominating); ``critic_kwargs`` are the sizes (missing ones from
+            :data:`SAMPLE_CRITIC`; ``embed_dim`` only for the separable critic).
         prepared: the result of :func:`prepare_samples` for these arrays and config, if the
             caller already has it (the CLI validates before it trains).
 
     Returns:
         ``(result, critic)``: ``result.final`` holds ``name -> (estimate, standard error)`` on
         the test rows, ``result.final_train`` the same on the fit rows, ``result.selection``
-        the chosen step and the validation history; ``critic`` applies the standardisation
-        itself (:class:`StandardizedCritic`).
+        the chosen step and the validation history (with ``critic="auto"`` also
+        ``selection["critic"]``: the kept critic and each candidate's best validation score);
+        ``result.flags`` the reasons an estimate is not to be trusted; ``critic`` applies the
+        standardisation and the cap itself (:class:`StandardizedCritic`).
 
     Raises:
         TypeError, ValueError: bad input (before any training).
@@ -293,9 +383,12 @@ def estimate_mi_on_samples(
     sizes = data.split.sizes()
     x_fit, y_fit = data.rows("fit")
     fit_task = ArrayTask(x_fit.cpu(), y_fit.cpu(), true_mi=true_mi)
-    torch.manual_seed(config.seed)
-    net = make_critic(critic, fit_task.x_dim, fit_task.y_dim, **critic_kwargs)
-    net = net.to(x_fit.device)
+    if critic == "auto" and sizes["validation"] < 2:
+        raise ValueError("critic='auto' chooses the critic on the validation rows: use "
+                         "validation_fraction > 0 (or name the critic)")
+
+    def cap_of(c: nn.Module) -> float | None:
+        return score_cap(c, x_fit, y_fit) if config.cap_scores else None
 
     validate = None
     if sizes["validation"] >= 2:
@@ -303,10 +396,19 @@ def estimate_mi_on_samples(
 
         def validate(c: nn.Module) -> float:
             return rows_value(c, x_val, y_val, (config.bound,), clip=config.clip, groups=0,
-                              max_abs_score=config.max_abs_score,
+                              max_abs_score=config.max_abs_score, cap=cap_of(c),
                               where="on the validation rows")[config.bound][0]
 
-    per_step, true_mi_arr, seconds, selection = fit_critic(net, fit_task, config, validate)
+    def train_one(name: str) -> tuple[nn.Module, tuple]:
+        torch.manual_seed(config.seed)
+        net = make_critic(name, fit_task.x_dim, fit_task.y_dim, **critic_kwargs)
+        net = net.to(x_fit.device)
+        return net, fit_critic(net, fit_task, config, validate)
+
+    if critic == "auto":
+        net, (per_step, true_mi_arr, seconds, selection) = _choose_critic(train_one)
+    else:
+        net, (per_step, true_mi_arr, seconds, selection) = train_one(critic)
     if validate is None:
         steps = len(per_step[config.bound])
         selection = {"step": steps, "validation": [], "stopped_at": steps,
@@ -314,17 +416,24 @@ def estimate_mi_on_samples(
     else:
         selection["rule"] = SELECTION_RULE
     x_test, y_test = data.rows("test")
-    final = rows_value(net, x_test, y_test, config.names, clip=config.clip,
+    cap = cap_of(net)
+    final = rows_value(net, x_test, y_test, config.names, clip=config.clip, cap=cap,
                        max_abs_score=config.max_abs_score, where="on the test rows")
     final_train = rows_value(net, x_fit, y_fit, config.names, clip=config.clip, groups=0,
-                             max_abs_score=config.max_abs_score, where="on the fit rows")
-    warnings = [
-        f"{k}: the held-out standard error ({se:.3g} nats) exceeds {UNSTABLE_STDERR:g}: a few "
-        "test pairs dominate the estimate; InfoNCE or SMILE (--bound smile --clip 5) are "
-        "steadier" for k, (_, se) in final.items() if se > UNSTABLE_STDERR
-    ]
+                             cap=cap, max_abs_score=config.max_abs_score,
+                             where="on the fit rows")
+    flags: dict[str, list[str]] = {k: [] for k in final}
+    warnings = []
+    for k, (_, se) in final.items():
+        if se > UNSTABLE_STDERR:
+            flags[k].append(f"stderr > {UNSTABLE_STDERR:g}")
+            warnings.append(
+                f"{k}: UNRELIABLE: the held-out standard error ({se:.3g} nats) exceeds "
+                f"{UNSTABLE_STDERR:g}: a few test pairs dominate the estimate; InfoNCE or "
+                "SMILE (--bound smile --clip 5) are steadier")
     extra: dict[str, object] = {
         "warnings": warnings,
+        "score_cap": {"b": cap, "rule": CAP_RULE} if cap is not None else None,
         "split": {**sizes, "n": int(data.x.shape[0]), "seed": config.seed,
                   "test_fraction": config.test_fraction,
                   "validation_fraction": config.validation_fraction},
@@ -334,5 +443,5 @@ def estimate_mi_on_samples(
                       "standard error: delete-a-group jackknife over 10 groups of rows",
     }
     result = EstimationResult(per_step, true_mi_arr, final, seconds, config, extra,
-                              final_train=final_train, selection=selection)
-    return result, StandardizedCritic(net, data.standardizer)
+                              final_train=final_train, selection=selection, flags=flags)
+    return result, StandardizedCritic(net, data.standardizer, cap)

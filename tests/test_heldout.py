@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -223,6 +224,9 @@ BAD = [
     (["--task", "gaussian", "--mi", "20", "--dim", "1"], "mi / dim must be at most 9"),
     (["--data", "{d}/ok.npz", "--bound", "ksg", "--ksg-k", "0"], "--ksg-k must be an int"),
     (["staircase", "--threads", "0", "--table"], "--threads must be an int >= 1"),
+    (["--task", "gaussian", "--critic", "auto"], "--critic auto .* needs --data"),
+    (["--data", "{d}/ok.npz", "--critic", "auto", "--validation-fraction", "0"],
+     "--validation-fraction > 0"),
 ]
 if not torch.cuda.is_available():
     BAD.append((["--data", "{d}/ok.npz", "--device", "cuda"], "CUDA is not available"))
@@ -260,7 +264,9 @@ def test_cli_data_run_reports_held_out_and_train_values(npz, tmp_path, capsys) -
     assert "checkpoint: step" in printed
     record = json.loads(out.read_text())
     assert set(record["final"]) == {"infonce", "dv"}
-    assert set(record["final"]["dv"]) == {"estimate", "stderr", "train_estimate"}
+    assert set(record["final"]["dv"]) == {"estimate", "stderr", "train_estimate", "reliable",
+                                          "flags"}
+    assert record["score_cap"]["b"] > 0 and record["config"]["cap_scores"] is True
     assert record["critic"] == {"name": "separable", "hidden_dim": 64, "embed_dim": 16,
                                 "layers": 1}
     assert record["config"]["batch_size"] == 128 and record["standardize"] is True
@@ -286,12 +292,117 @@ def test_a_large_held_out_error_is_reported_with_a_warning(monkeypatch, capsys, 
     x, y = _independent(300)
     cfg = sample_config(bound="dv", batch_size=32, **FAST)
     assert estimate_mi_on_samples(x, y, cfg)[0].extra["warnings"] == []
+    assert estimate_mi_on_samples(x, y, cfg)[0].to_dict()["final"]["dv"]["reliable"] is True
     monkeypatch.setattr(heldout, "rows_value", noisy)
     res, _ = estimate_mi_on_samples(x, y, cfg)
     assert res.final["dv"][1] == heldout.UNSTABLE_STDERR + 0.01
     assert res.extra["warnings"] == [
-        "dv: the held-out standard error (0.26 nats) exceeds 0.25: a few test pairs dominate "
-        "the estimate; InfoNCE or SMILE (--bound smile --clip 5) are steadier"]
+        "dv: UNRELIABLE: the held-out standard error (0.26 nats) exceeds 0.25: a few test pairs "
+        "dominate the estimate; InfoNCE or SMILE (--bound smile --clip 5) are steadier"]
+    assert res.to_dict()["final"]["dv"]["reliable"] is False
+    assert res.to_dict()["final"]["dv"]["flags"] == ["stderr > 0.25"]
     assert cli_main(["--data", str(npz / "ok.npz"), "--bound", "dv", "--steps", "50",
                      "--no-progress"]) == 0
-    assert "warning: dv: the held-out standard error" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "warning: dv: UNRELIABLE: the held-out standard error" in out.err
+    assert "nats UNRELIABLE (held out" in out.out
+
+
+class SpikedCritic(nn.Module):
+    """T(x, y) = a·x·y (a trainable, starts at 0.5) plus a spike of 30 nats where x > 2.5 and
+    y < -2.5: a region the joint (y ≈ x) never reaches but ~8 in 100,000 product pairs do
+    (~300 of the 2,000² test pairs): an extrapolating critic, as on bmi's spiral."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.5))
+
+    def _t(self, x: torch.Tensor, y: torch.Tensor, spike: float = 30.0) -> torch.Tensor:
+        bump = spike * ((x[..., 0] > 2.5) & (y[..., 0] < -2.5)).float()
+        return self.a * x[..., 0] * y[..., 0] + bump
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._t(x, y)
+
+    def cross_scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._t(x[:, None, :], y[None, :, :])
+
+    scores = cross_scores
+
+
+class _NoSpike(SpikedCritic):
+    def cross_scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._t(x[:, None, :], y[None, :, :], spike=0.0)
+
+
+def test_pairs_scored_beyond_every_fit_pair_do_not_dominate_the_estimate(monkeypatch) -> None:
+    """A critic that extrapolates (30 nats on a few product pairs far from the joint) made the
+    held-out DV a few pairs' log-mean-exp (bmi spiral: -1.82 ± 3.09) and NWJ absurd. The
+    reported critic is capped at the largest value it gives a fit-row pair (min(T, b) is a
+    critic, so DV, NWJ and InfoNCE of it stay bounds on I): the spike no longer decides the
+    estimate, which is the smooth critic's (under the same cap) with a small standard error."""
+    import mi_bounds.heldout as heldout
+
+    monkeypatch.setattr(heldout, "make_critic", lambda *a, **k: SpikedCritic())
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 1))
+    y = x + 0.5 * rng.normal(size=(4000, 1))
+    cfg = sample_config(bound="dv", report=("nwj",), steps=20, eval_every=10, lr=1e-6,
+                        standardize=False)
+    res, critic = estimate_mi_on_samples(x, y, cfg)
+    cap = res.extra["score_cap"]["b"]
+    assert cap < 20  # the spike lies beyond every fit-row positive pair
+    data = prepare_samples(x, y, cfg)
+    xt, yt = (torch.from_numpy(a[data.split.test]).float() for a in (x, y))
+    smooth = _NoSpike()
+    smooth.a.data = critic.critic.a.data.clone()
+    want = rows_value(smooth, xt, yt, ("dv", "nwj"), cap=cap)
+    for name in ("dv", "nwj"):
+        est, se = res.final[name]
+        assert se < 0.05 and est == pytest.approx(want[name][0], abs=0.05), (name, res.final, want)
+        assert res.to_dict()["final"][name]["reliable"] is True
+    raw, _ = estimate_mi_on_samples(x, y, replace(cfg, cap_scores=False))
+    assert raw.final["dv"][0] < res.final["dv"][0] - 1  # uncapped: the spike decides
+
+
+def test_auto_critic_keeps_the_candidate_with_the_best_validation_score() -> None:
+    """critic='auto' trains the separable and the concat critic (same seed, same batches) and
+    keeps the one with the higher best validation score; its result is that critic's run,
+    number for number, and the other candidate's test rows are never scored."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(size=(300, 1))
+    y = x + rng.uniform(-0.1, 0.1, size=(300, 1))
+    cfg = sample_config(bound="infonce", batch_size=32, **FAST)
+    auto, _ = estimate_mi_on_samples(x, y, cfg, critic="auto")
+    single = {c: estimate_mi_on_samples(x, y, cfg, critic=c)[0] for c in ("separable", "concat")}
+    best = {c: max(v for _, v in r.selection["validation"]) for c, r in single.items()}
+    record = auto.selection["critic"]
+    assert record["validation_best"] == best
+    chosen = max(best, key=lambda c: (best[c], c == "separable"))
+    assert record["chosen"] == chosen
+    assert auto.final == single[chosen].final
+    assert auto.selection["validation"] == single[chosen].selection["validation"]
+
+
+def test_auto_critic_drops_a_diverging_candidate(monkeypatch) -> None:
+    """A candidate whose critic diverges is dropped (and recorded); if both diverge, the run
+    raises DivergenceError instead of reporting a number."""
+    import mi_bounds.heldout as heldout
+
+    real = heldout.make_critic
+
+    def blowing(name, *args, scale=1e6, **kwargs):  # concat: values far beyond max_abs_score
+        net = real(name, *args, **kwargs)
+        if name == "concat":
+            with torch.no_grad():
+                net.f[-1].bias.fill_(scale)
+        return net
+
+    monkeypatch.setattr(heldout, "make_critic", blowing)
+    x, y = _independent(300, seed=5)
+    cfg = sample_config(bound="dv", batch_size=32, **FAST)
+    res, _ = estimate_mi_on_samples(x, y, cfg, critic="auto")
+    assert res.selection["critic"]["chosen"] == "separable"
+    assert "critic diverged" in res.selection["critic"]["diverged"]["concat"]
+    with pytest.raises(DivergenceError):
+        estimate_mi_on_samples(x, y, replace(cfg, max_abs_score=1e-9), critic="auto")
