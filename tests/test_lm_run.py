@@ -352,15 +352,18 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
     within 4 standard errors, and is exactly 0 for π = π_ref."""
     from mi_bounds.lm.align import _sampled_kl
     from mi_bounds.lm.model import encode_pair_sequences as enc
+    from mi_bounds.lm.task_format import task_format
 
     run, _ = tiny_run
     ref, tok = load_model_dir(run.dir / "base" / "model")
+    fmt = task_format(tok)
+    assert fmt.kind == "raw"
     pol = load_model_dir(run.dir / "base" / "model")[0]
     with torch.no_grad():
         for p in pol.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     prompts = ["12+34=", "7+5="]
-    got = _sampled_kl(pol, ref, tok, prompts, 1500, 1, 3, torch.device("cpu"))
+    got = _sampled_kl(pol, ref, fmt, prompts, 1500, 1, 3, torch.device("cpu"))
     exact = []
     with torch.no_grad():
         for prompt in prompts:
@@ -372,7 +375,7 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
     assert want > 0.01  # the perturbation moved the policy
     assert abs(got["k1"] - want) < 4 * got["k1_se"], (got, want)
     assert got["k3"] >= 0 and got["n"] == 3000
-    same = _sampled_kl(ref, ref, tok, prompts, 10, 3, 0, torch.device("cpu"))
+    same = _sampled_kl(ref, ref, fmt, prompts, 10, 3, 0, torch.device("cpu"))
     assert same["k1"] == 0.0 and same["k3"] == 0.0
 
 

@@ -156,6 +156,18 @@ def _fmt(d: dict[str, float], digits: int = 3) -> str:
     return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
 
 
+def _column_mean_std(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (ddof=1; 0 for one value) over seeds of each column, ignoring NaN; NaN
+    where a column has no value (e.g. accuracy measured only every ``acc_every`` steps)."""
+    finite = np.isfinite(vals)
+    n = finite.sum(0)
+    filled = np.where(finite, vals, 0.0)
+    mean = np.where(n > 0, filled.sum(0) / np.maximum(n, 1), np.nan)
+    sq = np.where(finite, (vals - mean) ** 2, 0.0).sum(0)
+    std = np.where(n > 1, np.sqrt(sq / np.maximum(n - 1, 1)), np.where(n == 1, 0.0, np.nan))
+    return mean, std
+
+
 def _plot_curves(groups: dict[str, list[dict]], out_dir: Path) -> tuple[list[Path], dict]:
     panels = [("train", "logps/chosen", "chosen log-lik. (train pairs)"),
               ("heldout", "logps/chosen", "chosen log-lik. (held-out pairs)"),
@@ -169,21 +181,21 @@ def _plot_curves(groups: dict[str, list[dict]], out_dir: Path) -> tuple[list[Pat
         for ax, (section, key, title) in zip(axes.flat, panels, strict=True):
             steps, vals = _series(runs, section, key)
             name = f"{section}/{key}" if key else section
-            data[loss][name] = {"steps": steps.tolist(), "mean": np.nanmean(vals, 0).tolist(),
-                                "std": (np.nanstd(vals, 0, ddof=1) if len(runs) > 1
-                                        else np.zeros(len(steps))).tolist()}
-            m, s = np.array(data[loss][name]["mean"]), np.array(data[loss][name]["std"])
-            if np.all(np.isnan(m)):
+            m, s = _column_mean_std(vals)
+            data[loss][name] = {"steps": steps.tolist(), "mean": m.tolist(), "std": s.tolist()}
+            ok = np.isfinite(m)  # steps where the metric was measured
+            if not ok.any():
                 continue
-            ax.plot(steps, m, color=c, label=f"{loss} (n={len(runs)})")
-            ax.fill_between(steps, m - s, m + s, color=c, alpha=0.2, lw=0)
+            ax.plot(steps[ok], m[ok], color=c, label=f"{loss} (n={len(runs)})",
+                    marker="." if not ok.all() else None)
+            ax.fill_between(steps[ok], (m - s)[ok], (m + s)[ok], color=c, alpha=0.2, lw=0)
             ax.set_title(title)
             if section == "acc_heldout":
                 st, hv = _series(runs, "acc_hard", None)
-                if not np.all(np.isnan(hv)):
-                    data[loss]["acc_hard"] = {"steps": st.tolist(),
-                                              "mean": np.nanmean(hv, 0).tolist()}
-                    ax.plot(st, np.nanmean(hv, 0), color=c, ls="--")
+                hm, _ = _column_mean_std(hv)
+                if np.isfinite(hm).any():
+                    data[loss]["acc_hard"] = {"steps": st.tolist(), "mean": hm.tolist()}
+                    ax.plot(st[np.isfinite(hm)], hm[np.isfinite(hm)], color=c, ls="--")
     for ax in axes[1]:
         ax.set_xlabel("alignment step")
     axes[0, 0].legend(fontsize=8)
