@@ -256,7 +256,7 @@ def test_smollm2_run_on_a_few_prompts(tmp_path, monkeypatch):
     with step-0 implicit rewards of 0."""
     _NoNetwork(monkeypatch)
     out = tmp_path / "smollm2"
-    sets = ["sample.n_train_prompts=6", "sample.n_heldout_prompts=4", "sample.k=4",
+    sets = ["sample.n_train_prompts=12", "sample.n_heldout_prompts=4", "sample.k=6",
             "sample.max_new_tokens=32", "align.steps=2", "align.batch_size=2",
             "align.eval_every=1", "align.n_eval_pairs=2", "align.kl_prompts=1",
             "align.kl_samples=1", "task.levels=[1]", "task.level_weights=[1.0]"]
