@@ -19,8 +19,9 @@ between ``on_step_begin`` and ``on_step_end``; the first ``--warmup`` steps of e
 when there are enough. TRL is run twice: with its default (the reference model runs a forward
 pass every step) and with ``precompute_ref_log_probs=True`` (one pass over the data set before
 training, inside ``DPOTrainer.__init__``: its extra init time; like our reference pass it is
-reported, and both are included in the ``_incl_reference`` ratio). ``tokens_per_s`` is pairs/s times the mean number of tokens (prompt
-and response, chosen and rejected) of a train pair, the same factor for both sides.
+reported, and both are included in the ``_incl_reference`` ratio). ``tokens_per_s`` is pairs/s
+times the mean number of tokens (prompt and response, chosen and rejected) of a train pair, the
+same factor for both sides.
 
 For a chat model TRL receives each prompt as the text its chat template renders (with the run's
 system message) and the replies as text; TRL appends the EOS token and tokenises
@@ -48,7 +49,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 
 def _hf_char_tokenizer(char_tok):
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": started,
         "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores), {a.threads} torch "
                    f"thread(s)" if a.device == "cpu" else a.device,
-        "torch": torch.__version__, "trl": __import__("trl").__version__,
+        "torch": torch.__version__, "trl_version": __import__("trl").__version__,
         "transformers": __import__("transformers").__version__,
         "device": a.device, "threads": a.threads, "steps": a.steps, "batch_size": a.batch_size,
         "format": kind, "mean_tokens_per_pair": tokens_per_pair,

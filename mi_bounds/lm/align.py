@@ -5,8 +5,9 @@ The reference log-probabilities of every pair are computed once by the base mode
 (loss, seed) run of the directory (``DIR/align/step0.json``: at step 0 the policy is the base
 model). Log-probabilities are sums over the response tokens only, with logits computed only
 where a response token is scored (:func:`mi_bounds.lm.logps.response_logps`). The task is seen
-through the run's :class:`~mi_bounds.lm.task_format.TaskFormat` (raw, or a chat template). The loop in :func:`align_one` reads top to bottom: the epoch's
-batch, one forward pass over chosen and rejected sequences stacked, the preference loss of
+through the run's :class:`~mi_bounds.lm.task_format.TaskFormat` (raw, or a chat template).
+The loop in :func:`align_one` reads top to bottom: the epoch's batch, one forward pass over
+chosen and rejected sequences stacked, the preference loss of
 :func:`mi_bounds.preference.preference_loss`, backward, clip, AdamW step, evaluate (train and
 held-out pair metrics, a sampled KL(π‖π_ref), greedy accuracy), checkpoint. Output:
 ``DIR/align/<loss>-seed<s>/result.json``: the metric history, throughput, and the decline shape

@@ -169,16 +169,11 @@ class Batch:
 
 
 def make_batch(seqs: Sequence[tuple[list[int], int]], pad_id: int) -> Batch:
-    """Pad ``(ids, n_prompt)`` sequences on the right to the longest one in the batch only."""
-    width = max(len(ids) for ids, _ in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    response = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, (ids, n_prompt) in enumerate(seqs):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        response[i, n_prompt : len(ids)] = True
-    return Batch(input_ids, attention, response)
+    """Pad ``(ids, n_prompt)`` sequences on the right to the longest one in the batch only
+    (:func:`mi_bounds.lm.logps.pad_sequences` with ``side="right"``)."""
+    from mi_bounds.lm.logps import pad_sequences
+
+    return pad_sequences(seqs, pad_id, side="right")
 
 
 def sequence_logps(

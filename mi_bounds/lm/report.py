@@ -38,8 +38,8 @@ from mi_bounds.lm.compare import MATCH_ON, by_loss, compare, series, shape_count
 from mi_bounds.lm.config import RunConfig
 from mi_bounds.lm.run_dir import Run, require_stage
 
-__all__ = ["accuracy_markdown", "matched_markdown", "run_report", "save_figure", "shape_label", "summarise",
-           "write_report"]
+__all__ = ["accuracy_markdown", "matched_markdown", "run_report", "save_figure", "shape_label",
+           "summarise", "write_report"]
 
 _COLORS = {"dpo": "#1f77b4", "mio": "#2ca02c", "nca_pair": "#bcbd22", "ipo": "#7f7f7f",
            "bco_pair": "#17becf", "infonce": "#d62728", "nwj": "#ff7f0e", "rpo": "#9467bd",
@@ -279,7 +279,7 @@ def accuracy_markdown(summary: dict, base_acc: dict) -> str:
         for lv in levels:
             m, sd = e.get("acc_heldout_by_level", {}).get(lv, (float("nan"), float("nan")))
             cells.append(_fmt({"mean": m, "std": sd}))
-        rows.append([loss] + cells + [_fmt(e["acc_heldout"])])
+        rows.append([loss, *cells, _fmt(e["acc_heldout"])])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
