@@ -422,6 +422,12 @@ def test_grid_runs_each_setting_with_new_losses_and_gold_pairs(tiny_run, tmp_pat
     assert sft["final"]["train"]["logps/chosen"] > sft["history"][0]["train"]["logps/chosen"]
     gold = _io.read_json(d / "grid" / names[1] / "align" / "dpo-seed0" / "result.json")
     assert gold["n_train_pairs"] == len(data["train_pairs_gold"]) and gold["chosen"] == "gold"
+    # the settings share one reference pass: the gold setting's file holds the on-policy pairs'
+    # log-probs too (taken from its sibling), and the held-out ones are the sibling's
+    refs = [_io.torch_load(d / "grid" / n / "align" / "reference.pt") for n in names]
+    assert set(refs[1]) == {"train", "train_gold", "heldout"}
+    assert all(torch.equal(a, b) for a, b in zip(refs[0]["heldout"], refs[1]["heldout"],
+                                                  strict=True))
     assert {p.name for p in paths} >= {"grid_table.md", "grid_matched.md", "grid_report.json",
                                        "grid_chosen.png"}
     rep = _io.read_json(d / "report" / "grid_report.json")

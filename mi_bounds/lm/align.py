@@ -3,7 +3,7 @@
 The reference log-probabilities of every pair are computed once by the base model
 (``DIR/align/reference.pt``), and so is the step-0 evaluation, which is the same for every
 (loss, seed) run of the directory (``DIR/align/step0.json``: at step 0 the policy is the base
-model). Log-probabilities are sums over the response tokens only, with logits computed only
+model); the settings of a grid, which share base model and pairs, share both. Log-probabilities are sums over the response tokens only, with logits computed only
 where a response token is scored (:func:`mi_bounds.lm.logps.response_logps`). The task is seen
 through the run's :class:`~mi_bounds.lm.task_format.TaskFormat` (raw, or a chat template).
 The loop in :func:`align_one` reads top to bottom: the epoch's batch, one forward pass over
@@ -141,8 +141,11 @@ def load_reference(run: Run, data: dict) -> dict[str, PairSet]:
     fmt = run_format(run, tokenizer)
     tok = {key: _tokenise(fmt, data[field]), "heldout": _tokenise(fmt, data["heldout_pairs"])}
     ref = _io.torch_load(path) if path.is_file() else {}
+    for other in _grid_siblings(run, "reference.pt"):  # the same base and pairs in a grid
+        if any(name not in ref for name in tok):
+            ref = {**_io.torch_load(other), **ref}
     missing = [name for name in tok if name not in ref]
-    if missing:
+    if missing or not path.is_file():
         base, _ = load_model_dir(base_model_dir(run))
         base.to(run.device)
         ref.update({name: _pair_logps(base, *tok[name], fmt.pad_id, run.device)
@@ -150,6 +153,16 @@ def load_reference(run: Run, data: dict) -> dict[str, PairSet]:
         _io.torch_save(path, ref)
     return {"train": PairSet(*tok[key], *ref[key]),
             "heldout": PairSet(*tok["heldout"], *ref["heldout"])}
+
+
+def _grid_siblings(run: Run, name: str) -> list:
+    """``align/<name>`` of the other settings of the grid that ``run`` belongs to (they share
+    the base model and the sample stage, so the reference pass and the step-0 evaluation are
+    the same for them where their keys agree)."""
+    parent = run.dir.parent
+    if parent.name != "grid" or not (run.dir / "sample").is_symlink():
+        return []
+    return sorted(p for p in parent.glob(f"*/align/{name}") if p.parent.parent != run.dir)
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
@@ -293,10 +306,13 @@ def _step0(run, model, reference, fmt, sets, data, seed) -> dict[str, Any]:
     log π - log π_ref is 0 on each) are the same for every loss and seed."""
     path = run.dir / "align" / "step0.json"
     key = _step0_key(run)
-    if path.is_file():
-        stored = _io.read_json(path)
-        if stored.get("key") == key:
-            return stored["record"]
+    for p in [path, *_grid_siblings(run, "step0.json")]:
+        if p.is_file():
+            stored = _io.read_json(p)
+            if stored.get("key") == key:
+                if p != path:
+                    _io.write_json(path, stored)
+                return stored["record"]
     rec = _evaluate(run, model, reference, fmt, sets, data, 0, None, seed)
     _io.write_json(path, {"key": key, "record": rec})
     return rec
