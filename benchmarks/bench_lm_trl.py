@@ -121,7 +121,8 @@ def bench_ours(run_dir: Path, steps: int, batch_size: int, lr: float, beta: floa
                                       "batch_size": batch_size, "lr": lr, "beta": beta,
                                       "eval_every": steps, "ckpt_every": steps,
                                       "kl_prompts": 0, "freeze_embeddings": False})
-        cfg = RunConfig.from_dict({**cfg.to_dict(), "grid": ()})
+        cfg = RunConfig.from_dict({**cfg.to_dict(), "grid": ()})  # one setting, no grid
+        (d / "config.json").write_text(cfg.to_json())
         run = stages.open_run(d, cfg, device=device, log=lambda m: None)
         data = json.loads((d / "sample" / "data.json").read_text())
         data["heldout_prompts"], data["hard_prompts"] = [], []  # no generation in evaluations
