@@ -17,6 +17,11 @@ Presets (see :data:`PRESETS`):
   0.5} × lr ∈ {1e-4, 3e-5, 1e-5, 3e-6}, gold pairs at lr 1e-5 for each β; 270 runs). Estimate
   (docs/RESULTS.md §5.4): ≈ 1.9e16 FLOP, 6–10 min at 3–5 % MFU; with per-step overhead about
   one hour. Not yet run.
+* ``chat-tiny``: a tiny chat model (a GGUF file given with ``--model``; the tests' one) end to
+  end in seconds.
+* ``smollm2-cpu``: SmolLM2-135M-Instruct (``model.pretrained = "smollm2"``) through the chat
+  template, levels 1-2, on one CPU core in about an hour (docs/RESULTS.md §5.5).
+* ``smollm2-gpu``: the same at GPU size for one H100 (docs/LM.md: FLOP estimate; not run).
 """
 
 from __future__ import annotations
@@ -445,21 +450,27 @@ PRESETS.update({
                           batch_size=4, eval_every=2, ckpt_every=2, n_eval_pairs=8,
                           kl_prompts=4, kl_samples=2, acc_every=4),
     ),
+    # One hour on one shared CPU core (docs/RESULTS.md §5.5): 160 train prompts x 8 replies
+    # -> ~120 on-policy pairs; 30 steps of 4 pairs = 1 epoch at lr 1e-5 (chosen after a
+    # one-seed probe of dpo and mio at 1e-6, 3e-6, 1e-5); six losses x 2 seeds; evaluation
+    # every 6 steps, greedy accuracy at the last step only (step 0 is the shared base one).
     "smollm2-cpu": RunConfig(
         preset="smollm2-cpu",
         model=ModelConfig(pretrained="smollm2"),
         task=_SMOLLM2_TASK,
         sample=SampleConfig(n_train_prompts=160, n_heldout_prompts=24, k=8, temperature=0.7,
                             pairs_per_prompt=2, max_new_tokens=48),
-        align=AlignConfig(losses=_DECLINE_LOSSES, seeds=(0, 1), beta=0.1, lr=3e-6, steps=24,
+        align=AlignConfig(losses=_DECLINE_LOSSES, seeds=(0, 1), beta=0.1, lr=1e-5, steps=30,
                           batch_size=4, eval_every=6, ckpt_every=6, n_eval_pairs=16,
-                          kl_prompts=8, kl_samples=2, acc_every=12),
+                          kl_prompts=8, kl_samples=2, acc_every=30),
     ),
+    # The same design at GPU size (docs/LM.md, "smollm2-gpu": estimate ~15-30 min on one H100,
+    # not run): ~4,000 train prompts x 16 replies, 300 steps of 32 pairs, six losses x 3 seeds.
     "smollm2-gpu": RunConfig(
         preset="smollm2-gpu",
         model=ModelConfig(pretrained="smollm2"),
-        task=TaskConfig(levels=(1, 2, 3), level_weights=(1.0, 2.0, 2.0), ops="+",
-                        format="chat", system=None),
+        task=TaskConfig(levels=(1, 2), level_weights=(1.0, 4.0), ops="+", format="chat",
+                        system=None),
         sample=SampleConfig(n_train_prompts=4096, n_heldout_prompts=256, k=16, temperature=0.7,
                             pairs_per_prompt=4, max_new_tokens=64),
         align=AlignConfig(losses=_DECLINE_LOSSES, seeds=(0, 1, 2), beta=0.1, lr=3e-6,
