@@ -50,6 +50,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16, help="sequences per AdamW step")
     p.add_argument("--steps", type=int, default=3, help="timed AdamW steps per variant")
     p.add_argument("--skip-accuracy", action="store_true", help="only time the AdamW steps")
+    p.add_argument("--skip-steps", action="store_true", help="only measure the accuracy")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--system", help="system message (default: the chat template's own)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,11 +88,13 @@ def main() -> None:
         prompts = task.sample_prompts(random.Random(level), args.n_prompts, [level], [1.0], "+")
         t0 = time.perf_counter()
         greedy = chat.generate_replies(model, tok, prompts, max_new_tokens=args.max_new_tokens,
-                                       greedy=True)
+                                       greedy=True, system=args.system)
         t_greedy = time.perf_counter() - t0
         t0 = time.perf_counter()
         sampled = chat.generate_replies(model, tok, prompts, max_new_tokens=args.max_new_tokens,
-                                        num_samples=args.samples, temperature=1.0, seed=level)
+                                        num_samples=args.samples,
+                                        temperature=args.temperature, seed=level,
+                                        system=args.system)
         t_sampled = time.perf_counter() - t0
         g_ok = [chat.verify_reply(q, r[0].text) for q, r in zip(prompts, greedy, strict=True)]
         s_ok = [[chat.verify_reply(q, x.text) for x in r]
@@ -102,6 +107,20 @@ def main() -> None:
             "greedy_unfinished": sum(not r[0].finished for r in greedy),
             "sampled_unfinished": sum(not x.finished for r in sampled for x in r),
             "mean_greedy_reply_tokens": statistics.mean(len(r[0].ids) for r in greedy),
+            "mean_sampled_reply_tokens": statistics.mean(len(x.ids) for r in sampled
+                                                         for x in r),
+            "sampled_finished_correct": sum(x.finished and ok for r, oks in zip(sampled, s_ok,
+                                                                                 strict=True)
+                                            for x, ok in zip(r, oks, strict=True)),
+            # prompts with a finished correct and a finished incorrect reply: what gives pairs
+            "prompts_with_a_pair": sum(
+                any(x.finished and ok for x, ok in zip(r, oks, strict=True))
+                and any(x.finished and not ok for x, ok in zip(r, oks, strict=True))
+                for r, oks in zip(sampled, s_ok, strict=True)),
+            # replies whose decoded text encodes back to the same token ids
+            "sampled_text_round_trip": sum(
+                tok.encode(x.text) == x.ids for r in sampled for x in r) / sum(map(len, s_ok)),
+            "prompt_tokens": len(chat.encode_chat_prompt(tok, prompts[0], system=args.system)),
             "greedy_s": round(t_greedy, 1), "sampled_s": round(t_sampled, 1),
         }
         examples[str(level)] = [(q, r[0].text) for q, r in zip(prompts[:3], greedy[:3],
@@ -110,6 +129,8 @@ def main() -> None:
         result["greedy_examples"] = examples
         _write(args.out, result)
 
+    if args.skip_steps:
+        return
     # -- one AdamW step: response-only logits vs full logits --------------------------------
     prompts = task.sample_prompts(random.Random(99), args.batch, [1, 2], [1.0, 1.0], "+")
     seqs = []

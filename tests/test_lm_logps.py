@@ -65,7 +65,8 @@ def test_response_logps_equal_token_by_token_recomputation(model, shapes, seed, 
 
 def test_padding_side_and_the_existing_right_padded_path_agree(model):
     """Left- and right-padded batches give the same values (1e-5), and so does
-    mi_bounds.lm.model.sequence_logps on the same right-padded batch."""
+    mi_bounds.lm.model.sequence_logps (the old name, now response_logps) on the batch that
+    make_batch pads (the layout of the char model's stages)."""
     seqs = [([5, 9, 11, 40, 7, 8, 2], 3), ([30, 31, 2], 1), ([4] * 12, 10)]
     left, right = pad_sequences(seqs, PAD, side="left"), pad_sequences(seqs, PAD)
     assert left.input_ids[1, 0] == PAD and right.input_ids[1, -1] == PAD  # padding really differs

@@ -352,15 +352,18 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
     within 4 standard errors, and is exactly 0 for π = π_ref."""
     from mi_bounds.lm.align import _sampled_kl
     from mi_bounds.lm.model import encode_pair_sequences as enc
+    from mi_bounds.lm.task_format import task_format
 
     run, _ = tiny_run
     ref, tok = load_model_dir(run.dir / "base" / "model")
+    fmt = task_format(tok)
+    assert fmt.kind == "raw"
     pol = load_model_dir(run.dir / "base" / "model")[0]
     with torch.no_grad():
         for p in pol.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     prompts = ["12+34=", "7+5="]
-    got = _sampled_kl(pol, ref, tok, prompts, 1500, 1, 3, torch.device("cpu"))
+    got = _sampled_kl(pol, ref, fmt, prompts, 1500, 1, 3, torch.device("cpu"))
     exact = []
     with torch.no_grad():
         for prompt in prompts:
@@ -372,7 +375,7 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
     assert want > 0.01  # the perturbation moved the policy
     assert abs(got["k1"] - want) < 4 * got["k1_se"], (got, want)
     assert got["k3"] >= 0 and got["n"] == 3000
-    same = _sampled_kl(ref, ref, tok, prompts, 10, 3, 0, torch.device("cpu"))
+    same = _sampled_kl(ref, ref, fmt, prompts, 10, 3, 0, torch.device("cpu"))
     assert same["k1"] == 0.0 and same["k3"] == 0.0
 
 
@@ -419,6 +422,12 @@ def test_grid_runs_each_setting_with_new_losses_and_gold_pairs(tiny_run, tmp_pat
     assert sft["final"]["train"]["logps/chosen"] > sft["history"][0]["train"]["logps/chosen"]
     gold = _io.read_json(d / "grid" / names[1] / "align" / "dpo-seed0" / "result.json")
     assert gold["n_train_pairs"] == len(data["train_pairs_gold"]) and gold["chosen"] == "gold"
+    # the settings share one reference pass: the gold setting's file holds the on-policy pairs'
+    # log-probs too (taken from its sibling), and the held-out ones are the sibling's
+    refs = [_io.torch_load(d / "grid" / n / "align" / "reference.pt") for n in names]
+    assert set(refs[1]) == {"train", "train_gold", "heldout"}
+    assert all(torch.equal(a, b) for a, b in zip(refs[0]["heldout"], refs[1]["heldout"],
+                                                  strict=True))
     assert {p.name for p in paths} >= {"grid_table.md", "grid_matched.md", "grid_report.json",
                                        "grid_chosen.png"}
     rep = _io.read_json(d / "report" / "grid_report.json")

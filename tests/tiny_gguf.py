@@ -80,14 +80,20 @@ _LAYER_NAMES = {
 }
 
 
-def write_tiny_llama_gguf(path: str | Path, seed: int = 0) -> tuple[Path, torch.nn.Module]:
+def write_tiny_llama_gguf(path: str | Path, seed: int = 0,
+                          model: torch.nn.Module | None = None) -> tuple[Path, torch.nn.Module]:
     """Write the tiny Llama to ``path``; returns ``(path, reference model)`` where the
-    reference's token embedding is replaced by its Q8_0 round trip (what the file holds)."""
+    reference's token embedding is replaced by its Q8_0 round trip (what the file holds).
+
+    ``model``: write these weights instead of :func:`reference_llama`'s (a model of the same
+    shape, e.g. one trained on the task; it is copied, not changed)."""
+    import copy
+
     import gguf
     from gguf import GGMLQuantizationType as Q
 
     d = DIMS
-    model = reference_llama(seed)
+    model = reference_llama(seed) if model is None else copy.deepcopy(model).eval()
     tokens = vocabulary()
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny test llama")

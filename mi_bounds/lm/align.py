@@ -1,8 +1,14 @@
 """Stage 3, align: one run per (loss, seed), all from the same base model and pairs.
 
 The reference log-probabilities of every pair are computed once by the base model
-(``DIR/align/reference.pt``). The loop in :func:`align_one` reads top to bottom: the epoch's
-batch, one forward pass over chosen and rejected sequences stacked, the preference loss of
+(``DIR/align/reference.pt``), and so is the step-0 evaluation, which is the same for every
+(loss, seed) run of the directory (``DIR/align/step0.json``: at step 0 the policy is the base
+model); the settings of a grid, which share base model and pairs, share both.
+Log-probabilities are sums over the response tokens only, with logits computed only where a
+response token is scored (:func:`mi_bounds.lm.logps.response_logps`). The task is seen
+through the run's :class:`~mi_bounds.lm.task_format.TaskFormat` (raw, or a chat template).
+The loop in :func:`align_one` reads top to bottom: the epoch's batch, one forward pass over
+chosen and rejected sequences stacked, the preference loss of
 :func:`mi_bounds.preference.preference_loss`, backward, clip, AdamW step, evaluate (train and
 held-out pair metrics, a sampled KL(π‖π_ref), greedy accuracy), checkpoint. Output:
 ``DIR/align/<loss>-seed<s>/result.json``: the metric history, throughput, and the decline shape
@@ -12,7 +18,11 @@ Evaluation records, per step: TRL's pair metrics (``logps/chosen``, ``rewards/ma
 ``rewards/accuracies``, ...) on the first ``n_eval_pairs`` train pairs and on all held-out pairs;
 ``kl``, a sampled estimate of E_x KL(π(·|x) ‖ π_ref(·|x)) on the first ``kl_prompts`` held-out
 prompts (:func:`_sampled_kl`: ``kl_samples`` responses per prompt drawn from π); and the greedy
-accuracy on the held-out prompts, the hard ones, and per level.
+accuracy on the held-out prompts, the hard ones, and per level (every ``acc_every`` steps, if
+set: generation is the dearest part of an evaluation for a real model).
+
+``align.freeze_embeddings`` trains everything but the token embedding (tied to the LM head in
+SmolLM2 and the character Llama, so the head is frozen with it).
 """
 
 from __future__ import annotations
@@ -28,16 +38,12 @@ import torch
 from mi_bounds.decline import decline_shape
 from mi_bounds.lm import _io
 from mi_bounds.lm import task as arith
+from mi_bounds.lm.logps import pad_sequences, response_logps
 from mi_bounds.lm.model import (
     autocast,
-    encode_pair_sequences,
-    generate,
     load_model_dir,
-    make_batch,
     n_params,
-    sample_sequences,
     save_model_dir,
-    sequence_logps,
 )
 from mi_bounds.lm.optim import lr_factor, mfu, set_lr
 from mi_bounds.lm.run_dir import (
@@ -46,7 +52,9 @@ from mi_bounds.lm.run_dir import (
     base_model_dir,
     max_new_tokens,
     require_stage,
+    run_format,
 )
+from mi_bounds.lm.task_format import TaskFormat
 from mi_bounds.lm.tokenizer import load_tokenizer
 from mi_bounds.preference import get_loss, preference_loss, preference_metrics
 
@@ -74,21 +82,35 @@ class PairSet:
         return c, r
 
 
-def _tokenise(tokenizer, pairs: list[dict]) -> tuple[list, list]:
-    return ([encode_pair_sequences(tokenizer, p["prompt"], p["chosen"]) for p in pairs],
-            [encode_pair_sequences(tokenizer, p["prompt"], p["rejected"]) for p in pairs])
+def _tokenise(fmt: TaskFormat, pairs: list[dict]) -> tuple[list, list]:
+    """(chosen, rejected) ``(ids, n_prompt)`` sequences of the pairs: a chat pair's sampled ids
+    where the sample stage kept them (``chosen_ids``, ``rejected_ids``), else its text."""
+    return ([fmt.encode(p["prompt"], p["chosen_ids"] if "chosen_ids" in p else p["chosen"])
+             for p in pairs],
+            [fmt.encode(p["prompt"], p["rejected_ids"] if "rejected_ids" in p else p["rejected"])
+             for p in pairs])
+
+
+def _scoring_batch(model) -> int:
+    """Sequences per no-grad scoring pass: 512 for a small vocabulary, fewer for a large one
+    (the logits of the scored tokens are held in memory: about 2^20 / V sequences on CPU,
+    2^24 / V on a GPU; 21 and 341 for SmolLM2's V = 49,152)."""
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    budget = 2**24 if next(model.parameters()).device.type == "cuda" else 2**20
+    return max(8, min(512, budget // vocab))
 
 
 @torch.no_grad()
-def _pair_logps(model, chosen, rejected, pad_id, device, batch_size=256):
+def _pair_logps(model, chosen, rejected, pad_id, device, batch_size=None):
     """Summed log-probs of chosen and rejected sequences; each batch stacks both (one pass)."""
     model.eval()
+    batch_size = batch_size or max(1, _scoring_batch(model) // 2)
     pc, pr = [], []
     for s in range(0, len(chosen), batch_size):
         c, r = chosen[s : s + batch_size], rejected[s : s + batch_size]
-        batch = make_batch(c + r, pad_id).to(device)
+        batch = pad_sequences(c + r, pad_id).to(device)
         with autocast(device):
-            lp = sequence_logps(model, batch).float().cpu()
+            lp = response_logps(model, batch).float().cpu()
         pc.append(lp[: len(c)])
         pr.append(lp[len(c) :])
     empty = torch.zeros(0)
@@ -117,18 +139,31 @@ def load_reference(run: Run, data: dict) -> dict[str, PairSet]:
                          + (" (a --pairs file has no gold pairs)" if key == "train_gold" else ""))
     path = run.dir / "align" / "reference.pt"
     tokenizer = load_tokenizer(base_model_dir(run))
-    tok = {key: _tokenise(tokenizer, data[field]),
-           "heldout": _tokenise(tokenizer, data["heldout_pairs"])}
+    fmt = run_format(run, tokenizer)
+    tok = {key: _tokenise(fmt, data[field]), "heldout": _tokenise(fmt, data["heldout_pairs"])}
     ref = _io.torch_load(path) if path.is_file() else {}
+    for other in _grid_siblings(run, "reference.pt"):  # the same base and pairs in a grid
+        if any(name not in ref for name in tok):
+            ref = {**_io.torch_load(other), **ref}
     missing = [name for name in tok if name not in ref]
-    if missing:
+    if missing or not path.is_file():
         base, _ = load_model_dir(base_model_dir(run))
         base.to(run.device)
-        ref.update({name: _pair_logps(base, *tok[name], tokenizer.pad_id, run.device)
+        ref.update({name: _pair_logps(base, *tok[name], fmt.pad_id, run.device)
                     for name in missing})
         _io.torch_save(path, ref)
     return {"train": PairSet(*tok[key], *ref[key]),
             "heldout": PairSet(*tok["heldout"], *ref["heldout"])}
+
+
+def _grid_siblings(run: Run, name: str) -> list:
+    """``align/<name>`` of the other settings of the grid that ``run`` belongs to (they share
+    the base model and the sample stage, so the reference pass and the step-0 evaluation are
+    the same for them where their keys agree)."""
+    parent = run.dir.parent
+    if parent.name != "grid" or not (run.dir / "sample").is_symlink():
+        return []
+    return sorted(p for p in parent.glob(f"*/align/{name}") if p.parent.parent != run.dir)
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
@@ -173,13 +208,14 @@ def _pair_metrics(model, pairs: PairSet, n: int | None, beta: float, pad_id, dev
     return {k: float(v) for k, v in m.items()}
 
 
-def _greedy_correct(model, tokenizer, prompts: Sequence[str], max_new: int,
+def _greedy_correct(model, fmt: TaskFormat, prompts: Sequence[str], max_new: int,
                     device) -> list[bool]:
     """Whether the greedy response to each task prompt is right (finished and verified)."""
     if not prompts:
         return []
-    outs = generate(model, tokenizer, prompts, max_new_tokens=max_new, greedy=True, device=device)
-    return [bool(o[0][1] and arith.verify(p, o[0][0])) for p, o in zip(prompts, outs, strict=True)]
+    outs = fmt.replies(model, prompts, max_new_tokens=max_new, greedy=True, device=device)
+    return [bool(o[0].finished and fmt.verify(p, o[0].text))
+            for p, o in zip(prompts, outs, strict=True)]
 
 
 def _by_level(prompts: Sequence[str], correct: Sequence[bool]) -> dict[str, float]:
@@ -190,7 +226,7 @@ def _by_level(prompts: Sequence[str], correct: Sequence[bool]) -> dict[str, floa
 
 
 @torch.no_grad()
-def _sampled_kl(model, reference, tokenizer, prompts: Sequence[str], k: int, max_new: int,
+def _sampled_kl(model, reference, fmt: TaskFormat, prompts: Sequence[str], k: int, max_new: int,
                 seed: int, device) -> dict[str, float]:
     """Sampled estimate of E_x KL(π(·|x) ‖ π_ref(·|x)) over ``prompts``.
 
@@ -201,10 +237,10 @@ def _sampled_kl(model, reference, tokenizer, prompts: Sequence[str], k: int, max
     ``k3`` = mean(e^{-d} - 1 + d) (also unbiased, and ≥ 0 sample by sample; Schulman 2020,
     "Approximating KL divergence"). At π = π_ref both are exactly 0.
     """
-    seqs = sample_sequences(model, tokenizer, prompts, max_new_tokens=max_new, num_samples=k,
-                            seed=seed, device=device)
-    lp = _sequence_logps(model, seqs, tokenizer.pad_id, device)
-    lr = _sequence_logps(reference, seqs, tokenizer.pad_id, device)
+    seqs = fmt.sample_sequences(model, prompts, max_new_tokens=max_new, num_samples=k, seed=seed,
+                                device=device)
+    lp = _sequence_logps(model, seqs, fmt.pad_id, device)
+    lr = _sequence_logps(reference, seqs, fmt.pad_id, device)
     d = (lp - lr).double()
     se = float(d.std(unbiased=True) / math.sqrt(d.numel())) if d.numel() > 1 else float("nan")
     return {"k1": float(d.mean()), "k1_se": se, "k3": float((torch.expm1(-d) + d).mean()),
@@ -212,37 +248,73 @@ def _sampled_kl(model, reference, tokenizer, prompts: Sequence[str], k: int, max
 
 
 @torch.no_grad()
-def _sequence_logps(model, seqs, pad_id, device, batch_size=512) -> torch.Tensor:
+def _sequence_logps(model, seqs, pad_id, device, batch_size=None) -> torch.Tensor:
     model.eval()
+    batch_size = batch_size or _scoring_batch(model)
     out = []
     for s in range(0, len(seqs), batch_size):
-        batch = make_batch(seqs[s : s + batch_size], pad_id).to(device)
+        batch = pad_sequences(seqs[s : s + batch_size], pad_id).to(device)
         with autocast(device):
-            out.append(sequence_logps(model, batch).float().cpu())
+            out.append(response_logps(model, batch).float().cpu())
     return torch.cat(out)
 
 
-def _evaluate(run, model, reference, tokenizer, sets, data, step, train_loss,
+def _accuracy_due(ac, step: int) -> bool:
+    """Whether the evaluation at ``step`` measures the greedy accuracy (``acc_every``)."""
+    return ac.acc_every == 0 or step in (0, ac.steps) or step % ac.acc_every == 0
+
+
+def _evaluate(run, model, reference, fmt: TaskFormat, sets, data, step, train_loss,
               seed) -> dict[str, Any]:
     ac = run.config.align
-    max_new = max_new_tokens(run.config)
+    max_new = max_new_tokens(run.config, fmt.kind)
     rec = {"step": step, "train_loss": train_loss,
            "train": _pair_metrics(model, sets["train"], ac.n_eval_pairs, ac.beta,
-                                  tokenizer.pad_id, run.device),
-           "heldout": _pair_metrics(model, sets["heldout"], None, ac.beta, tokenizer.pad_id,
+                                  fmt.pad_id, run.device),
+           "heldout": _pair_metrics(model, sets["heldout"], None, ac.beta, fmt.pad_id,
                                     run.device)}
     held = data["heldout_prompts"]
     if reference is not None and held:
-        rec["kl"] = _sampled_kl(model, reference, tokenizer, held[: ac.kl_prompts],
+        rec["kl"] = _sampled_kl(model, reference, fmt, held[: ac.kl_prompts],
                                 ac.kl_samples, max_new, seed * 1_000_003 + step + 17,
                                 run.device)
-    correct = _greedy_correct(model, tokenizer, held, max_new, run.device)
-    hard = set(data["hard_prompts"])
-    rec["acc_heldout"] = sum(correct) / len(correct) if correct else None
-    rec["acc_hard"] = (sum(ok for p, ok in zip(held, correct, strict=True) if p in hard)
-                       / len(hard)) if hard else None
-    rec["acc_heldout_by_level"] = _by_level(held, correct)
+    if _accuracy_due(ac, step):
+        correct = _greedy_correct(model, fmt, held, max_new, run.device)
+        hard = set(data["hard_prompts"])
+        rec["acc_heldout"] = sum(correct) / len(correct) if correct else None
+        rec["acc_hard"] = (sum(ok for p, ok in zip(held, correct, strict=True) if p in hard)
+                           / len(hard)) if hard else None
+        rec["acc_heldout_by_level"] = _by_level(held, correct)
+    else:
+        rec["acc_heldout"] = rec["acc_hard"] = rec["acc_heldout_by_level"] = None
     model.train()
+    return rec
+
+
+def _step0_key(run: Run) -> dict[str, Any]:
+    """What the step-0 evaluation depends on besides the base model and the pairs."""
+    ac = run.config.align
+    return {"chosen": ac.chosen, "n_eval_pairs": ac.n_eval_pairs, "beta": ac.beta,
+            "kl_prompts": ac.kl_prompts, "kl_samples": ac.kl_samples,
+            "max_new_tokens": run.config.sample.max_new_tokens}
+
+
+def _step0(run, model, reference, fmt, sets, data, seed) -> dict[str, Any]:
+    """The step-0 evaluation, computed by the first run of the directory and reused by the
+    others: at step 0 every run's policy is the base model, so its pair metrics, greedy
+    accuracy and KL (exactly 0: the sampled responses differ with the seed, but
+    log π - log π_ref is 0 on each) are the same for every loss and seed."""
+    path = run.dir / "align" / "step0.json"
+    key = _step0_key(run)
+    for p in [path, *_grid_siblings(run, "step0.json")]:
+        if p.is_file():
+            stored = _io.read_json(p)
+            if stored.get("key") == key:
+                if p != path:
+                    _io.write_json(path, stored)
+                return stored["record"]
+    rec = _evaluate(run, model, reference, fmt, sets, data, 0, None, seed)
+    _io.write_json(path, {"key": key, "record": rec})
     return rec
 
 
@@ -269,11 +341,15 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
         return _io.read_json(done)
     model, tokenizer = load_model_dir(base_model_dir(run))
     model.to(run.device).train()
+    fmt = run_format(run, tokenizer)
     reference = None
     if ac.kl_prompts > 0:  # a frozen copy of the base model, for the sampled KL estimate
         reference = load_model_dir(base_model_dir(run))[0].to(run.device).eval()
         reference.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=ac.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    if ac.freeze_embeddings:  # tied: the LM head is frozen with it
+        model.get_input_embeddings().weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=ac.lr, betas=(0.9, 0.95), weight_decay=0.0)
     train = sets["train"]
     lengths = [len(c[0]) + len(r[0]) for c, r in zip(train.chosen, train.rejected, strict=True)]
     batch_size = min(ac.batch_size, len(train))
@@ -288,7 +364,7 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
             ck["step"], ck["history"], ck["seconds"], ck["tokens"], ck["slots"], ck["losses"])
         run.log(f"align {loss_kind} seed {seed}: resuming at step {start}")
     else:
-        history.append(_evaluate(run, model, reference, tokenizer, sets, data, 0, None, seed))
+        history.append(_step0(run, model, reference, fmt, sets, data, seed))
     warmup = max(1, ac.steps // 10)
     epoch_cache: dict[int, list[list[int]]] = {}
     for step in range(start, ac.steps):
@@ -300,15 +376,15 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
         # Every input of the step goes to the device before the forward pass: a host-to-device
         # copy waits for the kernels queued before it (after the forward: all of them).
         # Chosen and rejected stacked: one forward pass per step (B chosen then B rejected).
-        host = make_batch([train.chosen[i] for i in idx] + [train.rejected[i] for i in idx],
-                          tokenizer.pad_id)
+        host = pad_sequences([train.chosen[i] for i in idx] + [train.rejected[i] for i in idx],
+                             fmt.pad_id)
         batch = host.to(run.device)
         ref_c = train.ref_chosen[idx].to(run.device)
         ref_r = train.ref_rejected[idx].to(run.device)
         kwargs = _loss_kwargs(loss_kind, train, idx, run.device, ac.rpo_alpha)
         set_lr(opt, ac.lr * lr_factor(step, warmup, ac.steps, cosine=False))
         with autocast(run.device):
-            logps = sequence_logps(model, batch).float()  # (2B,)
+            logps = response_logps(model, batch).float()  # (2B,) response tokens only
         pc, pr = logps[: len(idx)], logps[len(idx) :]
         if "chosen_logps" in get_loss(loss_kind).params:
             kwargs["chosen_logps"] = pc
@@ -318,7 +394,7 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
                                validate=False, **kwargs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), ac.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(params, ac.max_grad_norm)
         opt.step()
         if run.device.type == "cuda":  # the step's time: wait for its queued kernels
             torch.cuda.synchronize(run.device)
@@ -332,7 +408,7 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
                              f"{s} (lr {ac.lr:g}, beta {ac.beta:g}); no result is written")
         if s % ac.eval_every == 0 or s == ac.steps:
             window = losses[-(s - history[-1]["step"]):]
-            history.append(_evaluate(run, model, reference, tokenizer, sets, data, s,
+            history.append(_evaluate(run, model, reference, fmt, sets, data, s,
                                      sum(window) / len(window), seed))
         if s % ac.ckpt_every == 0 and s < ac.steps:
             _io.torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(),
@@ -350,6 +426,7 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
             "device": str(run.device), "seconds": seconds, "tokens": tokens,
             "tokens_per_s": tokens / max(seconds, 1e-9),
             "padding_fraction": 1 - tokens / max(slots, 1), "n_params": n,
+            "trainable_params": sum(p.numel() for p in params),
             "peak_flops": run.peak_flops, "mfu": mfu(tokens, seconds, n, run.peak_flops),
         },
     }

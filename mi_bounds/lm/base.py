@@ -1,4 +1,8 @@
-"""Stage 1, base: train a small Llama on the arithmetic task, or copy ``--model PATH``.
+"""Stage 1, base: train a small Llama on the arithmetic task, or take a pretrained model.
+
+A pretrained model (``--model``: ``smollm2``, a ``.gguf`` file or a checkpoint directory; or the
+config's ``model.pretrained``) is not trained further: its checkpoint (model and tokenizer, in
+float32) is copied into the run, so the run directory holds its own base model.
 
 The loop in :func:`run_base` reads top to bottom: a fresh batch of task prompts (held-out
 prompts excluded), forward, cross-entropy on the answer tokens, backward, clip, AdamW step, log,
@@ -35,6 +39,7 @@ from mi_bounds.lm.run_dir import (
     base_model_dir,
     prompt_sets,
     require_stage,
+    run_format,
 )
 from mi_bounds.lm.tokenizer import CharTokenizer
 
@@ -56,9 +61,11 @@ def run_base(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
         model, tokenizer = load_model_dir(run.model_path)
         save_model_dir(model, tokenizer, base_model_dir(run))
         result = {"source": str(run.model_path), "trained": False,
-                  "n_params": n_params(model, non_embedding=False)}
+                  "n_params": n_params(model, non_embedding=False),
+                  "format": run_format(run, tokenizer).kind}
         _io.write_json(done, result)
-        run.log(f"base: copied {run.model_path}")
+        run.log(f"base: copied {run.model_path} ({result['n_params']:,} parameters, "
+                f"{result['format']} format)")
         return result
 
     cfg, bc, tc = run.config, run.config.base, run.config.task

@@ -44,9 +44,11 @@ __all__ = [
     "encode_chat_prompt",
     "final_integer",
     "generate_replies",
+    "gold_reply",
     "hf_tokenizer",
     "question",
     "special_ids",
+    "user_message",
     "verify_reply",
 ]
 
@@ -92,6 +94,25 @@ def question(prompt: str) -> str:
     return QUESTION.format(a=a, op=op, b=b)
 
 
+def user_message(prompt: str) -> str:
+    """:func:`question` for a task prompt; any other text (a ``--pairs`` file's prompt) is the
+    user message as it is."""
+    return question(prompt) if task.parse_prompt(prompt) is not None else prompt
+
+
+#: the off-policy "gold" reply to a task prompt ``a<op>b=``
+GOLD = "{a} {op} {b} = {c}"
+
+
+def gold_reply(prompt: str) -> str:
+    """The verified reply written as SmolLM2 writes its correct ones: ``"7 + 5 = 12"``."""
+    parsed = task.parse_prompt(prompt)
+    if parsed is None:
+        raise ValueError(f"not an arithmetic task prompt: {prompt!r} (expected e.g. '12+34=')")
+    a, op, b = parsed
+    return GOLD.format(a=a, op=op, b=b, c=task.answer(prompt))
+
+
 # ----------------------------------------------------------------------------------------------
 # Tokenizer side
 # ----------------------------------------------------------------------------------------------
@@ -124,7 +145,7 @@ def chat_text(tokenizer: Any, prompt: str, *, system: str | None = None) -> str:
     ``system`` adds a system message; ``None`` keeps the template's default (if any).
     """
     messages = [] if system is None else [{"role": "system", "content": system}]
-    messages.append({"role": "user", "content": question(prompt)})
+    messages.append({"role": "user", "content": user_message(prompt)})
     return hf_tokenizer(tokenizer).apply_chat_template(messages, tokenize=False,
                                                        add_generation_prompt=True)
 
@@ -190,47 +211,14 @@ def generate_replies(
     token length, so no batch needs padding; ``batch_size`` counts sequences (prompts x samples).
     Reproducible for a given ``seed`` (the global RNG is forked, not consumed).
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if not greedy and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    from mi_bounds.lm.model import generate_ids
+
     tok = hf_tokenizer(tokenizer)
     pad, eos = special_ids(tok)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     encoded = [encode_chat_prompt(tok, p, system=system) for p in prompts]
-    groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        groups.setdefault(len(ids), []).append(i)
-    out: list[list[Reply]] = [[] for _ in prompts]
-    per_call = max(1, batch_size // num_samples)
-    from transformers import GenerationConfig
-
-    # An explicit config, so the checkpoint's generation_config.json (repetition penalty,
-    # top-k, ...) cannot change the sampler. top_k=None would mean transformers' default
-    # top_k=50 (5.x), not "no truncation": top_k=0 and top_p=1.0 give pure sampling.
-    settings = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=not greedy, pad_token_id=pad, eos_token_id=eos,
-        **({} if greedy else {"temperature": temperature, "top_k": 0, "top_p": 1.0}),
-    )
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for length in sorted(groups):
-            idx = groups[length]
-            for start in range(0, len(idx), per_call):
-                chunk = idx[start : start + per_call]
-                ids = torch.tensor([encoded[i] for i in chunk], device=device)
-                ids = ids.repeat_interleave(num_samples, dim=0)  # (n * k, L)
-                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                     generation_config=settings)
-                for r, row in enumerate(gen[:, length:].tolist()):
-                    finished = eos in row
-                    if finished:
-                        row = row[: row.index(eos)]
-                    text = tok.decode(row, skip_special_tokens=True)
-                    out[chunk[r // num_samples]].append(Reply(text, row, finished))
-    model.train(was_training)
+    rows = generate_ids(model, encoded, eos_id=eos, pad_id=pad, max_new_tokens=max_new_tokens,
+                        num_samples=num_samples, greedy=greedy, temperature=temperature,
+                        seed=seed, batch_size=batch_size)
+    out = [[Reply(tok.decode(ids, skip_special_tokens=True), ids, fin) for ids, fin in row]
+           for row in rows]
     return out

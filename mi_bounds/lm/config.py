@@ -17,6 +17,11 @@ Presets (see :data:`PRESETS`):
   0.5} × lr ∈ {1e-4, 3e-5, 1e-5, 3e-6}, gold pairs at lr 1e-5 for each β; 270 runs). Estimate
   (docs/RESULTS.md §5.4): ≈ 1.9e16 FLOP, 6–10 min at 3–5 % MFU; with per-step overhead about
   one hour. Not yet run.
+* ``chat-tiny``: a tiny chat model (a GGUF file given with ``--model``; the tests' one) end to
+  end in seconds.
+* ``smollm2-cpu``: SmolLM2-135M-Instruct (``model.pretrained = "smollm2"``) through the chat
+  template, levels 1-2, on one CPU core in about an hour (docs/RESULTS.md §5.5).
+* ``smollm2-gpu``: the same at GPU size for one H100 (docs/LM.md: FLOP estimate; not run).
 """
 
 from __future__ import annotations
@@ -67,8 +72,12 @@ def _as_tuple(value: object, name: str, scalar: type | tuple[type, ...]) -> tupl
 
 @dataclass
 class ModelConfig:
-    """Size of the Llama-style causal LM built by the base stage (ignored with ``--model``)."""
+    """The base model: a pretrained one (``pretrained``, or ``--model``, which wins), else a
+    Llama-style causal LM of this size built and trained by the base stage."""
 
+    #: a named real model (``smollm2``), a ``.gguf`` file or a checkpoint directory to start
+    #: from (:func:`mi_bounds.lm.pretrained.resolve_model`); None: build and train one
+    pretrained: str | None = None
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -77,6 +86,10 @@ class ModelConfig:
     context: int = 24
 
     def __post_init__(self) -> None:
+        if self.pretrained is not None and (not isinstance(self.pretrained, str)
+                                            or not self.pretrained):
+            raise TypeError(f"model.pretrained must be a non-empty string or null, got "
+                            f"{self.pretrained!r}")
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "context"):
             _check_int(getattr(self, name), f"model.{name}")
         if self.hidden_size % self.num_heads:
@@ -96,8 +109,18 @@ class TaskConfig:
     level_weights: tuple[float, ...] = (1.0, 1.0)
     #: operators drawn uniformly: any of "+", "-", "*"
     ops: str = "+"
+    #: how the model sees the task (mi_bounds.lm.task_format): "raw" (``a+b=``, the answer
+    #: exactly), "chat" (the tokenizer's chat template, the reply's last integer), or "auto":
+    #: chat iff the model's tokenizer has a chat template
+    format: str = "auto"
+    #: chat format: the system message (None: the chat template's default one)
+    system: str | None = None
 
     def __post_init__(self) -> None:
+        if self.format not in ("auto", "raw", "chat"):
+            raise ValueError(f"task.format must be one of auto, raw, chat, got {self.format!r}")
+        if self.system is not None and not isinstance(self.system, str):
+            raise TypeError(f"task.system must be a string or null, got {self.system!r}")
         self.levels = _as_tuple(self.levels, "task.levels", int)
         weights = _as_tuple(self.level_weights, "task.level_weights", (int, float))
         for w in weights:
@@ -153,8 +176,13 @@ class SampleConfig:
     hard_threshold: float = 0.0
     #: with --pairs FILE: fraction of the user's pairs kept out of training (held-out pairs)
     heldout_fraction: float = 0.1
+    #: token budget of a response (sampling, greedy accuracy, the sampled KL); a response
+    #: without EOS within it counts as incorrect and is never paired. 0: the raw format's
+    #: longest answer + 2, or 64 for the chat format
+    max_new_tokens: int = 0
 
     def __post_init__(self) -> None:
+        _check_int(self.max_new_tokens, "sample.max_new_tokens", minimum=0)
         _check_int(self.n_train_prompts, "sample.n_train_prompts")
         _check_int(self.n_heldout_prompts, "sample.n_heldout_prompts")
         _check_int(self.k, "sample.k", minimum=2)
@@ -200,6 +228,13 @@ class AlignConfig:
     kl_prompts: int = 32
     #: responses sampled from π per prompt for that estimate
     kl_samples: int = 4
+    #: greedy held-out accuracy every this many steps (and at step 0 and the last step), on the
+    #: evaluation steps only; 0: at every evaluation. (Generation is the dearest part of an
+    #: evaluation for a real model.)
+    acc_every: int = 0
+    #: train the model without its token embedding (tied to the LM head in SmolLM2 and the
+    #: character Llama, so the head is frozen too): fewer parameters for AdamW to update
+    freeze_embeddings: bool = False
 
     def __post_init__(self) -> None:
         self.losses = _as_tuple(self.losses, "align.losses", str)
@@ -232,6 +267,10 @@ class AlignConfig:
         _check_float(self.rpo_alpha, "align.rpo_alpha", inclusive=True)
         _check_int(self.kl_prompts, "align.kl_prompts", minimum=0)
         _check_int(self.kl_samples, "align.kl_samples")
+        _check_int(self.acc_every, "align.acc_every", minimum=0)
+        if not isinstance(self.freeze_embeddings, bool):
+            raise TypeError(f"align.freeze_embeddings must be true or false, got "
+                            f"{self.freeze_embeddings!r}")
 
 
 @dataclass
@@ -390,6 +429,54 @@ PRESETS: dict[str, RunConfig] = {
         + tuple({"beta": b, "lr": 1e-5, "chosen": "gold"} for b in (0.01, 0.1, 0.5)),
     ),
 }
+
+
+#: SmolLM2-135M-Instruct (``--model smollm2``): the settings shared by its presets. The task is
+#: level 1 and 2 addition through the chat template with its default system message; replies are
+#: sampled at T = 0.7 with a 48-token budget (docs/LM.md, "Choosing the sampling settings").
+_SMOLLM2_TASK = TaskConfig(levels=(1, 2), level_weights=(1.0, 1.0), ops="+", format="chat",
+                           system=None)
+
+PRESETS.update({
+    # A tiny chat model (the tests' GGUF Llama, tests/tiny_gguf.py) end to end in seconds:
+    # level 1 only, a short system message, 6-token replies.
+    "chat-tiny": RunConfig(
+        preset="chat-tiny",
+        task=TaskConfig(levels=(1,), level_weights=(1.0,), ops="+", format="chat", system=""),
+        sample=SampleConfig(n_train_prompts=32, n_heldout_prompts=16, k=8, temperature=1.0,
+                            pairs_per_prompt=2, max_new_tokens=6),
+        align=AlignConfig(losses=("dpo", "mio"), seeds=(0,), beta=0.1, lr=1e-3, steps=6,
+                          batch_size=4, eval_every=2, ckpt_every=2, n_eval_pairs=8,
+                          kl_prompts=4, kl_samples=2, acc_every=4),
+    ),
+    # One hour on one shared CPU core (docs/RESULTS.md §5.5): 160 train prompts x 8 replies
+    # -> ~120 on-policy pairs; 30 steps of 4 pairs = 1 epoch at lr 1e-5 (chosen after a
+    # one-seed probe of dpo and mio at 1e-6, 3e-6, 1e-5); six losses x 2 seeds; evaluation
+    # every 6 steps, greedy accuracy at the last step only (step 0 is the shared base one).
+    "smollm2-cpu": RunConfig(
+        preset="smollm2-cpu",
+        model=ModelConfig(pretrained="smollm2"),
+        task=_SMOLLM2_TASK,
+        sample=SampleConfig(n_train_prompts=160, n_heldout_prompts=24, k=8, temperature=0.7,
+                            pairs_per_prompt=2, max_new_tokens=48),
+        align=AlignConfig(losses=_DECLINE_LOSSES, seeds=(0, 1), beta=0.1, lr=1e-5, steps=30,
+                          batch_size=4, eval_every=6, ckpt_every=6, n_eval_pairs=16,
+                          kl_prompts=8, kl_samples=2, acc_every=30),
+    ),
+    # The same design at GPU size (docs/LM.md, "smollm2-gpu": estimate ~15-30 min on one H100,
+    # not run): ~4,000 train prompts x 16 replies, 300 steps of 32 pairs, six losses x 3 seeds.
+    "smollm2-gpu": RunConfig(
+        preset="smollm2-gpu",
+        model=ModelConfig(pretrained="smollm2"),
+        task=TaskConfig(levels=(1, 2), level_weights=(1.0, 4.0), ops="+", format="chat",
+                        system=None),
+        sample=SampleConfig(n_train_prompts=4096, n_heldout_prompts=256, k=16, temperature=0.7,
+                            pairs_per_prompt=4, max_new_tokens=64),
+        align=AlignConfig(losses=_DECLINE_LOSSES, seeds=(0, 1, 2), beta=0.1, lr=3e-6,
+                          steps=300, batch_size=32, eval_every=25, ckpt_every=50,
+                          n_eval_pairs=256, kl_prompts=64, kl_samples=4, acc_every=50),
+    ),
+})
 
 
 def get_preset(name: str) -> RunConfig:

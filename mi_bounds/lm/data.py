@@ -8,6 +8,7 @@ file and the 1-based line number, and the whole file is validated before anythin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,14 @@ def check_fits(tokenizer: Tokenizer, prompt: str, response: str, context: int, w
                          f"context of {context} tokens")
 
 
-def read_pairs_jsonl(path: str | Path, tokenizer: Tokenizer, context: int) -> list[dict[str, Any]]:
+def read_pairs_jsonl(path: str | Path, tokenizer: Tokenizer, context: int, *,
+                     encode: Callable[[str, str], tuple[list[int], int]] | None = None,
+                     ) -> list[dict[str, Any]]:
     """Read and validate a pairs file; returns ``[{"prompt", "chosen", "rejected"}, ...]``.
+
+    ``encode(prompt, response) -> (ids, n_prompt)`` is how the run will tokenise a pair (a chat
+    model's template, :meth:`mi_bounds.lm.task_format.TaskFormat.encode`); the default is
+    ``[BOS] prompt response EOS``.
 
     Raises:
         ValueError: the file is missing or empty (no pairs), a line is not a JSON object, a field
@@ -70,7 +77,11 @@ def read_pairs_jsonl(path: str | Path, tokenizer: Tokenizer, context: int) -> li
                 except ValueError as err:
                     raise ValueError(f"{where}: field {name!r}: {err}") from None
             for name in ("chosen", "rejected"):
-                check_fits(tokenizer, row["prompt"], row[name], context, f"{where} ({name})")
+                if encode is None:
+                    check_fits(tokenizer, row["prompt"], row[name], context, f"{where} ({name})")
+                elif len(encode(row["prompt"], row[name])[0]) > context:
+                    raise ValueError(f"{where} ({name}): prompt + response is longer than the "
+                                     f"model's context of {context} tokens")
             pairs.append({k: row[k] for k in _FIELDS})
     if not pairs:
         raise ValueError(f"pairs file {str(path)!r} holds no pairs (empty pair set)")

