@@ -163,7 +163,13 @@ def test_align_step_reads_one_value(sampled_run, monkeypatch, loss):
         return {"step": step, "train_loss": train_loss, "train": {}, "heldout": {},
                 "acc_heldout": None, "acc_hard": None, "acc_heldout_by_level": {}}
 
+    def fake_step0(run, model, reference, fmt, sets, data, seed):
+        # the step-0 evaluation is cached per directory (step0.json): not read here, so that
+        # every parametrised run starts the counter
+        return fake_evaluate(run, model, reference, fmt, sets, data, 0, None, seed)
+
     monkeypatch.setattr(align_mod, "_evaluate", fake_evaluate)
+    monkeypatch.setattr(align_mod, "_step0", fake_step0)
     align_mod.align_one(run, loss, 0, sets, data)
     steps = run.config.align.steps
     assert counter.total("mi_bounds/_validation.py") == 0, dict(counter.where)
