@@ -207,22 +207,13 @@ class Context:
         return seconds * self.budget_s / 420.0
 
 
-def _round(x: Any) -> Any:
-    """Floats to 6 significant digits, recursively (compact JSON for the archive)."""
-    if isinstance(x, float):
-        return float(f"{x:.6g}")
-    if isinstance(x, dict):
-        return {k: _round(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_round(v) for v in x]
-    return x
-
-
 def write_json(path: Path, data: Any, *, compact: bool = False) -> Path:
     """Write JSON atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    text = (json.dumps(_round(data), sort_keys=True, separators=(",", ":")) if compact
+    if compact:  # floats to 6 significant digits (imported here: mi_bounds imports torch)
+        from mi_bounds._json import rounded
+    text = (json.dumps(rounded(data, 6), sort_keys=True, separators=(",", ":")) if compact
             else json.dumps(data, indent=1, default=str))
     tmp.write_text(text + "\n")
     os.replace(tmp, path)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any
 
 import matplotlib
+
+from mi_bounds._json import rounded
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -38,20 +38,6 @@ COLORS = {
 JSON_DIGITS = 12
 
 
-def rounded(obj: Any, digits: int = JSON_DIGITS) -> Any:
-    """``obj`` with every float (numpy floats too) rounded to ``digits`` significant digits,
-    recursively through dicts, lists and tuples; NaN and ±inf are kept."""
-    if isinstance(obj, dict):
-        return {k: rounded(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [rounded(v, digits) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays, scalars
-        return rounded(obj.tolist(), digits)
-    if isinstance(obj, float) and math.isfinite(obj):
-        return float(f"{obj:.{digits}g}")
-    return obj
-
-
 def save(fig: plt.Figure, out_dir: Path, name: str, data: dict | None = None) -> list[Path]:
     """Write ``name.png`` and ``name.pdf`` (and ``name.json`` with ``data``) deterministically.
 
@@ -69,7 +55,7 @@ def save(fig: plt.Figure, out_dir: Path, name: str, data: dict | None = None) ->
     paths = [png, pdf]
     if data is not None:
         path = out_dir / f"{name}.json"
-        path.write_text(json.dumps(rounded(data), indent=2, sort_keys=True, default=float)
-                        + "\n")
+        path.write_text(json.dumps(rounded(data, JSON_DIGITS), indent=2, sort_keys=True,
+                                   default=float) + "\n")
         paths.append(path)
     return paths

@@ -5,7 +5,8 @@
 Writes: config.json; base_result.json; sample_summary.json (pair counts, base accuracy, hard
 prompts); report/ (the side-by-side grid report: tables, figure, JSON); and per setting
 <setting>/ with its report (tables, figures, lm_report.json) and align_runs/<loss>-seed<s>.json,
-every run's full metric history as compact JSON (floats rounded to 6 significant digits).
+every run's full metric history as compact JSON (floats rounded to 6 significant digits;
+:func:`mi_bounds.lm.collect.compact_json`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-
-def _round(x):
-    if isinstance(x, float):
-        return float(f"{x:.6g}")
-    if isinstance(x, dict):
-        return {k: _round(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_round(v) for v in x]
-    return x
-
-
-def _compact(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    data = _round(json.loads(src.read_text()))
-    dst.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
+from mi_bounds.lm.collect import compact_json
 
 
 def main(run: Path, out: Path) -> None:
@@ -44,7 +31,7 @@ def main(run: Path, out: Path) -> None:
     report.mkdir(exist_ok=True)
     for f in sorted((run / "report").glob("grid_*")):
         if f.suffix == ".json":
-            _compact(f, report / f.name)
+            compact_json(f, report / f.name)
         else:
             shutil.copy(f, report / f.name)
     for setting in sorted((run / "grid").iterdir()):
@@ -54,9 +41,9 @@ def main(run: Path, out: Path) -> None:
             if f.suffix in (".md", ".png"):
                 shutil.copy(f, dst / f.name)
             elif f.suffix == ".json":
-                _compact(f, dst / f.name)
+                compact_json(f, dst / f.name)
         for r in sorted((setting / "align").glob("*/result.json")):
-            _compact(r, dst / "align_runs" / f"{r.parent.name}.json")
+            compact_json(r, dst / "align_runs" / f"{r.parent.name}.json")
 
 
 if __name__ == "__main__":
