@@ -8,14 +8,12 @@ The TRL tests below run that method itself on given sequence log-probabilities.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trl_stand_in import trl_compute_loss
 
 from mi_bounds.preference import LOSSES, preference_loss
 
@@ -29,42 +27,10 @@ def _batch(seed: int, b: int = 8):
 
 
 def _trl_loss(loss_types, loss_weights, pc, pr, rc, rr, n_w, n_l, beta):
-    """TRL 1.16's ``DPOTrainer._compute_loss``, called unbound with a stand-in model whose
-    per-token log-probabilities are the sequence log-probability spread evenly over the
-    completion tokens (so per-token means differ from per-sequence ones), and precomputed
-    reference log-probabilities."""
-    from trl.trainer.dpo_trainer import DPOTrainer
-
-    b = pc.shape[0]
-    length = int(max(n_w.max(), n_l.max())) + 2
-    n = torch.cat([n_w, n_l]).long()
-    completion_mask = torch.zeros(2 * b, length, dtype=torch.long)
-    log_probs = torch.zeros(2 * b, length - 1, dtype=torch.float64)
-    for i, (k, lp) in enumerate(zip(n.tolist(), torch.cat([pc, pr]).tolist(), strict=True)):
-        completion_mask[i, 1:1 + k] = 1
-        log_probs[i, :k] = lp / k  # shift_completion_mask = completion_mask[:, 1:]
-
-    def model(**kwargs):
-        return SimpleNamespace(log_probs=log_probs, entropy=torch.zeros_like(log_probs),
-                               mean_logits=torch.zeros_like(log_probs),
-                               is_top1=torch.zeros_like(log_probs, dtype=torch.bool))
-
-    ident = lambda x: x  # noqa: E731
-    fake = SimpleNamespace(
-        model=SimpleNamespace(training=True),
-        accelerator=SimpleNamespace(device=torch.device("cpu"), gather=ident,
-                                    gather_for_metrics=ident),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True,
-        f_divergence_type="reverse_kl", loss_types=list(loss_types),
-        loss_weights=list(loss_weights), beta=beta, label_smoothing=0.0,
-        args=SimpleNamespace(discopop_tau=0.05), use_weighting=False,
-        _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1,
-    )
-    inputs = {"input_ids": torch.zeros(2 * b, length, dtype=torch.long),
-              "attention_mask": torch.ones(2 * b, length, dtype=torch.long),
-              "completion_mask": completion_mask, "ref_chosen_logps": rc,
-              "ref_rejected_logps": rr}
-    return DPOTrainer._compute_loss(fake, model, inputs, False)
+    """TRL 1.16's ``DPOTrainer._compute_loss`` with the sequence log-probability spread evenly
+    over the completion tokens (so per-token means differ from per-sequence ones)."""
+    return trl_compute_loss(loss_types, loss_weights, pc, pr, rc, rr, n_w, n_l, beta,
+                            spread=True)[0]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 3.0])

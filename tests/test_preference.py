@@ -8,8 +8,6 @@ The reference formulas below are transcribed from TRL 1.16.0, ``trl/trainer/dpo_
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from trl_stand_in import trl_compute_loss
 
 from mi_bounds.bounds import (
     dv_bound,
@@ -470,54 +469,6 @@ def test_registry_is_documented():
 # --------------------------------------------------------------------------------------------
 
 
-def _run_trl(kind, pc, pr, rc, rr, beta, n_w, n_l, label_smoothing=0.0, discopop_tau=0.05):
-    """Run TRL 1.16's own ``DPOTrainer._compute_loss`` on given sequence log-probabilities.
-
-    Building a DPOTrainer needs a model, a tokenizer and a dataset; instead the method is
-    called unbound with a minimal stand-in for ``self`` and a stand-in model whose per-token
-    log-probabilities sum to the given sequence log-probabilities (first completion position
-    holds the value, the rest are 0), with precomputed reference log-probabilities.
-    """
-    from trl.trainer.dpo_trainer import DPOTrainer
-
-    b = pc.shape[0]
-    length = int(max(n_w.max(), n_l.max())) + 2
-    completion_mask = torch.zeros(2 * b, length, dtype=torch.long)
-    for i, n in enumerate(torch.cat([n_w, n_l]).long().tolist()):
-        completion_mask[i, 1:1 + n] = 1
-    log_probs = torch.zeros(2 * b, length - 1, dtype=torch.float64)
-    log_probs[:, 0] = torch.cat([pc, pr])
-
-    def model(**kwargs):
-        return SimpleNamespace(
-            log_probs=log_probs,
-            entropy=torch.zeros_like(log_probs),
-            mean_logits=torch.zeros_like(log_probs),
-            is_top1=torch.zeros_like(log_probs, dtype=torch.bool),
-        )
-
-    ident = lambda x: x  # noqa: E731
-    fake = SimpleNamespace(
-        model=SimpleNamespace(training=True),
-        accelerator=SimpleNamespace(device=torch.device("cpu"), gather=ident,
-                                    gather_for_metrics=ident),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True,
-        f_divergence_type="reverse_kl", loss_types=[kind], loss_weights=[1.0], beta=beta,
-        label_smoothing=label_smoothing, args=SimpleNamespace(discopop_tau=discopop_tau),
-        use_weighting=False, _metrics={"train": defaultdict(list)}, _total_train_tokens=0,
-        _tp_size=1,
-    )
-    inputs = {
-        "input_ids": torch.zeros(2 * b, length, dtype=torch.long),
-        "attention_mask": torch.ones(2 * b, length, dtype=torch.long),
-        "completion_mask": completion_mask,
-        "ref_chosen_logps": rc,
-        "ref_rejected_logps": rr,
-    }
-    loss = DPOTrainer._compute_loss(fake, model, inputs, False)
-    return loss, fake._metrics["train"]
-
-
 def test_against_trl_itself():
     """Each loss (mean over a batch) and each metric equals TRL 1.16's own computation."""
     pytest.importorskip("trl")
@@ -533,7 +484,8 @@ def test_against_trl_itself():
         if kind in ("ipo", "sigmoid_norm"):
             params.update(chosen_lengths=n_w, rejected_lengths=n_l)
         trl_kw = {k: v for k, v in params.items() if k in ("label_smoothing", "discopop_tau")}
-        want, metrics = _run_trl(spec.trl_name, pc, pr, rc, rr, beta, n_w, n_l, **trl_kw)
+        want, metrics = trl_compute_loss([spec.trl_name], [1.0], pc, pr, rc, rr, n_w, n_l, beta,
+                                         **trl_kw)
         got = preference_loss(kind, pc, pr, rc, rr, beta=beta, **params)
         torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-6, atol=1e-9,
                                    msg=f"{kind} (TRL {spec.trl_name})")
