@@ -100,17 +100,13 @@ def _scoring_batch(model) -> int:
     return max(8, min(512, budget // vocab))
 
 
-@torch.no_grad()
 def _pair_logps(model, chosen, rejected, pad_id, device, batch_size=None):
     """Summed log-probs of chosen and rejected sequences; each batch stacks both (one pass)."""
-    model.eval()
     batch_size = batch_size or max(1, _scoring_batch(model) // 2)
     pc, pr = [], []
     for s in range(0, len(chosen), batch_size):
         c, r = chosen[s : s + batch_size], rejected[s : s + batch_size]
-        batch = pad_sequences(c + r, pad_id).to(device)
-        with autocast(device):
-            lp = response_logps(model, batch).float().cpu()
+        lp = _sequence_logps(model, c + r, pad_id, device, batch_size=len(c) + len(r))
         pc.append(lp[: len(c)])
         pr.append(lp[len(c) :])
     empty = torch.zeros(0)
@@ -249,6 +245,7 @@ def _sampled_kl(model, reference, fmt: TaskFormat, prompts: Sequence[str], k: in
 
 @torch.no_grad()
 def _sequence_logps(model, seqs, pad_id, device, batch_size=None) -> torch.Tensor:
+    """Summed response log-probs of ``(ids, n_prompt)`` sequences, ``batch_size`` per pass."""
     model.eval()
     batch_size = batch_size or _scoring_batch(model)
     out = []
