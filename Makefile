@@ -40,10 +40,10 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_bounds.py
 
-# The GPU validation (benchmarks/gpu_validation.py): `gpu` is the device call's command (it
+# The GPU validation (experiments/gpu_validation.py): `gpu` is the device call's command (it
 # needs no .venv: the GPU machine has its own torch), `gpu-smoke` every step at toy size on CPU.
 gpu:
-	bash benchmarks/gpu_run.sh
+	bash experiments/gpu_run.sh
 
 gpu-smoke: install
-	$(PY) benchmarks/gpu_validation.py --smoke --device cpu --out runs/gpu-smoke/out
+	$(PY) experiments/gpu_validation.py --smoke --device cpu --out runs/gpu-smoke/out

@@ -177,7 +177,7 @@ def run_ours(work: Path, tid: str, critic: str = "separable") -> None:
 
     import torch
 
-    from mi_bounds.estimate_cli import main as estimate
+    from mi_bounds.estimation.cli import main as estimate
 
     torch.set_num_threads(1)
     side = "ours" if critic == "separable" else critic

@@ -77,8 +77,8 @@ def run(work: Path, variants: list[str]) -> None:
     """Every sample x estimator x variant; one JSON per run in ``work/out``."""
     import torch
 
-    from mi_bounds.heldout import estimate_mi_on_samples, sample_config
-    from mi_bounds.tasks import split_rows
+    from mi_bounds.estimation.heldout import estimate_mi_on_samples, sample_config
+    from mi_bounds.estimation.tasks import split_rows
 
     torch.set_num_threads(1)
     (work / "out").mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
-from mi_bounds.estimate import EstimateConfig, estimate_mi
-from mi_bounds.staircase import OBJECTIVES, load_runs
-from mi_bounds.tasks import GaussianTask
+from mi_bounds.estimation.estimate import estimate_mi
+from mi_bounds.estimation.staircase import OBJECTIVES, load_runs
+from mi_bounds.estimation.tasks import GaussianTask
+from mi_bounds.estimation.training import EstimateConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments.claims import claim_c1
 from figures._style import COLORS, save
-from toy_models.claims import claim_c1
 
 
 def make(out_dir: Path, *, quick: bool = False) -> list[Path]:

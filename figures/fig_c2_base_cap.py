@@ -14,8 +14,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments.claims import claim_c2
 from figures._style import save
-from toy_models.claims import claim_c2
 
 
 def make(out_dir: Path, *, quick: bool = False) -> list[Path]:

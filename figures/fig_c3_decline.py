@@ -1,6 +1,6 @@
 """C3 phase diagram: the peak-to-final drop of the mean chosen log-likelihood, per loss.
 
-Grid (:class:`toy_models.claims_c3.C3Grid`): beta ∈ {0.05, 0.1, 0.5} × learning rate ∈ {1, 10}
+Grid (:class:`experiments.claims_c3.C3Grid`): beta ∈ {0.05, 0.1, 0.5} × learning rate ∈ {1, 10}
 × responses per prompt ∈ {2, 4, 8, 16} × chosen/rejected feature overlap ∈ {0, 0.5, 0.8, 0.9,
 0.95, 0.99} × 3 seeds, 8 prompts, d = 8, 1000 exact full-batch steps, losses dpo, mio and ipo
 (nca_pair is mio term for term; see ``fig_c3_trajectories``). Each cell shows the drop
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from matplotlib.colors import SymLogNorm
 
+from experiments.claims_c3 import C3Grid, decline_grid
 from figures._style import plt, save
-from toy_models.claims_c3 import C3Grid, decline_grid
 
 NAME = "c3_decline"
 LOSSES = ("dpo", "mio", "ipo")
@@ -32,7 +32,7 @@ def grid(quick: bool = False) -> C3Grid:
 
 
 def plot(data: dict[str, Any]) -> plt.Figure:
-    """Draw the phase diagram from :func:`toy_models.claims_c3.decline_grid`'s output."""
+    """Draw the phase diagram from :func:`experiments.claims_c3.decline_grid`'s output."""
     g = data["grid"]
     losses = [k for k in LOSSES if k in data["drop"]]
     combos = [(i, j) for i in range(len(g["beta"])) for j in range(len(g["lr"]))]

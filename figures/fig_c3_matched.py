@@ -2,12 +2,12 @@
 
 Row 1, the canonical world (``displacement_world()``: 8 prompts, 8 responses, d = 8, overlap
 0.9, β = 0.1, seed 0; lr = 10, 2000 exact full-batch steps;
-:func:`toy_models.claims_c3.matched_comparison`): the change of the mean chosen log-likelihood
+:func:`experiments.claims_c3.matched_comparison`): the change of the mean chosen log-likelihood
 against the reward margin, against KL(π‖π_ref) and against the step, for dpo, mio, ipo and the
 matched-initial-gradient control ``dpo_half`` (DPO at lr = 5: at T = 0 MIO's gradient is exactly
 half of DPO's). Dotted lines: MIO's final margin and KL, where the other losses are read.
 
-Row 2, 108 worlds (:func:`toy_models.claims_c3.matched_grid`: β ∈ {0.05, 0.1, 0.5} × lr ∈
+Row 2, 108 worlds (:func:`experiments.claims_c3.matched_grid`: β ∈ {0.05, 0.1, 0.5} × lr ∈
 {1, 10} × Y ∈ {4, 8, 16} × ρ ∈ {0.5, 0.9} × seeds 0–2, 1000 steps): one point per world, MIO's
 chosen change at the end (x) against DPO's where DPO first reaches MIO's final margin (left) or
 KL (middle), and DPO's and ``dpo_half``'s at the end (right). Points below the diagonal: DPO's
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.claims_c3 import C3Grid, matched_comparison, matched_grid
 from figures._style import COLORS, plt, save
-from toy_models.claims_c3 import C3Grid, matched_comparison, matched_grid
 
 NAME = "c3_matched"
 RUNS = ("dpo", "mio", "ipo", "dpo_half")

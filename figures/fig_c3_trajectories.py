@@ -5,10 +5,10 @@ Row 1, the world fixed before any C3 result was looked at: ``displacement_world(
 exact full-batch gradient descent, lr = 10, 2000 steps. Row 2, a world picked from the grid
 afterwards to show the rise-then-fall shape. Row 3: the second setting, many pairs per prompt
 drawn from ``pi_ref`` and labelled by the reward, random features
-(:func:`toy_models.claims_c3.labelled_pairs_world`); the JSON also holds
-:func:`toy_models.claims_c3.labelled_pairs_check` (6 seeds, both pair kinds, d ∈ {4, 16}).
+(:func:`experiments.claims_c3.labelled_pairs_world`); the JSON also holds
+:func:`experiments.claims_c3.labelled_pairs_check` (6 seeds, both pair kinds, d ∈ {4, 16}).
 ``quick``: 100 steps each.
-Numbers from :func:`toy_models.claims_c3.canonical_trajectories`.
+Numbers from :func:`experiments.claims_c3.canonical_trajectories`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from figures._style import COLORS, plt, save
-from toy_models.claims_c3 import (
+from experiments.claims_c3 import (
     C3_LOSSES,
     canonical_trajectories,
     displacement_world,
@@ -27,6 +26,7 @@ from toy_models.claims_c3 import (
     labelled_pairs_world,
     summarise_decline,
 )
+from figures._style import COLORS, plt, save
 
 NAME = "c3_trajectories"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments.claims import C4_LOSSES, claim_c4
 from figures._style import COLORS, save
-from toy_models.claims import C4_LOSSES, claim_c4
 
 FLOOR = 1e-17
 

@@ -1,6 +1,6 @@
 """Which MI RLHF's optimum bounds: E_x KL(pi* ‖ pi_ref) = I_{pi*}(X;Y) + gap, across beta.
 
-Columns: the three worlds of :func:`toy_models.claims_mi.example_worlds` (pi_ref the same for
+Columns: the three worlds of :func:`experiments.claims_mi.example_worlds` (pi_ref the same for
 every prompt with pi*_Y = pi_ref: the reading is exact; pi_ref the same for every prompt: gap
 = KL(pi*_Y ‖ pi_ref) ≥ 0; pi_ref depending on the prompt: the gap changes sign). Rows: the
 information quantities; the gap and its two terms; the DV, JS and InfoNCE bounds at the implicit
@@ -16,8 +16,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments.claims_mi import EXAMPLE_NAMES, claim_mi_reading
 from figures._style import COLORS, save
-from toy_models.claims_mi import EXAMPLE_NAMES, claim_mi_reading
 
 TITLES = {
     "exact": "π_ref(y|x) = ρ = π*_Y: gap = 0 (exact)",

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from figures._style import COLORS, save
-from mi_bounds.staircase import LABELS, bias_variance_table, load_runs, plan, run_grid
+from mi_bounds.estimation.staircase import LABELS, bias_variance_table, load_runs, plan, run_grid
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "staircase"
 

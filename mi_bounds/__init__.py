@@ -2,8 +2,8 @@
 
 The public names of the bound library are re-exported here; the submodules are
 :mod:`mi_bounds.bounds` (bounds on critic scores), :mod:`mi_bounds.preference` (preference
-losses), :mod:`mi_bounds.decline` (the shape of a chosen-likelihood curve),
-:mod:`mi_bounds.critics` and :mod:`mi_bounds.estimate` (neural estimation) and
+losses), :mod:`mi_bounds.decline.shape` (the shape of a chosen-likelihood curve),
+:mod:`mi_bounds.estimation.critics` and :mod:`mi_bounds.estimation.training` (neural estimation) and
 :mod:`mi_bounds.lm` (the small-LM path; optional extra ``lm``).
 """
 
@@ -25,7 +25,7 @@ from mi_bounds.bounds import (
     tuba_bound,
     value_with_gradient_of,
 )
-from mi_bounds.decline import (
+from mi_bounds.decline.shape import (
     DeclineShape,
     decline_shape,
     shapes_over_seeds,

@@ -1,7 +1,7 @@
 """Variational lower bounds on KL divergence and mutual information, as functions of critic scores.
 
 Every function here returns the value of a bound (a quantity to be *maximised*), computed in the
-log domain, in float32 or higher, with autograd intact. Conventions (DESIGN.md §3–4):
+log domain, in float32 or higher, with autograd intact. Conventions (docs/THEORY.md §1):
 
 * ``P`` is the positive ("joint", "chosen") distribution, ``Q`` the negative ("product of
   marginals", "reference") one, and a critic is a real function ``T``.

@@ -10,9 +10,12 @@ Subcommands::
     mi-bounds diagnose   shape of a training log's chosen log-likelihood (TRL or mi-bounds logs)
 
 Each subcommand lives in its own module and is imported only when it is called, so that the
-library itself (``mi_bounds``) never imports ``toy_models``, ``figures`` or ``proofs``; this file
-is the one place that reaches outward, on request (``report`` is :mod:`toy_models.report`: it
-checks the bounds against the oracle of ``toy_models``).
+library itself (``mi_bounds``) never imports ``toy_models``, ``experiments``, ``figures`` or
+``proofs``; this file is the one place that reaches outward, on request (``report`` is
+:mod:`toy_models.report`: it checks the bounds against the oracle of ``toy_models``).
+``figures/`` and ``proofs/`` are not installed into site-packages (their names are too generic):
+they are read from the source checkout, found beside the installed ``mi_bounds`` (an editable
+install) or in the working directory.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 #: subcommand -> ("module:function", one-line help). The function takes argv and returns an
 #: exit code; it parses its own arguments.
@@ -27,10 +32,40 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("toy_models.report:main", "verification table of the bounds on random worlds"),
     "figures": ("figures:main", "regenerate every figure (PNG and PDF)"),
     "verify": ("proofs.verify:main", "run every sympy proof; write docs/PROOFS.md"),
-    "estimate": ("mi_bounds.estimate_cli:main", "estimate MI from samples with a neural critic"),
+    "estimate": ("mi_bounds.estimation.cli:main", "estimate MI from samples with a neural critic"),
     "lm": ("mi_bounds.lm.cli:main", "small transformer LM path: base, sample, align, report"),
-    "diagnose": ("mi_bounds.diagnose_cli:main", "shape of a training log's chosen log-likelihood"),
+    "diagnose": ("mi_bounds.decline.cli:main", "shape of a training log's chosen log-likelihood"),
 }
+
+
+#: Top-level packages that live only in the source checkout, not in the installed distribution.
+CHECKOUT_PACKAGES = ("figures", "proofs", "experiments")
+
+
+def checkout_root() -> Path | None:
+    """The source checkout that holds ``figures/``, ``proofs/`` and ``experiments/``, or None.
+
+    Looked for beside the imported ``mi_bounds`` package (an editable install or a checkout on
+    ``sys.path``), then in the working directory.
+    """
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if all((root / name / "__init__.py").is_file() for name in CHECKOUT_PACKAGES):
+            return root
+    return None
+
+
+def _import_target(module_name: str) -> ModuleType:
+    """Import ``module_name``; a checkout-only package is imported from the checkout root."""
+    if module_name.split(".")[0] in CHECKOUT_PACKAGES:
+        root = checkout_root()
+        if root is None:
+            raise ModuleNotFoundError(
+                f"{module_name} lives in the source checkout (figures/, proofs/, experiments/), "
+                "which was not found beside mi_bounds or in the working directory"
+            )
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+    return importlib.import_module(module_name)
 
 
 def _usage() -> str:
@@ -54,11 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = SUBCOMMANDS[name][0]
     module_name, func_name = target.split(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_target(module_name)
     except ModuleNotFoundError as err:
         print(
             f"mi-bounds {name}: cannot import {module_name} ({err}). The `lm` command needs "
-            "`pip install 'mi-bounds[lm]'`; `figures` and `verify` need a source checkout.",
+            "`pip install 'mi-bounds[lm]'`; `figures` and `verify` need a source checkout "
+            "(git clone; run them from its folder).",
             file=sys.stderr,
         )
         return 2

@@ -7,9 +7,9 @@ Every loss here is a function of four sequence log-probabilities per example, wi
 * ``z_w = policy_chosen_logps - reference_chosen_logps`` (the chosen log-ratio),
 * ``z_l = policy_rejected_logps - reference_rejected_logps`` (the rejected log-ratio),
 * ``T_w = beta·z_w``, ``T_l = beta·z_l``: the *implicit critic* of the policy
-  (DESIGN.md §5; TRL logs them as ``rewards/chosen`` and ``rewards/rejected``).
+  (docs/THEORY.md §2; TRL logs them as ``rewards/chosen`` and ``rewards/rejected``).
 
-In the mutual-information reading (DESIGN.md §5) the positives ``P`` are the chosen responses and
+In the mutual-information reading (docs/THEORY.md §2) the positives ``P`` are the chosen responses and
 the negatives ``Q`` the base model's responses: for one pair, ``Q = ½(δ_w + δ_l)`` or, in the
 "rejected-only" variant, ``Q = δ_l``. Then
 
@@ -415,7 +415,7 @@ def preference_loss(
 
     With ``z_w = policy_chosen_logps - reference_chosen_logps``,
     ``z_l = policy_rejected_logps - reference_rejected_logps`` and the implicit critic
-    ``T = β z`` (DESIGN.md §5), e.g.
+    ``T = β z`` (docs/THEORY.md §2), e.g.
 
     .. math:: \mathcal{L}_{dpo} = \mathrm{softplus}(-(T_w - T_l)) = \log 2 - I_{DV}(T;
               P = \delta_w, Q = \tfrac12(\delta_w + \delta_l))

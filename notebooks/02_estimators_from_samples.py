@@ -25,7 +25,7 @@
 # 1. **the estimator itself**, with the critic held fixed at its optimum (two coins, then
 #    correlated Gaussians whose optimal critic we know in closed form);
 # 2. **the critic**, trained by gradient ascent on a bound (a few hundred steps of
-#    `mi_bounds.estimate`).
+#    `mi_bounds.estimation.training`).
 #
 # The Gaussian task is the benchmark of Poole et al. (ICML 2019) and Song & Ermon (ICLR 2020):
 # $x \sim \mathcal{N}(0, I_d)$, $y = \rho x + \sqrt{1-\rho^2}\,\varepsilon$, with
@@ -45,8 +45,9 @@ from mi_bounds.bounds import (
     smile_bound,
     split_scores,
 )
-from mi_bounds.estimate import EstimateConfig, estimate_mi
-from mi_bounds.tasks import GaussianTask, mi_from_rho
+from mi_bounds.estimation.estimate import estimate_mi
+from mi_bounds.estimation.tasks import GaussianTask, mi_from_rho
+from mi_bounds.estimation.training import EstimateConfig
 from toy_models.oracle import kl
 
 plt.rcParams["figure.dpi"] = 80
@@ -93,7 +94,7 @@ for n in sizes:
 #   inequality $\mathbb{E}[-\log \hat Z] \ge -\log \mathbb{E}[\hat Z]$, so at the optimal
 #   critic it *overestimates* KL on average; the bias shrinks like $1/M$. This is the same
 #   log-of-a-mean that makes MINE's mini-batch *gradient* biased, which MINE corrects with a
-#   moving average of $\mathbb{E}_Q[e^T]$ (`bound="mine"` in `mi_bounds.estimate`).
+#   moving average of $\mathbb{E}_Q[e^T]$ (`bound="mine"` in `mi_bounds.estimation.training`).
 # * Both standard deviations shrink like $1/\sqrt{N}$.
 
 # %% [markdown]

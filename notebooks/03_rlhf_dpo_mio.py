@@ -34,9 +34,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from experiments.claims_c3 import displacement_world, summarise_decline
 from mi_bounds.bounds import dv_bound, js_bound
 from mi_bounds.preference import preference_loss
-from toy_models.claims_c3 import displacement_world, summarise_decline
 from toy_models.dynamics import gradient_descent
 from toy_models.world import CategoricalWorld
 

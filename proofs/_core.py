@@ -42,7 +42,7 @@ __all__ = [
     "tex",
 ]
 
-#: sympy versions of the scalar functions of DESIGN.md §3 (log domain, real argument).
+#: sympy versions of the scalar functions of docs/THEORY.md §1 (log domain, real argument).
 
 
 def softplus(t: sp.Expr) -> sp.Expr:

@@ -103,5 +103,5 @@ PROOF = Proof(
         "weights (pi*, pi_ref) against toy_models.oracle.kl(pi*, pi_ref); and pi*(y) at the "
         "threshold reward against 1/2"
     ),
-    source="Rafailov et al. 2023, Eq. 4; DV reading: DESIGN.md §5",
+    source="Rafailov et al. 2023, Eq. 4; DV reading: docs/THEORY.md §2",
 )

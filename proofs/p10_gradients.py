@@ -160,5 +160,5 @@ PROOF = Proof(
         "against -mi_bounds.bounds.js_bound; DPO against log 2 - dv_bound (Q = ½(δ_w + δ_l))"
     ),
     source=("Rafailov et al. 2023 (DPO), Sec. 4 'What does the DPO update do?'; MIO as the JS "
-            "estimator (DESIGN.md §5); Chen et al. 2024 (NCA); TRL 1.16 nca_pair"),
+            "estimator (docs/THEORY.md §2); Chen et al. 2024 (NCA); TRL 1.16 nca_pair"),
 )

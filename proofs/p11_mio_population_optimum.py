@@ -275,7 +275,7 @@ PROOF = Proof(
         "minimiser of the table (difference in pi*(y1)); and the autograd gradient of the "
         "preference-module MIO population loss at the free optimum (log 2p, log 2pbar)"
     ),
-    source="This toolkit (DESIGN.md §5); DPO's optimum: Rafailov et al. 2023, Eq. 4 with "
+    source="This toolkit (docs/THEORY.md §2); DPO's optimum: Rafailov et al. 2023, Eq. 4 with "
            "Bradley–Terry preferences",
     tolerance=1e-6,
     notes=notes,

@@ -1,4 +1,4 @@
-"""Property tests of the bound library against the scipy oracle (DESIGN.md §4, facts 1–6).
+"""Property tests of the bound library against the scipy oracle (docs/THEORY.md §1, facts 1–6).
 
 Every fact is checked by :mod:`toy_models.facts`, the checker the verification report uses:
 each bound is evaluated as an *exact* expectation over a finite support (critic table with

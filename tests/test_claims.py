@@ -1,4 +1,4 @@
-"""Tests of claims C1, C2, C4 (toy_models.claims) and their figures, against independent
+"""Tests of claims C1, C2, C4 (experiments.claims) and their figures, against independent
 computations."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
-from mi_bounds.bounds import dv_bound
-from toy_models.claims import (
+from experiments.claims import (
     _needle_world,
     claim_c1,
     claim_c2,
     claim_c4,
-    population_optimum,
     reinforce_rlhf,
 )
+from mi_bounds.bounds import dv_bound
+from toy_models.optimum import population_optimum
 from toy_models.oracle import kl
 from toy_models.world import CategoricalWorld
 
@@ -164,7 +164,7 @@ def _population_kl_error(w, res) -> float:
 def test_population_optimum_kl_and_a_wrong_kl_is_caught(monkeypatch):
     """population_optimum's KLs equal the hand-written sums; mutation check: a KL off by 1e-9
     relative is caught."""
-    import toy_models.claims as C
+    import toy_models.optimum as C
 
     w = CategoricalWorld.random(4, 2, 4, 0.5)
     assert _population_kl_error(w, population_optimum(w, "mio")) < 1e-12

@@ -1,4 +1,4 @@
-"""C3 compared like with like (toy_models.claims_c3): shapes from mi_bounds.decline, held-out
+"""C3 compared like with like (experiments.claims_c3): shapes from mi_bounds.decline.shape, held-out
 prompts, matched reads, and the matched-initial-gradient control."""
 
 from __future__ import annotations
@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mi_bounds.decline import decline_shape, value_at_first_crossing
-from mi_bounds.preference import preference_loss
-from toy_models.claims_c3 import (
+from experiments.claims_c3 import (
     TOY_NOISE,
     C3Grid,
     curve_shape,
@@ -20,6 +18,8 @@ from toy_models.claims_c3 import (
     summarise_decline,
     trajectory_with_heldout,
 )
+from mi_bounds.decline.shape import decline_shape, value_at_first_crossing
+from mi_bounds.preference import preference_loss
 from toy_models.dynamics import gradient_descent
 
 
@@ -31,7 +31,7 @@ def small():
 
 
 def test_summary_drop_and_shape_follow_the_one_definition(small):
-    """drop = max c - c_T (mi_bounds.decline), = Trajectory.peak_to_final_drop; the shape is
+    """drop = max c - c_T (mi_bounds.decline.shape), = Trajectory.peak_to_final_drop; the shape is
     decline_shape on the raw curve with noise level TOY_NOISE."""
     c3, _ = small
     traj = gradient_descent(c3.world, "dpo", pairs=c3.pairs, features=c3.features, lr=5.0,

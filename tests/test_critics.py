@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mi_bounds.critics import ConcatCritic, SeparableCritic, make_critic, mlp
+from mi_bounds.estimation.critics import ConcatCritic, SeparableCritic, make_critic, mlp
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""The decline shape (DESIGN.md §9) on hand-made curves, clean and noisy, and matched reads."""
+"""The decline shape (docs/THEORY.md §6) on hand-made curves, clean and noisy, and matched reads."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mi_bounds.decline import (
+from mi_bounds.decline.shape import (
     SHAPES,
     decline_shape,
     seed_thresholds,

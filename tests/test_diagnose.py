@@ -14,9 +14,9 @@ import math
 import numpy as np
 import pytest
 
-from mi_bounds.decline import decline_shape
-from mi_bounds.diagnose import LogError, diagnose, log_from_entries, read_log
-from mi_bounds.diagnose_cli import main
+from mi_bounds.decline.cli import main
+from mi_bounds.decline.diagnose import LogError, diagnose, log_from_entries, read_log
+from mi_bounds.decline.shape import decline_shape
 
 SHAPE_CURVES = {
     # chosen log-likelihood as a function of training progress u in [0, 1]
@@ -131,7 +131,7 @@ def test_right_verdict_for_each_series_and_format(tmp_path, capsys, name, pair, 
         got = r["series"]["logps/chosen"]
         assert got["steps"] == want_steps
         assert got["values"] == pytest.approx([e[key] for e in entries if key in e], abs=1e-12)
-        # the numbers are decline_shape's on the series read (one definition, DESIGN.md §9)
+        # the numbers are decline_shape's on the series read (one definition, docs/THEORY.md §6)
         d = decline_shape(got["values"], got["steps"])
         assert r["peak_step"] == d.peak_step
         assert r["drop_from_peak"] == pytest.approx(d.drop_from_peak)
@@ -318,7 +318,7 @@ def _seed_logs(tmp_path, shape, n, sd, seed=0, jitter=0.0):
 def test_several_seeds_take_their_noise_from_each_other(tmp_path, capsys, shape):
     """diagnose A B C = shapes_over_seeds on the chosen curves (each seed with its own noise,
     the mean curve judged against seed_thresholds), with each seed's verdict beside it."""
-    from mi_bounds.decline import shapes_over_seeds
+    from mi_bounds.decline.shape import shapes_over_seeds
 
     paths, steps = _seed_logs(tmp_path, shape, 3, 0.05)
     r = _json(capsys, *paths)

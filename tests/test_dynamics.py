@@ -1,7 +1,7 @@
-"""Exact dynamics (toy_models.dynamics) and claim C3 (toy_models.claims_c3).
+"""Exact dynamics (toy_models.dynamics) and claim C3 (experiments.claims_c3).
 
 The expected loss is checked against an independent numpy transcription of the DPO and MIO
-formulas (DESIGN.md §5) and its autograd gradient against finite differences of that
+formulas (docs/THEORY.md §2) and its autograd gradient against finite differences of that
 transcription; the recorded metrics against :class:`toy_models.world.CategoricalWorld`'s own
 (scipy) quantities; the runs for determinism; tabular DPO on Bradley–Terry pairs for convergence
 to pi*; and claim C3 in one world fixed before any C3 result was looked at.
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
-from toy_models.claims_c3 import (
+from experiments.claims_c3 import (
     C3Grid,
     canonical_trajectories,
     displacement_world,
@@ -238,7 +238,7 @@ def test_step_zero_metrics_are_those_of_the_reference(seed, zero_fraction, pair_
 
 
 def test_tabular_dpo_on_bradley_terry_pairs_converges_to_the_optimal_policy():
-    """DPO's population optimum under Bradley–Terry pairs is pi* (DESIGN.md §5): the KL to pi*
+    """DPO's population optimum under Bradley–Terry pairs is pi* (docs/THEORY.md §2): the KL to pi*
     falls at every checkpoint and ends below 2% of its start."""
     w = CategoricalWorld.random(0, n_prompts=3, n_responses=4, beta=0.5)
     traj = gradient_descent(w, "dpo", pairs="bradley_terry", lr=2.0, steps=600)
@@ -340,7 +340,7 @@ def test_labelled_pairs_world_uses_the_worlds_pair_distribution():
 
 
 def test_c3_canonical_world_mio_drops_less_than_dpo():
-    """Claim C3 in the world fixed before any C3 result was seen (18:20 UTC, issue 3):
+    """Claim C3 in the world fixed before any C3 result was seen (18:20 UTC, before the C3 runs):
     displacement_world(n_prompts=8, n_responses=8, dim=8, overlap=0.9, beta=0.1, seed=0), one
     pair per prompt, full-batch gradient descent with lr = 10 for 2000 steps. DPO's mean chosen
     log-likelihood ends below its peak while its margin has grown; MIO's peak-to-final drop is
@@ -405,7 +405,7 @@ def test_c3_grid_config_is_validated():
 
 def test_minibatch_check_structure_and_full_batch_row():
     """minibatch_check's full-batch row equals a direct full-batch run; sampled rows per seed."""
-    from toy_models.claims_c3 import minibatch_check
+    from experiments.claims_c3 import minibatch_check
 
     out = minibatch_check(batch_sizes=(2,), seeds=(0, 1), losses=("dpo",), steps=30)
     full, sampled = out["runs"]

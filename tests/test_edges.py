@@ -1,4 +1,4 @@
-"""Regression tests: each example of a silent wrong result at a numerical edge (issue 10).
+"""Regression tests: each example of a silent wrong result at a numerical edge .
 
 Every test states the exact answer, computed independently (mpmath at 50 digits, or a closed
 form), and checks that the library returns it or raises its documented error.
@@ -77,7 +77,7 @@ def test_dynamics_kl_to_optimal_at_step_zero_is_exact_for_small_beta():
 def test_population_optimum_kl_to_optimal_is_finite_for_small_beta():
     """claims.population_optimum reports KL(pi ‖ pi*) in log space: IPO's optimum keeps ~1e-22 of
     mass where pi* has e^-1000, so the exact KL is finite (today: inf)."""
-    from toy_models.claims import population_optimum
+    from toy_models.optimum import population_optimum
 
     pi_ref, reward, beta = [0.5, 0.3, 0.2], [10.0, 0.0, 0.0], 0.01
     w = CategoricalWorld(np.ones(1), np.array([pi_ref]), np.array([reward]), beta)

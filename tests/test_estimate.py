@@ -11,20 +11,11 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from mi_bounds.critics import make_critic
-from mi_bounds.estimate import (
-    ESTIMATORS,
-    EstimateConfig,
-    MineAverage,
-    estimate_mi,
-    estimator_value,
-    parse_estimator,
-    train,
-    training_objective,
-)
-from mi_bounds.estimate_cli import main as cli_main
-from mi_bounds.heldout import sample_config
-from mi_bounds.staircase import (
+from mi_bounds.estimation.cli import main as cli_main
+from mi_bounds.estimation.critics import make_critic
+from mi_bounds.estimation.estimate import estimate_mi
+from mi_bounds.estimation.heldout import sample_config
+from mi_bounds.estimation.staircase import (
     OBJECTIVES,
     RunSpec,
     bias_variance_table,
@@ -33,7 +24,16 @@ from mi_bounds.staircase import (
     plan,
     run_grid,
 )
-from mi_bounds.tasks import ArrayTask, GaussianTask
+from mi_bounds.estimation.tasks import ArrayTask, GaussianTask
+from mi_bounds.estimation.training import (
+    ESTIMATORS,
+    EstimateConfig,
+    MineAverage,
+    estimator_value,
+    parse_estimator,
+    train,
+    training_objective,
+)
 
 
 def _scores(k: int = 6, seed: int = 0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The GPU validation script (benchmarks/gpu_validation.py) cannot rot: it runs here at toy size.
+"""The GPU validation script (experiments/gpu_validation.py) cannot rot: it runs here at toy size.
 
 The slow test runs ``make gpu-smoke``'s command on the CPU and checks the archive and summary
 that a GPU call would bring back; the fast ones check the guard around a failing step, the size
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "benchmarks"
+BENCH = REPO / "experiments"
 
 
 def _load(name: str):
@@ -215,7 +215,7 @@ def test_documented_commands_match_the_scripts():
                  "--platform manylinux2014_x86_64"):
         assert flag in prepare and flag in doc.replace("\\\n       ", ""), flag
     run = (BENCH / "gpu_run.sh").read_text()
-    assert "command:   bash benchmarks/gpu_run.sh" in doc
+    assert "command:   bash experiments/gpu_run.sh" in doc
     assert "--no-index --no-deps --no-compile --no-cache-dir --upgrade" in run
     assert "gpu_validation.py" in run and "--pack-only" in run
     assert set(gv.STEP_FUNCTIONS) == set(gv.STEPS) | set(gv.OPTIONAL_STEPS)

@@ -13,16 +13,21 @@ import pytest
 import torch
 from torch import nn
 
-from mi_bounds.estimate import DivergenceError, EstimateConfig, check_scores, estimator_value
-from mi_bounds.estimate_cli import main as cli_main
-from mi_bounds.heldout import (
+from mi_bounds.estimation.cli import main as cli_main
+from mi_bounds.estimation.heldout import (
     StandardizedCritic,
     estimate_mi_on_samples,
     prepare_samples,
     rows_value,
     sample_config,
 )
-from mi_bounds.tasks import Standardizer
+from mi_bounds.estimation.tasks import Standardizer
+from mi_bounds.estimation.training import (
+    DivergenceError,
+    EstimateConfig,
+    check_scores,
+    estimator_value,
+)
 
 FAST = {"steps": 150, "eval_every": 50, "patience": 3}
 
@@ -279,7 +284,7 @@ def test_cli_data_run_reports_held_out_and_train_values(npz, tmp_path, capsys) -
 def test_a_large_held_out_error_is_reported_with_a_warning(monkeypatch, capsys, npz) -> None:
     """A jackknife standard error above UNSTABLE_STDERR keeps the number and adds a warning
     (JSON and stderr); below it, no warning."""
-    import mi_bounds.heldout as heldout
+    import mi_bounds.estimation.heldout as heldout
 
     real = heldout.rows_value
 
@@ -341,7 +346,7 @@ def test_pairs_scored_beyond_every_fit_pair_do_not_dominate_the_estimate(monkeyp
     reported critic is capped at the largest value it gives a fit-row pair (min(T, b) is a
     critic, so DV, NWJ and InfoNCE of it stay bounds on I): the spike no longer decides the
     estimate, which is the smooth critic's (under the same cap) with a small standard error."""
-    import mi_bounds.heldout as heldout
+    import mi_bounds.estimation.heldout as heldout
 
     monkeypatch.setattr(heldout, "make_critic", lambda *a, **k: SpikedCritic())
     rng = np.random.default_rng(0)
@@ -387,7 +392,7 @@ def test_auto_critic_keeps_the_candidate_with_the_best_validation_score() -> Non
 def test_auto_critic_drops_a_diverging_candidate(monkeypatch) -> None:
     """A candidate whose critic diverges is dropped (and recorded); if both diverge, the run
     raises DivergenceError instead of reporting a number."""
-    import mi_bounds.heldout as heldout
+    import mi_bounds.estimation.heldout as heldout
 
     real = heldout.make_critic
 

@@ -1,4 +1,4 @@
-"""The training loops read no tensor value without need (issue 15, item 3).
+"""The training loops read no tensor value without need .
 
 On an accelerator every read of a tensor's value on the host (``float(t)``, ``bool(t)``,
 ``t.item()``, ``int(t)``) is a host-device synchronisation: the host waits until every kernel
@@ -183,8 +183,9 @@ def test_estimation_step_reads_no_value_in_the_bounds():
     per step (the divergence guard); the bounds computed from them (the trained objective and
     every recorded estimator) read no value again. Per step: 2 reads in the guard, 1 for the
     objective, 1 per recorded estimator."""
-    from mi_bounds.estimate import EstimateConfig, estimate_mi
-    from mi_bounds.staircase import OBJECTIVES, RunSpec
+    from mi_bounds.estimation.estimate import estimate_mi
+    from mi_bounds.estimation.staircase import OBJECTIVES, RunSpec
+    from mi_bounds.estimation.training import EstimateConfig
 
     names = OBJECTIVES["js"]  # js trained; js_dv, js_nwj, smile_1, smile_5 recorded
     task = RunSpec(steps_per_level=3, levels=(2.0,), dim=4).task_obj()

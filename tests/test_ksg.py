@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import digamma
 
-from mi_bounds.ksg import ksg_mi, ksg_pointwise
+from mi_bounds.estimation.ksg import ksg_mi, ksg_pointwise
 
 
 def _ksg_brute_force(x: np.ndarray, y: np.ndarray, k: int) -> float:

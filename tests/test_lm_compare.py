@@ -1,4 +1,4 @@
-"""Matched comparisons and decline shapes of the small-LM report (mi_bounds.lm.compare), on
+"""Matched comparisons and decline shapes of the small-LM report (mi_bounds.decline.compare), on
 hand-made run histories whose answers are known exactly; and the decline-study presets."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from mi_bounds.decline import decline_shape
-from mi_bounds.lm import compare
+from mi_bounds.decline import compare
+from mi_bounds.decline.shape import decline_shape
 from mi_bounds.lm.config import PRESETS, get_preset
 
 

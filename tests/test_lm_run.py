@@ -134,7 +134,7 @@ def test_step_zero_is_the_reference_and_report_matches_history(tiny_run):
         change = hN["train"]["logps/chosen"] - h0["train"]["logps/chosen"]
         assert s["chosen_change"]["mean"] == pytest.approx(change)
         peak = max(h["train"]["logps/chosen"] for h in res["history"])
-        # the one "drop" convention (mi_bounds.decline): max c - c(T) >= 0
+        # the one "drop" convention (mi_bounds.decline.shape): max c - c(T) >= 0
         assert s["chosen_drop_from_peak"]["mean"] == pytest.approx(
             peak - hN["train"]["logps/chosen"])
         assert s["chosen_drop_from_peak"]["mean"] >= 0
@@ -329,7 +329,7 @@ def test_no_pairs_from_an_untrained_base_is_a_clear_error(tmp_path, one_thread):
 
 
 # ------------------------------------------------------------------------------------------
-# The decline study: gold pairs, sampled KL, shapes, rpo/sft/bco_pair, grids (issue 12)
+# The decline study: gold pairs, sampled KL, shapes, rpo/sft/bco_pair, grids 
 # ------------------------------------------------------------------------------------------
 
 
@@ -380,7 +380,7 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
 
 
 def test_every_run_records_kl_and_its_decline_shape(tiny_run):
-    from mi_bounds.decline import SHAPES, decline_shape
+    from mi_bounds.decline.shape import SHAPES, decline_shape
 
     run, _ = tiny_run
     res = _io.read_json(run.dir / "align" / "dpo-seed0" / "result.json")

@@ -131,7 +131,7 @@ def test_config_validation_names_the_field(section, field, value, exc):
     ],
 )
 def test_config_scalar_for_a_list_field_is_one_element(section, field, value, want):
-    """Regression (issue 10): ``--set align.seeds=0`` gave "'int' object is not iterable" and
+    """Regression : ``--set align.seeds=0`` gave "'int' object is not iterable" and
     ``--set align.losses=dpo`` "unknown loss 'd'" (the string was iterated character by
     character). A scalar given for a list field is a one-element list."""
     cfg = lmconfig.get_preset("cpu-tiny")
@@ -231,7 +231,7 @@ def test_read_pairs_empty_and_missing(tmp_path):
 
 
 def test_report_table_shows_an_accuracy_of_zero_as_zero():
-    """Regression (issue 10): the base row printed ``nan`` for an accuracy of exactly 0.0
+    """Regression : the base row printed ``nan`` for an accuracy of exactly 0.0
     (``x or nan``); a missing accuracy (``None``) is ``n/a``."""
     pytest.importorskip("matplotlib")
     from mi_bounds.lm.report import _table_rows

@@ -1,4 +1,4 @@
-"""Tests of toy_models.mi_reading: which MI RLHF and DPO bound (issue 17; proofs P12-P14).
+"""Tests of toy_models.mi_reading: which MI RLHF and DPO bound (proofs P12-P14).
 
 The decomposition E_x KL(pi ‖ pi_ref) = I_pi(X;Y) + gap and the split of the gap are checked to
 1e-12 on random worlds with zeros in pi_ref: per world with hypothesis strategies, and on 1,024

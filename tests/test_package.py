@@ -35,7 +35,7 @@ def test_py_typed_ships_with_the_package():
 
 def test_the_library_imports_no_toy_models_figures_or_proofs():
     """No module of mi_bounds imports toy_models, figures or proofs, not even inside a function
-    (data flows one way, DESIGN.md §2; the CLI names them only as strings to load on demand)."""
+    (data flows one way, docs/THEORY.md §7; the CLI names them only as strings to load on demand)."""
     offending = []
     for path in sorted((ROOT / "mi_bounds").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

@@ -1,5 +1,5 @@
 """Tests of mi_bounds.preference: values against TRL's formulas, the bound identities of
-DESIGN.md §5, gradients, metrics, input validation, and TRL itself (skipped without trl).
+docs/THEORY.md §2, gradients, metrics, input validation, and TRL itself (skipped without trl).
 
 The reference formulas below are transcribed from TRL 1.16.0, ``trl/trainer/dpo_trainer.py``,
 ``DPOTrainer._compute_loss`` (f_divergence_type="reverse_kl"), with TRL's variable names.
@@ -127,7 +127,7 @@ def trl_reference(kind, chosen_logps, rejected_logps, ref_chosen_logps, ref_reje
 
 
 def design_reference(kind, t_w, t_l):
-    """DESIGN.md §5's formulas for the MI losses, written with numpy (float64)."""
+    """docs/THEORY.md §2's formulas for the MI losses, written with numpy (float64)."""
     t_w, t_l = np.asarray(t_w), np.asarray(t_l)
     sp = np.logaddexp  # softplus(x) = logaddexp(0, x)
     if kind == "mio":
@@ -241,7 +241,7 @@ def test_numpy_and_half_inputs():
 
 
 # --------------------------------------------------------------------------------------------
-# Identities of DESIGN.md §5 (the losses as negated bounds).
+# Identities of docs/THEORY.md §2 (the losses as negated bounds).
 # --------------------------------------------------------------------------------------------
 
 @st.composite
@@ -357,7 +357,7 @@ def test_gradcheck(kind):
 
 
 def test_closed_form_gradients():
-    """DESIGN.md §5: dpo dL/dT_w = -σ(T_l - T_w) = -dL/dT_l; mio dL/dT_w = 1.5σ(T_w) - 1,
+    """docs/THEORY.md §2: dpo dL/dT_w = -σ(T_l - T_w) = -dL/dT_l; mio dL/dT_w = 1.5σ(T_w) - 1,
     dL/dT_l = ½σ(T_l); mio's chosen gradient vanishes at T_w = log 2."""
     g = torch.Generator().manual_seed(12)
     t_w = (4 * torch.randn(B, generator=g, dtype=torch.float64)).requires_grad_(True)

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mi_bounds.tasks import (
+from mi_bounds.estimation.tasks import (
     MAX_MI_PER_DIM,
     ArrayTask,
     GaussianTask,

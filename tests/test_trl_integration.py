@@ -25,7 +25,7 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import DPOConfig
 
-from mi_bounds.diagnose_cli import main as diagnose_main
+from mi_bounds.decline.cli import main as diagnose_main
 from mi_bounds.integrations.trl import (
     DeclineCallback,
     GroupShuffleSampler,

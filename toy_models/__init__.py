@@ -3,7 +3,7 @@
 Everything here is exact (float64 tables, no sampling). :mod:`toy_models.oracle` computes KL,
 JSD, entropy and mutual information with scipy, independently of :mod:`mi_bounds`;
 :mod:`toy_models.strategies` holds hypothesis strategies for valid toy objects;
-:mod:`toy_models.facts` checks DESIGN.md §4's facts and :mod:`toy_models.report` is
+:mod:`toy_models.facts` checks docs/THEORY.md §1's facts and :mod:`toy_models.report` is
 ``mi-bounds report``.
 """
 

@@ -1,7 +1,7 @@
 """Exact training dynamics of categorical policies under each preference loss.
 
 A policy over a finite response set is trained by gradient descent on the **exact expected
-preference loss** of a pair distribution ``P(x, y_w, y_l)`` (DESIGN.md §6)::
+preference loss** of a pair distribution ``P(x, y_w, y_l)`` (docs/THEORY.md §3)::
 
     L(theta) = Σ_{x, w, l} P(x, w, l) · loss(log pi_theta(w|x), log pi_theta(l|x),
                                              log pi_ref(w|x), log pi_ref(l|x); beta)

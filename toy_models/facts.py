@@ -1,4 +1,4 @@
-"""The fact checker: DESIGN.md §4 facts 1–6 on given distributions and critics.
+"""The fact checker: docs/THEORY.md §1 facts 1–6 on given distributions and critics.
 
 One function per fact evaluates the bounds of :mod:`mi_bounds.bounds` *exactly* (weighted
 expectations over a finite support, float64) and compares them with KL, JSD and I(X;Y) from the

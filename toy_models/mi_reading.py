@@ -44,7 +44,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from mi_bounds.bounds import get_bound
-from toy_models.claims import _single_threaded
+from toy_models._threads import single_threaded
 from toy_models.oracle import _log_sum, as_distribution, jsd, kl, kl_log, safe_log
 from toy_models.world import CategoricalWorld
 
@@ -346,8 +346,8 @@ def bound_value(
     if bound == "infonce" and form != "per_prompt":
         raise ValueError("infonce has only the per_prompt form: its negatives are drawn for "
                          "the positive's own prompt")
-    # tiny tensors: intra-op threads only add synchronisation (see toy_models.claims)
-    with _single_threaded():
+    # tiny tensors: intra-op threads only add synchronisation (see toy_models._threads)
+    with single_threaded():
         return _evaluate(world, bound, form, t, pi_, q, K)
 
 

@@ -8,7 +8,7 @@ where ``Q`` has none. All values are in nats; inputs are probability vectors ove
 
 KL is implemented once, on log-probabilities (:func:`kl_log`): every KL, JSD and mutual
 information here and in :mod:`toy_models.world`, :mod:`toy_models.dynamics` and
-:mod:`toy_models.claims` goes through it, so distributions known only in log space (a Gibbs
+:mod:`experiments.claims` goes through it, so distributions known only in log space (a Gibbs
 policy at small beta, whose probabilities underflow) keep their exact, finite KL.
 """
 

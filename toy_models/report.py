@@ -2,7 +2,7 @@
 
 For ``--worlds`` random pairs (P, Q) over supports of 2–8 cells (a third of them sparse, with
 exact zeros) and ``--critics`` random critic tables per pair, with values spanning [-50, 50], it
-checks the facts of DESIGN.md §4 with the fact checker :mod:`toy_models.facts` (the one the
+checks the facts of docs/THEORY.md §1 with the fact checker :mod:`toy_models.facts` (the one the
 property tests use): every bound evaluated exactly (weighted expectations, float64) against KL
 and JSD from the independent scipy oracle (:mod:`toy_models.oracle`). Each row is one fact: how
 many cases were checked, the worst case (the largest violation, or the largest error where an
@@ -85,7 +85,7 @@ FACTS = [
 
 
 def verify(worlds: int = 200, critics: int = 20, seed: int = 0) -> list[Row]:
-    """Check DESIGN.md §4 facts 1–6 on random worlds; return one :class:`Row` per fact.
+    """Check docs/THEORY.md §1 facts 1–6 on random worlds; return one :class:`Row` per fact.
 
     Runs torch on one thread (every tensor is tiny; on a busy machine a second thread makes
     each call up to 1000x slower) and restores the setting afterwards.
@@ -144,7 +144,7 @@ def _verify(worlds: int, critics: int, seed: int) -> list[Row]:
 def format_table(rows: Sequence[Row]) -> str:
     """Fixed-width text table of the rows."""
     width = max(len(r.fact) for r in rows)
-    lines = [f"{'fact (DESIGN.md §4)':<{width}}  {'checks':>7}  {'worst':>11}  {'tol':>8}  status"]
+    lines = [f"{'fact (docs/THEORY.md §1)':<{width}}  {'checks':>7}  {'worst':>11}  {'tol':>8}  status"]
     lines.append("-" * len(lines[0]))
     for r in rows:
         lines.append(f"{r.fact:<{width}}  {r.checks:>7}  {r.worst:>11.3e}  {r.tol:>8.1e}  "

@@ -2,7 +2,7 @@
 
 A :class:`CategoricalWorld` holds prompt weights ``D [X]``, a reference (base) policy
 ``pi_ref [X, Y]``, a reward ``r [X, Y]`` and the KL weight ``beta``. Every quantity is exact,
-float64 and computed in the log domain (DESIGN.md §5–6):
+float64 and computed in the log domain (docs/THEORY.md §2–6):
 
 * the optimal (Gibbs) policy ``pi*(y|x) = pi_ref(y|x) exp(r(x,y)/beta) / Z(x)``, exactly zero
   where ``pi_ref`` is zero;
@@ -177,7 +177,7 @@ class CategoricalWorld:
         """The Gibbs policy ``pi* = pi_ref exp(r/beta) / Z`` ``[X, Y]``; exactly 0 where pi_ref = 0.
 
         It maximises :meth:`rlhf_objective`, with ``J(pi*) = beta E_x log Z(x)``
-        (DESIGN.md §5; Rafailov et al. 2023, Eq. 4). At small beta its entries underflow to 0
+        (docs/THEORY.md §2; Rafailov et al. 2023, Eq. 4). At small beta its entries underflow to 0
         where ``log pi*`` is below -745: pass :meth:`log_optimal_policy` with ``log=True`` to
         :meth:`kl_to_optimal`-like methods to keep them exact (:meth:`kl_to_optimal` and
         :meth:`implicit_critic` of ``pi*`` do).

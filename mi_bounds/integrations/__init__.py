@@ -3,7 +3,7 @@
 * :mod:`mi_bounds.integrations.trl` — every loss of :mod:`mi_bounds.preference` inside TRL's
   ``DPOTrainer`` (:class:`~mi_bounds.integrations.trl.MIDPOTrainer`), and
   :class:`~mi_bounds.integrations.decline_callback.DeclineCallback`, the decline shape of
-  DESIGN.md §9 applied online to TRL's logged metrics. Needs the ``trl`` extra.
+  docs/THEORY.md §6 applied online to TRL's logged metrics. Needs the ``trl`` extra.
 
 Each adapter only maps names and shapes; the formulas stay in :mod:`mi_bounds`.
 """

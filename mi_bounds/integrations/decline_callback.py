@@ -4,9 +4,9 @@
     trainer = DPOTrainer(..., callbacks=[DeclineCallback()])   # or MIDPOTrainer, or any Trainer
 
 At every log that carries a watched metric (default ``logps/chosen``, ``rewards/chosen`` and
-``rewards/margins``, and their ``eval_`` variants — :data:`mi_bounds.diagnose.SPLIT_PREFIXES`
+``rewards/margins``, and their ``eval_`` variants — :data:`mi_bounds.decline.diagnose.SPLIT_PREFIXES`
 lists the names recognised), the metric's curve so far is classified with
-:func:`mi_bounds.decline.decline_shape` (DESIGN.md §9: ``rise-then-fall``, ``fall-from-start``,
+:func:`mi_bounds.decline.decline_shape` (docs/THEORY.md §6: ``rise-then-fall``, ``fall-from-start``,
 ``no-decline``, ``too-short``) and the verdict is logged three ways:
 
 * into the same log entry, under ``decline/<key>`` (the shape, a string) and
@@ -30,8 +30,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from mi_bounds.decline import DeclineShape, decline_shape
-from mi_bounds.diagnose import SPLIT_PREFIXES
+from mi_bounds.decline.diagnose import SPLIT_PREFIXES
+from mi_bounds.decline.shape import DeclineShape, decline_shape
 
 __all__ = ["DEFAULT_METRICS", "DeclineCallback"]
 
@@ -43,11 +43,11 @@ _DECLINES = ("rise-then-fall", "fall-from-start")
 
 
 class DeclineCallback(TrainerCallback):
-    """Apply the decline shape (DESIGN.md §9) online to TRL's logged metrics; log the verdicts.
+    """Apply the decline shape (docs/THEORY.md §6) online to TRL's logged metrics; log the verdicts.
 
     Args:
         metrics: TRL metric names to watch (each under every prefix of
-            :data:`~mi_bounds.diagnose.SPLIT_PREFIXES`, and TRL's ``eval_<name>_<metric>`` for
+            :data:`~mi_bounds.decline.diagnose.SPLIT_PREFIXES`, and TRL's ``eval_<name>_<metric>`` for
             named eval sets).
         noise: per-point noise σ (e.g. from seeds); ``None`` estimates it from each curve.
         min_points: fewer logged steps give ``too-short``.

@@ -35,7 +35,7 @@ Backward, optimiser, gradient accumulation, mixed precision, accelerate (DDP, FS
 and PEFT are TRL's and ``transformers.Trainer``'s code paths, untouched. Not supported with an
 mi-bounds name (a ``ValueError`` at construction): ``ld_alpha`` (TRL reweights tokens inside its
 sequence log-probabilities), ``use_weighting`` (WPO weights) and an ``f_divergence_type`` other
-than ``reverse_kl`` (the losses are functions of the log-ratio critic, DESIGN.md §5).
+than ``reverse_kl`` (the losses are functions of the log-ratio critic, docs/THEORY.md §2).
 
 **Name and shape mapping.** ``beta`` → ``beta``; ``label_smoothing`` → ``robust``/``exo_pair``'s
 ε; ``discopop_tau`` → ``discopop``'s τ; the completion-token counts (``completion_mask`` summed

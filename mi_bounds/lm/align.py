@@ -12,7 +12,7 @@ chosen and rejected sequences stacked, the preference loss of
 :func:`mi_bounds.preference.preference_loss`, backward, clip, AdamW step, evaluate (train and
 held-out pair metrics, a sampled KL(π‖π_ref), greedy accuracy), checkpoint. Output:
 ``DIR/align/<loss>-seed<s>/result.json``: the metric history, throughput, and the decline shape
-(:mod:`mi_bounds.decline`) of the train and held-out chosen log-likelihood curves.
+(:mod:`mi_bounds.decline.shape`) of the train and held-out chosen log-likelihood curves.
 
 Evaluation records, per step: TRL's pair metrics (``logps/chosen``, ``rewards/margins``,
 ``rewards/accuracies``, ...) on the first ``n_eval_pairs`` train pairs and on all held-out pairs;
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from mi_bounds.decline import decline_shape
+from mi_bounds.decline.shape import decline_shape
 from mi_bounds.lm import _io
 from mi_bounds.lm import task as arith
 from mi_bounds.lm.logps import pad_sequences, response_logps

@@ -372,7 +372,7 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-#: The losses of the decline study (issue 12): the two the claim is about, IPO, DPO with an NLL
+#: The losses of the decline study : the two the claim is about, IPO, DPO with an NLL
 #: term on the chosen response (RPO), chosen-only SFT, and the rejected-only JS bound (bco_pair).
 _DECLINE_LOSSES = ("dpo", "mio", "ipo", "rpo", "sft", "bco_pair")
 

@@ -97,7 +97,7 @@ def _grid_table(summaries: dict[str, dict]) -> tuple[list[str], list[list[str]]]
 
 def _plot_grid(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     """Rows: settings. Columns: train chosen log-lik. change against step, and against margin."""
-    from mi_bounds.lm.compare import by_loss, series
+    from mi_bounds.decline.compare import by_loss, series
 
     names = list(results)
     fig, axes = plt.subplots(len(names), 2, figsize=(10, 2.6 * len(names) + 0.6), squeeze=False)
@@ -125,7 +125,7 @@ def _plot_grid(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
 
 def run_grid_report(run: Run, out_dir: Path | None = None) -> list[Path]:
     """Each setting's own report, then every setting side by side in ``DIR/report``."""
-    from mi_bounds.lm.compare import compare
+    from mi_bounds.decline.compare import compare
 
     out_dir = Path(out_dir or run.dir / "report")
     summaries, comparisons, all_results, paths = {}, {}, {}, []

@@ -8,10 +8,10 @@ Outputs (PNG and PDF written deterministically, numbers as JSON, tables also as 
   log-likelihood and the greedy accuracy on held-out and hard prompts.
 * ``lm_matched``: the change of the train chosen log-likelihood against the reward margin,
   the sampled KL(π‖π_ref) and the held-out reward accuracy, one line per seed
-  (:mod:`mi_bounds.lm.compare`).
+  (:mod:`mi_bounds.decline.compare`).
 * ``lm_table``: per loss, final greedy accuracy on held-out and hard prompts (mean ± std over
   seeds), held-out reward accuracy, the chosen log-likelihood's change and drop from its peak
-  (``max c - c(T) ≥ 0``, :mod:`mi_bounds.decline`), and how many seeds have each decline shape.
+  (``max c - c(T) ≥ 0``, :mod:`mi_bounds.decline.shape`), and how many seeds have each decline shape.
 * ``lm_matched.md``: the chosen log-likelihood change at matched margin, KL and held-out reward
   accuracy, per loss and level.
 * ``lm_accuracy.md``: greedy held-out accuracy per task level, the base model (greedy and
@@ -33,8 +33,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from mi_bounds.decline.compare import MATCH_ON, by_loss, compare, series, shape_counts
 from mi_bounds.lm import _io
-from mi_bounds.lm.compare import MATCH_ON, by_loss, compare, series, shape_counts
 from mi_bounds.lm.config import RunConfig
 from mi_bounds.lm.run_dir import Run, require_stage
 
@@ -101,7 +101,7 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
     ``chosen_drop_from_peak`` = max c - c(T) ≥ 0 and ``chosen_peak_step`` its step, both from
     :func:`mi_bounds.decline.decline_shape` (the toolkit's one "drop");
     ``chosen_change_second_half`` = c(T) - c at the evaluation nearest the middle of the run.
-    ``shapes``: :func:`mi_bounds.lm.compare.shape_counts` (decline shape of every seed with its
+    ``shapes``: :func:`mi_bounds.decline.compare.shape_counts` (decline shape of every seed with its
     own noise, and of the seed mean against the seeds' paired spread) for the train and
     held-out chosen curves.
     """
@@ -238,7 +238,7 @@ def _table_rows(summary: dict, base_acc: dict) -> tuple[list[str], list[list[str
 
 
 def matched_markdown(comparison: dict, section: str = "train") -> str:
-    """The matched tables of :func:`mi_bounds.lm.compare.compare` as Markdown: per quantity,
+    """The matched tables of :func:`mi_bounds.decline.compare.compare` as Markdown: per quantity,
     the chosen log-likelihood change (``section`` pairs) at each level, ``mean ± std (k/n)``
     with k of n seeds reaching the level."""
     lines = []

@@ -6,23 +6,23 @@ travels in two halves (46.6 MiB each), each in its own ignored folder with a man
 SHA-256 of every part and of the whole file, which is the hash pinned in
 ``mi_bounds.lm.pretrained.SMOLLM2``)::
 
-    python benchmarks/gpu_gguf.py split   # here: .gguf-1/{part,manifest.json}, .gguf-2/{...}
-    python benchmarks/gpu_gguf.py stash   # there, in every call (gpu_run.sh does it): each
+    python experiments/gpu_gguf.py split   # here: .gguf-1/{part,manifest.json}, .gguf-2/{...}
+    python experiments/gpu_gguf.py stash   # there, in every call (gpu_run.sh does it): each
                                           #   carried part, its SHA-256 checked, is copied to
                                           #   $MI_BOUNDS_CACHE/gguf-parts/
-    python benchmarks/gpu_gguf.py join    # there (gpu_run.sh smollm2): stash, then the parts
+    python experiments/gpu_gguf.py join    # there (gpu_run.sh smollm2): stash, then the parts
                                           #   in order -> $MI_BOUNDS_CACHE/gguf/<file>, its
                                           #   SHA-256 checked; where mi_bounds.lm.pretrained
                                           #   (``--model smollm2``) looks for it
 
 The two calls, from a session that holds the device tool (after ``bash
-benchmarks/gpu_prepare.sh``, which runs ``split``):
+experiments/gpu_prepare.sh``, which runs ``split``):
 
-1. ``run`` command ``bash benchmarks/gpu_run.sh``, carry ``[".whl", ".gguf-1"]``, timeout_s 540
+1. ``run`` command ``bash experiments/gpu_run.sh``, carry ``[".whl", ".gguf-1"]``, timeout_s 540
    (the validation itself; the first half is stashed on the machine's disk on the way);
 2. immediately after it returns (the machine stays warm only 30 s, and a new machine starts
    bare: then both halves must be carried again, one per call, in two calls), ``run`` command
-   ``bash benchmarks/gpu_run.sh smollm2``, carry ``[".whl", ".gguf-2"]``, timeout_s 300.
+   ``bash experiments/gpu_run.sh smollm2``, carry ``[".whl", ".gguf-2"]``, timeout_s 300.
 
 Only with at least 5 minutes of device time left after the first call. ``join`` without both
 parts, or with a part or a whole file whose hash differs, exits 1 and leaves no file in the

@@ -1,7 +1,7 @@
 """Neural MI estimation: train a critic by maximising a bound on mini-batches.
 
 Every estimator here reads a ``[K, K]`` score matrix ``S[i, j] = T(x_i, y_j)`` from a critic of
-:mod:`mi_bounds.critics` and calls the bounds of :mod:`mi_bounds.bounds` on it (through
+:mod:`mi_bounds.estimation.critics` and calls the bounds of :mod:`mi_bounds.bounds` on it (through
 :func:`~mi_bounds.bounds.split_scores` or :func:`~mi_bounds.bounds.infonce_bound`); no bound is
 re-implemented. An estimator has a *value* (what is reported, per step) and a *training
 gradient*; the two differ for MINE and for the JS-trained estimators, and
@@ -27,11 +27,12 @@ denominator of the DV gradient, ``∇Ẑ/Ẑ``, by ``∇Ẑ/EMA(Ẑ)``, where th
 ``EMA_t = m·EMA_{t-1} + (1-m)·Ẑ_t`` (kept in the log domain with ``logaddexp``) reduces the bias of
 the gradient; the reported value stays the plain DV estimate.
 
-Two sources of samples (DESIGN.md §8): a *sampler* (:class:`~mi_bounds.tasks.GaussianTask`,
+Two sources of samples (docs/THEORY.md §4): a *sampler* (:class:`~mi_bounds.estimation.tasks.GaussianTask`,
 the staircase) gives a fresh batch at every step, and the final estimate comes from fresh
-batches too; a *finite sample* (:class:`~mi_bounds.tasks.ArrayTask`, arrays, ``--data``) is
-estimated by the held-out protocol of :mod:`mi_bounds.heldout`, which :func:`estimate_mi`
-dispatches to. Either way a critic whose values stop being finite or exceed
+batches too; a *finite sample* (:class:`~mi_bounds.estimation.tasks.ArrayTask`, arrays, ``--data``) is
+estimated by the held-out protocol of :mod:`mi_bounds.estimation.heldout`;
+:func:`mi_bounds.estimation.estimate_mi` (module :mod:`mi_bounds.estimation.estimate`, above both)
+dispatches to one or the other. Either way a critic whose values stop being finite or exceed
 ``max_abs_score`` stops the run with :class:`DivergenceError`.
 """
 
@@ -57,8 +58,7 @@ from mi_bounds.bounds import (
     split_scores,
     value_with_gradient_of,
 )
-from mi_bounds.critics import make_critic
-from mi_bounds.tasks import ArrayTask, Task
+from mi_bounds.estimation.tasks import ArrayTask, Task
 
 __all__ = [
     "ESTIMATORS",
@@ -67,11 +67,11 @@ __all__ = [
     "EstimationResult",
     "MineAverage",
     "check_scores",
-    "estimate_mi",
     "estimator_value",
     "evaluate",
     "fit_critic",
     "parse_estimator",
+    "torch_device",
     "train",
     "training_objective",
 ]
@@ -359,7 +359,7 @@ class EstimationResult:
         true_mi: the task's true MI per step, ``[steps]`` (NaN where unknown).
         final: estimator name -> (estimate, standard error) of the reported critic: over
             ``eval_batches`` fresh batches for a sampler (empty if ``eval_batches == 0``); on
-            the held-out test rows for a finite sample (:mod:`mi_bounds.heldout`).
+            the held-out test rows for a finite sample (:mod:`mi_bounds.estimation.heldout`).
         seconds: wall time of the training loop.
         config: the run's settings.
         final_train: finite samples: the same estimators on the rows the critic was fitted
@@ -421,7 +421,8 @@ class EstimationResult:
         return {**out, **self.extra}
 
 
-def _device(name: str) -> torch.device:
+def torch_device(name: str) -> torch.device:
+    """``torch.device(name)``, refusing ``cuda`` where CUDA is not available."""
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
@@ -476,7 +477,7 @@ def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationRe
     initialisation is the caller's (:func:`estimate_mi` seeds it with ``seed``).
 
     Raises:
-        TypeError: ``task`` is a finite sample (:class:`~mi_bounds.tasks.ArrayTask`): its rows
+        TypeError: ``task`` is a finite sample (:class:`~mi_bounds.estimation.tasks.ArrayTask`): its rows
             are not fresh batches; use :func:`estimate_mi`, which holds out test rows.
         DivergenceError: a critic value is non-finite or beyond ``config.max_abs_score``.
     """
@@ -484,9 +485,9 @@ def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationRe
         raise TypeError(
             "train() draws fresh batches from a sampler; a finite sample (ArrayTask) must be "
             "estimated on held-out rows: use estimate_mi(task, config) or "
-            "mi_bounds.heldout.estimate_mi_on_samples(x, y, config)"
+            "mi_bounds.estimation.heldout.estimate_mi_on_samples(x, y, config)"
         )
-    device = _device(config.device)
+    device = torch_device(config.device)
     per_step, true_mi, seconds, _ = fit_critic(critic, task, config)
     final: dict[str, tuple[float, float]] = {}
     if config.eval_batches >= 2:
@@ -524,8 +525,8 @@ def fit_critic(
     if not isinstance(config, EstimateConfig):
         raise TypeError(f"config must be an EstimateConfig, got {type(config).__name__}")
     if not hasattr(critic, "scores"):
-        raise TypeError("critic must have a scores(x, y) -> [K, K] method (see mi_bounds.critics)")
-    device = _device(config.device)
+        raise TypeError("critic must have a scores(x, y) -> [K, K] method (see mi_bounds.estimation.critics)")
+    device = torch_device(config.device)
     critic = critic.to(device)
     gen = torch.Generator(device=device).manual_seed(config.seed + 1)
     opt = torch.optim.Adam(critic.parameters(), lr=config.lr, foreach=True)
@@ -595,40 +596,3 @@ def fit_critic(
         selection = {"step": best[1], "validation": history, "stopped_at": done}
     per_step = {n: v[:done] for n, v in per_step.items()}
     return per_step, true_mi[:done], seconds, selection
-
-
-def estimate_mi(
-    task: Task,
-    config: EstimateConfig | None = None,
-    *,
-    critic: str = "separable",
-    **critic_kwargs: object,
-) -> tuple[EstimationResult, nn.Module]:
-    """Build a critic (seeded with ``config.seed``) for ``task`` and :func:`train` it.
-
-    A finite sample (:class:`~mi_bounds.tasks.ArrayTask`) is estimated by the held-out
-    protocol instead: :func:`mi_bounds.heldout.estimate_mi_on_samples` (split, standardise,
-    choose the checkpoint on validation rows, report on test rows).
-
-    Args:
-        task: a :class:`~mi_bounds.tasks.Task` (Gaussian, staircase, or arrays).
-        config: run settings (default :class:`EstimateConfig`; for arrays,
-            :func:`mi_bounds.heldout.sample_config`).
-        critic: ``"separable"`` or ``"concat"``.
-        **critic_kwargs: sizes passed to the critic (``hidden_dim``, ``embed_dim``, ``layers``,
-            ``activation``).
-
-    Returns:
-        ``(result, trained critic)``.
-    """
-    if isinstance(task, ArrayTask):
-        from mi_bounds.heldout import estimate_mi_on_samples  # heldout imports this module
-
-        return estimate_mi_on_samples(
-            task.x_array, task.y_array, config, true_mi=task.true_mi(), critic=critic,
-            **critic_kwargs,
-        )
-    config = EstimateConfig() if config is None else config
-    torch.manual_seed(config.seed)
-    net = make_critic(critic, task.x_dim, task.y_dim, **critic_kwargs)
-    return train(net, task, config), net

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The command of a GPU validation call (the device tool's `run`), from the repository root:
 #
-#   bash benchmarks/gpu_run.sh           carry [".whl"] (or [".whl", ".gguf-1"]), timeout_s 540:
+#   bash experiments/gpu_run.sh           carry [".whl"] (or [".whl", ".gguf-1"]), timeout_s 540:
 #                                        steps env, decline, trl, bounds, staircase; 420 s budget
-#   bash benchmarks/gpu_run.sh smollm2   the next call, right after: carry [".whl", ".gguf-2"],
-#                                        timeout_s 300: SmolLM2 (benchmarks/gpu_gguf.py)
+#   bash experiments/gpu_run.sh smollm2   the next call, right after: carry [".whl", ".gguf-2"],
+#                                        timeout_s 300: SmolLM2 (experiments/gpu_gguf.py)
 #
 # It installs the carried wheels into /tmp/site, puts the checkout on PYTHONPATH (mi-bounds is
-# not installed there), stashes any carried GGUF part, runs benchmarks/gpu_validation.py under
+# not installed there), stashes any carried GGUF part, runs experiments/gpu_validation.py under
 # `timeout` and packs whatever finished into $OUT (gpu-validation.tar.gz, summary.json,
 # log.txt). Environment: OUT (default runs/gpu-out), GPU_BUDGET_S (default 420; smollm2: 200),
 # GPU_STEPS (default env,decline,trl,bounds,staircase), GPU_ARGS (more options, e.g. "--smoke
@@ -31,9 +31,9 @@ else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|accelerate|trl|datasets|pyarrow|fsspec|pandas|gguf|huggingface.hub|tokenizers|numpy) "
-"$PY" benchmarks/gpu_gguf.py stash
+"$PY" experiments/gpu_gguf.py stash
 if [ "${1:-}" = smollm2 ]; then
-  "$PY" benchmarks/gpu_gguf.py join
+  "$PY" experiments/gpu_gguf.py join
   steps=smollm2
   budget=${GPU_BUDGET_S:-200}
 else
@@ -44,11 +44,11 @@ name=gpu-validation
 [ "$steps" = smollm2 ] && name=gpu-smollm2
 work=runs/$name
 timeout --kill-after=10 $((${budget%.*} + 60)) \
-  "$PY" benchmarks/gpu_validation.py --out "$OUT" --work "$work" --name "$name" \
+  "$PY" experiments/gpu_validation.py --out "$OUT" --work "$work" --name "$name" \
   --budget-s "$budget" --steps "$steps" ${GPU_ARGS:-}
 rc=$?
 [ $rc -ne 0 ] && echo "gpu_run.sh: gpu_validation.py exited with $rc (124: the timeout)"
-"$PY" benchmarks/gpu_validation.py --out "$OUT" --work "$work" --name "$name" \
+"$PY" experiments/gpu_validation.py --out "$OUT" --work "$work" --name "$name" \
   --steps "$steps" --pack-only ${GPU_ARGS:-} > /dev/null
 cat "$OUT/summary.json"
 exit $rc

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
-from mi_bounds.tasks import Standardizer, check_samples
+from mi_bounds.estimation.tasks import Standardizer, check_samples
 
 __all__ = ["KSGEstimate", "ksg_mi", "ksg_pointwise"]
 
@@ -38,7 +38,7 @@ def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True)
 
     Args:
         x, y: paired samples ``[N, d_x]``, ``[N, d_y]`` (checked by
-            :func:`~mi_bounds.tasks.check_samples`).
+            :func:`~mi_bounds.estimation.tasks.check_samples`).
         k: the neighbour order, an int in ``[1, N - 1]``.
         standardize: scale every feature to mean 0 and standard deviation 1 first (the max-norm
             compares coordinates, so their scales matter; MI does not change).

@@ -11,11 +11,11 @@ Two forms::
                                  [--objectives js infonce ...] [--threads 1] [--table]
 
 The first trains one critic and prints its estimate with a standard error: on fresh evaluation
-batches for a task, on held-out test rows for ``--data`` (:mod:`mi_bounds.heldout`: split,
+batches for a task, on held-out test rows for ``--data`` (:mod:`mi_bounds.estimation.heldout`: split,
 standardise with train-row statistics, choose the checkpoint on validation rows; the train-row
 value is printed beside it). ``--bound ksg`` runs the non-neural KSG estimator
-(:mod:`mi_bounds.ksg`) instead. The second runs (or resumes) the staircase experiment of
-:mod:`mi_bounds.staircase`, one JSON per finished run.
+(:mod:`mi_bounds.estimation.ksg`) instead. The second runs (or resumes) the staircase experiment of
+:mod:`mi_bounds.estimation.staircase`, one JSON per finished run.
 
 Exit codes: 0 done; 2 bad input (message names the argument; nothing is trained); 1 the critic
 diverged (message says what to change; no estimate, no result file).
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from mi_bounds.estimate import ESTIMATORS, DivergenceError, EstimateConfig, estimate_mi
+from mi_bounds.estimation.estimate import estimate_mi
+from mi_bounds.estimation.training import ESTIMATORS, DivergenceError, EstimateConfig
 
 __all__ = ["main"]
 
@@ -66,7 +67,7 @@ TASK_CRITIC = {"hidden_dim": 256, "embed_dim": 32, "layers": 2}
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mi_bounds.heldout import SAMPLE_CRITIC, SAMPLE_DEFAULTS
+    from mi_bounds.estimation.heldout import SAMPLE_CRITIC, SAMPLE_DEFAULTS
 
     defaults = {f.name: f.default for f in fields(EstimateConfig)}
 
@@ -140,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _staircase_parser() -> argparse.ArgumentParser:
-    from mi_bounds.staircase import DEFAULT_OUT, OBJECTIVES, PLANS
+    from mi_bounds.estimation.staircase import DEFAULT_OUT, OBJECTIVES, PLANS
 
     p = argparse.ArgumentParser(
         prog="mi-bounds estimate staircase",
@@ -148,7 +149,7 @@ def _staircase_parser() -> argparse.ArgumentParser:
         "Song & Ermon 2020). Finished runs are skipped.",
     )
     p.add_argument("--plan", choices=list(PLANS), default="default",
-                   help="default: what fitted the shared CPU (see mi_bounds.staircase.PLANS); "
+                   help="default: what fitted the shared CPU (see mi_bounds.estimation.staircase.PLANS); "
                    "full: every task, critic and objective at 4000 steps/level; quick: a smoke "
                    "test" + D)
     p.add_argument("--objectives", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES),
@@ -164,7 +165,7 @@ def _staircase_parser() -> argparse.ArgumentParser:
 
 
 def _staircase(argv: Sequence[str]) -> int:
-    from mi_bounds.staircase import bias_variance_table, load_runs, plan, run_grid
+    from mi_bounds.estimation.staircase import bias_variance_table, load_runs, plan, run_grid
 
     parser = _staircase_parser()
     args = parser.parse_args(argv)
@@ -196,8 +197,8 @@ def _check_threads(threads: int | None) -> None:
 
 def _ksg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``--bound ksg``: the KSG estimate on every row of --data, or on --samples task rows."""
-    from mi_bounds.ksg import ksg_mi
-    from mi_bounds.tasks import GaussianTask, load_npz
+    from mi_bounds.estimation.ksg import ksg_mi
+    from mi_bounds.estimation.tasks import GaussianTask, load_npz
 
     try:
         if args.samples < 2:
@@ -249,10 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.bound == "ksg":
         return _ksg(args, parser)
-    from mi_bounds.critics import make_critic
-    from mi_bounds.estimate import _device
-    from mi_bounds.heldout import SAMPLE_CRITIC, SAMPLE_DEFAULTS, prepare_samples
-    from mi_bounds.tasks import GaussianTask, load_npz
+    from mi_bounds.estimation.critics import make_critic
+    from mi_bounds.estimation.heldout import SAMPLE_CRITIC, SAMPLE_DEFAULTS, prepare_samples
+    from mi_bounds.estimation.tasks import GaussianTask, load_npz
+    from mi_bounds.estimation.training import torch_device
 
     on_data = args.data is not None
     train_defaults = SAMPLE_DEFAULTS if on_data else {"batch_size": None, "lr": None}
@@ -273,13 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_every=args.eval_every, patience=args.patience,
             max_abs_score=args.max_abs_score, cap_scores=not args.no_cap_scores, **settings,
         )
-        _device(config.device)  # CUDA requested but absent: an error now, not after loading
+        torch_device(config.device)  # CUDA requested but absent: an error now, not after loading
         if on_data:
             task = load_npz(args.data)
             if args.batch_size is None:  # the default batch: at most the fit rows
                 from dataclasses import replace
 
-                from mi_bounds.tasks import split_rows
+                from mi_bounds.estimation.tasks import split_rows
 
                 n_fit = split_rows(task.n, test_fraction=config.test_fraction,
                                    validation_fraction=config.validation_fraction,
@@ -306,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         if on_data:
-            from mi_bounds.heldout import estimate_mi_on_samples
+            from mi_bounds.estimation.heldout import estimate_mi_on_samples
 
             result, _ = estimate_mi_on_samples(
                 task.x_array, task.y_array, config, true_mi=task.true_mi(), critic=args.critic,

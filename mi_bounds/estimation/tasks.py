@@ -11,11 +11,11 @@
   an optional ``true_mi``) from an ``.npz`` file, served as random mini-batches.
 * :func:`split_rows` and :class:`Standardizer`: the seeded train/validation/test split of a finite
   sample and the per-feature standardisation with train-row statistics that
-  :mod:`mi_bounds.heldout` estimates with (DESIGN.md §8).
+  :mod:`mi_bounds.estimation.heldout` estimates with (docs/THEORY.md §4).
 
 A task is a callable ``task(step, batch_size, generator) -> (x [K, d_x], y [K, d_y])`` with a
 method ``true_mi(step) -> float | None`` and attributes ``x_dim``, ``y_dim``: the interface the
-trainer of :mod:`mi_bounds.estimate` uses (:class:`Task`).
+trainer of :mod:`mi_bounds.estimation.training` uses (:class:`Task`).
 """
 
 from __future__ import annotations
@@ -252,9 +252,9 @@ class ArrayTask:
     by :func:`check_samples` and stored as float32.
 
     A finite sample is *not* a source of fresh batches: a critic trained on these rows must be
-    scored on other rows. :func:`mi_bounds.estimate.estimate_mi` therefore estimates on an
-    ``ArrayTask`` by the held-out protocol of :mod:`mi_bounds.heldout` (split, standardise, select
-    on validation rows, report on test rows), and :func:`mi_bounds.estimate.train` refuses one.
+    scored on other rows. :func:`mi_bounds.estimation.estimate_mi` therefore estimates on an
+    ``ArrayTask`` by the held-out protocol of :mod:`mi_bounds.estimation.heldout` (split, standardise, select
+    on validation rows, report on test rows), and :func:`mi_bounds.estimation.training.train` refuses one.
 
     Args:
         x, y: float arrays (numpy or torch) of shape ``[n, d]`` with the same number of rows

@@ -2,20 +2,20 @@
 
 A critic trained on a finite sample ``(X, Y)`` fits the rows it sees: scored on those rows, an
 estimator reports the overfitting, not the MI (on 500 independent rows a DV critic scored on its
-own training rows reports ~5 nats). This module implements the protocol of DESIGN.md §8, the
+own training rows reports ~5 nats). This module implements the protocol of docs/THEORY.md §4, the
 same as bmi's (Czyż et al., "Beyond Normal: On the Evaluation of Mutual Information
 Estimators", NeurIPS 2023), except that bmi reports the *best test value* over training (its
 early stopping reads the test rows) whereas here nothing but the final report reads them:
 
-1. **Split** the rows by a seeded permutation (:func:`~mi_bounds.tasks.split_rows`) into a
+1. **Split** the rows by a seeded permutation (:func:`~mi_bounds.estimation.tasks.split_rows`) into a
    test part (``test_fraction``, default ½), and train rows, which are split again into a
    validation part (``validation_fraction`` of them, default 0.2) and the fit part.
 2. **Standardise** every feature of X and Y with the mean and standard deviation of the train
    rows, and map heavy-tailed features (standardised train values beyond ±10) by ``asinh`` of
-   a median/IQR standardisation instead (:class:`~mi_bounds.tasks.Standardizer`;
+   a median/IQR standardisation instead (:class:`~mi_bounds.estimation.tasks.Standardizer`;
    ``standardize=False`` turns it all off). These maps are invertible, so they leave I(X; Y)
    unchanged.
-3. **Train** the critic on mini-batches of the fit rows (:func:`~mi_bounds.estimate.fit_critic`).
+3. **Train** the critic on mini-batches of the fit rows (:func:`~mi_bounds.estimation.training.fit_critic`).
 4. **Cap** (``cap_scores``, on by default): a checkpoint's critic ``T`` is evaluated as
    ``min(T, b)``, with ``b`` the largest value ``T`` gives a positive pair of the fit rows
    (:func:`score_cap`). ``min(T, b)`` is a function of ``(x, y)`` like any critic, so DV, NWJ
@@ -38,7 +38,7 @@ early stopping reads the test rows) whereas here nothing but the final report re
    :data:`UNSTABLE_STDERR` is flagged ``reliable: false`` (with a warning).
 
 A critic value that is not finite or beyond ``max_abs_score`` stops the run with
-:class:`~mi_bounds.estimate.DivergenceError` (during training and on the held-out rows).
+:class:`~mi_bounds.estimation.training.DivergenceError` (during training and on the held-out rows).
 """
 
 from __future__ import annotations
@@ -51,17 +51,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mi_bounds.critics import make_critic, score_matrix
-from mi_bounds.estimate import (
+from mi_bounds.estimation.critics import make_critic, score_matrix
+from mi_bounds.estimation.tasks import ArrayTask, RowSplit, Standardizer, check_samples, split_rows
+from mi_bounds.estimation.training import (
     DivergenceError,
     EstimateConfig,
     EstimationResult,
-    _device,
     check_scores,
     estimator_value,
     fit_critic,
+    torch_device,
 )
-from mi_bounds.tasks import ArrayTask, RowSplit, Standardizer, check_samples, split_rows
 
 __all__ = [
     "AUTO_CRITICS",
@@ -81,7 +81,7 @@ __all__ = [
 #: Training settings for a finite sample when the caller gives none (``estimate_mi_on_samples``
 #: without a config, ``mi-bounds estimate --data``); the batch size is at most the number of fit
 #: rows (``min(128, n_fit)``, so that 300 rows still run with the defaults). The sampler defaults of
-#: :class:`~mi_bounds.estimate.EstimateConfig` are the published staircase settings (batch 64,
+#: :class:`~mi_bounds.estimation.training.EstimateConfig` are the published staircase settings (batch 64,
 #: lr 5e-4, 4000 steps); on a finite sample ``steps`` is only a ceiling (early stopping on the
 #: validation rows), a larger batch gives more negatives per step and lr 1e-3 converges in
 #: fewer steps. Chosen on our own synthetic Gaussian and Student-t samples (docs/RESULTS.md),
@@ -95,7 +95,7 @@ SAMPLE_CRITIC: dict[str, int] = {"hidden_dim": 64, "embed_dim": 16, "layers": 1}
 
 
 def sample_config(**overrides: object) -> EstimateConfig:
-    """An :class:`~mi_bounds.estimate.EstimateConfig` with :data:`SAMPLE_DEFAULTS` under
+    """An :class:`~mi_bounds.estimation.training.EstimateConfig` with :data:`SAMPLE_DEFAULTS` under
     ``overrides``."""
     return EstimateConfig(**{**SAMPLE_DEFAULTS, **overrides})  # type: ignore[arg-type]
 
@@ -156,7 +156,7 @@ def rows_value(
     ``B = ceil(n / max_rows)`` contiguous blocks of near-equal size; in each block the critic's
     score matrix ``S[i, j] = T(x_i, y_j)`` (float64; ``min(T, cap)`` with a ``cap``, after the
     divergence guard has read the raw values) is valued by
-    :func:`~mi_bounds.estimate.estimator_value` and the estimate is the mean over blocks.
+    :func:`~mi_bounds.estimation.training.estimator_value` and the estimate is the mean over blocks.
 
     Standard error: delete-a-group jackknife (Efron & Tibshirani, "An Introduction to the
     Bootstrap", 1993, Sec. 11.5). Row ``i`` of a block goes to group ``i mod G``
@@ -259,7 +259,7 @@ def _choose_critic(
 
 
 class StandardizedCritic(nn.Module):
-    """A critic trained on mapped inputs (:class:`~mi_bounds.tasks.Standardizer`), applied to
+    """A critic trained on mapped inputs (:class:`~mi_bounds.estimation.tasks.Standardizer`), applied to
     raw ones and capped: ``scores(x, y) = min(critic.scores(*standardizer(x, y)), cap)``,
     likewise ``cross_scores`` and ``forward`` (``cap=None``: no cap).
     :func:`estimate_mi_on_samples` returns its critic wrapped in this, so the returned critic
@@ -290,7 +290,7 @@ class PreparedSample:
     """A validated, split and standardised sample, ready for :func:`estimate_mi_on_samples`.
 
     Attributes:
-        split: the row indices (:class:`~mi_bounds.tasks.RowSplit`).
+        split: the row indices (:class:`~mi_bounds.estimation.tasks.RowSplit`).
         standardizer: the map fitted on the train rows (the identity with
             ``standardize=False``).
         x, y: all rows after standardisation, float32 tensors ``[n, d]`` on the config's device.
@@ -315,7 +315,7 @@ class PreparedSample:
         self.standardizer = (Standardizer.fit(xs[train], ys[train]) if config.standardize
                              else Standardizer.identity(xs.shape[1], ys.shape[1]))
         xz, yz = self.standardizer(xs, ys)
-        device = _device(config.device)
+        device = torch_device(config.device)
         self.x = torch.from_numpy(xz.astype(np.float32)).to(device)
         self.y = torch.from_numpy(yz.astype(np.float32)).to(device)
 
@@ -329,7 +329,7 @@ def prepare_samples(x: object, y: object, config: EstimateConfig) -> PreparedSam
     """Validate, split and standardise a sample (every check that needs no training).
 
     Raises:
-        TypeError, ValueError: bad arrays (:func:`~mi_bounds.tasks.check_samples`), a split
+        TypeError, ValueError: bad arrays (:func:`~mi_bounds.estimation.tasks.check_samples`), a split
             that leaves too few rows, or a batch size larger than the fit part.
     """
     if not isinstance(config, EstimateConfig):

@@ -1,4 +1,4 @@
-"""The MI-reading claim (issue 17): which mutual information RLHF's optimum bounds, on toy worlds.
+"""The MI-reading claim : which mutual information RLHF's optimum bounds, on toy worlds.
 
 :func:`example_worlds` holds three worlds, one per case of the decomposition
 ``E_x KL(pi* ‖ pi_ref) = I_{pi*}(X; Y) + gap`` (:mod:`toy_models.mi_reading`, proof P12):

@@ -5,11 +5,11 @@
 
 PATH is a TRL ``trainer_state.json`` (or the output/checkpoint directory holding it), a CSV with
 TRL's metric names as columns, or a mi-bounds align-run ``result.json``
-(:mod:`mi_bounds.diagnose` lists what is read and how). The verdict is the shape of DESIGN.md §9
+(:mod:`mi_bounds.decline.diagnose` lists what is read and how). The verdict is the shape of docs/THEORY.md §6
 (``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``) of ``logps/chosen``
 (else ``rewards/chosen``), with the peak step, the drop from the peak, the noise level and the
 reward margin's trend. Several PATHs are runs that differ only in their seed: the verdict is on
-their mean, judged against their paired spread (:func:`mi_bounds.diagnose.diagnose_seeds`), with
+their mean, judged against their paired spread (:func:`mi_bounds.decline.diagnose.diagnose_seeds`), with
 each seed's own verdict beside it. A file that cannot be read or diagnosed gives a message on
 stderr and exit code 2.
 """
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mi_bounds.diagnose import (
+from mi_bounds.decline.diagnose import (
     SPLITS,
     LogError,
     diagnose,
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="mi-bounds diagnose",
         description="Classify the chosen log-likelihood curve of a preference-training log "
         "(TRL trainer_state.json, a CSV of TRL metrics, or a mi-bounds align result.json): "
-        "rise-then-fall, fall-from-start, no-decline or too-short (DESIGN.md §9).",
+        "rise-then-fall, fall-from-start, no-decline or too-short (docs/THEORY.md §6).",
     )
     p.add_argument("path", type=Path, nargs="+",
                    help="trainer_state.json, its directory, a CSV, or an align-run result.json; "

@@ -1,4 +1,4 @@
-"""Claims C1, C2 and C4 of issue 3, each an exact computation that returns its numbers.
+"""Claims C1, C2 and C4, each an exact computation that returns its numbers.
 
 * :func:`claim_c1`: at ``T = r/beta`` the DV bound on ``KL(pi* ‖ pi_ref)`` is tight and the RLHF
   optimum equals ``beta E_x log Z(x)`` (random worlds, float64 round-off).
@@ -8,24 +8,20 @@
 * :func:`claim_c4`: the population optimum of each preference loss over the simplex (tabular
   policy, exact expected loss, L-BFGS to convergence), against ``pi*``.
 
-C3 (the late-stage decline) lives in :mod:`toy_models.claims_c3`. Every function is
+C3 (the late-stage decline) lives in :mod:`experiments.claims_c3`. Every function is
 deterministic (fixed seeds) and returns plain Python numbers and lists (JSON-ready).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
-import torch
-from scipy.optimize import minimize
-from scipy.special import logsumexp
 
-from mi_bounds.preference import LOSSES, preference_loss
-from toy_models.oracle import kl_log
+from mi_bounds.preference import LOSSES
+from toy_models._threads import in_single_thread
+from toy_models.optimum import population_optimum
 from toy_models.world import CategoricalWorld
 
 __all__ = [
@@ -38,38 +34,14 @@ __all__ = [
 ]
 
 
-@contextmanager
-def _single_threaded() -> Iterator[None]:
-    """Run torch single-threaded, then restore the setting.
-
-    Every tensor here is tiny: intra-op threads only add synchronisation (7x slower on a
-    loaded 2-core machine).
-    """
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n_threads)
-
-
 # --------------------------------------------------------------------------------------------
 # C1: the DV bound is tight at T = r/beta, and J(pi*) = beta E log Z.
 # --------------------------------------------------------------------------------------------
 
 
-def _in_single_thread(fn):
-    """Decorator: run ``fn`` under :func:`_single_threaded`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _single_threaded():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
-@_in_single_thread
+@in_single_thread
 def claim_c1(
     *,
     n_worlds: int = 200,
@@ -248,7 +220,7 @@ def reinforce_rlhf(
     }
 
 
-@_in_single_thread
+@in_single_thread
 def claim_c2(
     *,
     seed: int = 0,
@@ -348,90 +320,6 @@ C4_LOSSES: dict[str, dict] = {
     "discopop": {},
     "hinge": {},
 }
-
-
-def population_optimum(
-    world: CategoricalWorld,
-    kind: str,
-    *,
-    pairs: str = "bradley_terry",
-    params: dict | None = None,
-    max_rounds: int = 20,
-    grad_tol: float = 1e-8,
-) -> dict:
-    """The policy that minimises the exact expected loss ``E_{(x,w,l)~pairs}[loss]``.
-
-    Tabular policy ``pi = softmax(theta)`` per prompt, ``theta`` started at ``log pi_ref``,
-    minimised with scipy's L-BFGS-B (float64, value and gradient by torch autograd), restarted
-    until the gradient's max-norm is below ``grad_tol``, the loss stops changing, or
-    ``max_rounds`` restarts pass. The loss uses
-    ``beta = world.beta``. Requires ``pi_ref > 0`` everywhere.
-
-    Returns:
-        ``policy`` ``[X, Y]`` (list), ``loss``, ``grad_norm``, ``converged`` (gradient below
-        ``grad_tol``), ``rounds``, ``at_boundary`` (some probability fell below 1e-12 times
-        the smallest of ``pi*``: the loss's infimum lies on the simplex's boundary, i.e. some
-        responses are driven to probability 0), ``theta_range`` (largest ``max - min`` of a
-        prompt's logits), ``kl_to_optimal``
-        ``E_x KL(pi ‖ pi*)``, ``kl_optimal_to_pi`` ``E_x KL(pi* ‖ pi)``, ``kl_to_reference``,
-        ``expected_reward``.
-    """
-    if np.any(world.pi_ref <= 0):
-        raise ValueError("population_optimum needs pi_ref > 0 everywhere")
-    table = world.pair_distribution(pairs)
-    xs, ws, ls = np.nonzero(table)
-    prob = torch.tensor(table[xs, ws, ls])
-    log_ref = torch.tensor(np.log(world.pi_ref))
-    ref_w, ref_l = log_ref[xs, ws], log_ref[xs, ls]
-    kw = dict(params or {})
-    shape = tuple(log_ref.shape)
-
-    def value_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        theta = torch.tensor(flat.reshape(shape), requires_grad=True)
-        log_pi = torch.log_softmax(theta, -1)
-        per = preference_loss(kind, log_pi[xs, ws], log_pi[xs, ls], ref_w, ref_l,
-                              beta=world.beta, reduction="none", **kw)
-        value = (prob * per).sum()
-        (g,) = torch.autograd.grad(value, theta)
-        return float(value.detach()), g.numpy().ravel().copy()
-
-    # scipy's L-BFGS-B on the exact loss (torch.optim would import torch._dynamo: ~10 s).
-    flat = log_ref.numpy().ravel().copy()
-    grad_norm = math.inf
-    last = math.inf
-    rounds = 0
-    with _single_threaded():
-        for rounds in range(1, max_rounds + 1):  # noqa: B007 (reported below)
-            opt = minimize(value_and_grad, flat, jac=True, method="L-BFGS-B",
-                           options={"maxiter": 2000, "maxcor": 50, "gtol": grad_tol * 1e-2,
-                                    "ftol": 1e-300})
-            flat = opt.x
-            v, g = value_and_grad(flat)
-            grad_norm = float(np.abs(g).max())
-            if grad_norm < grad_tol or not math.isfinite(grad_norm):
-                break
-            if abs(last - v) <= 1e-15 * max(1.0, abs(v)):  # stalled: infimum on the boundary
-                break
-            last = v
-    th = flat.reshape(shape)
-    log_pi = th - logsumexp(th, axis=1, keepdims=True)
-    pi = np.exp(log_pi)
-    value = v
-    log_star = world.log_optimal_policy()  # log space: pi* underflows at small beta
-    d = world.prompt_weights
-    return {
-        "policy": pi.tolist(),
-        "loss": value,
-        "grad_norm": grad_norm,
-        "converged": bool(grad_norm < grad_tol),
-        "rounds": rounds,
-        "at_boundary": bool(log_pi.min() < math.log(1e-12) + log_star.min()),
-        "theta_range": float((th.max(1) - th.min(1)).max()),
-        "kl_to_optimal": float(d @ kl_log(log_pi, log_star)),
-        "kl_optimal_to_pi": float(d @ kl_log(log_star, log_pi)),
-        "kl_to_reference": float(d @ kl_log(log_pi, log_ref.numpy())),
-        "expected_reward": float(d @ (pi * world.reward).sum(1)),
-    }
 
 
 def claim_c4(

@@ -21,7 +21,7 @@ A directory is read through the file it holds: ``trainer_state.json``, else ``re
 the ``trainer_state.json`` of its latest ``checkpoint-*`` folder.
 
 The logs are read by :func:`read_log` (a file or a directory) or :func:`log_from_entries`
-(records already in memory); what they say is :mod:`mi_bounds.diagnose`'s business.
+(records already in memory); what they say is :mod:`mi_bounds.decline.diagnose`'s business.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Claim C3, the late-stage decline of the chosen likelihood, measured exactly.
 
-The claim (issue 3; DESIGN.md §5): trained on preference pairs, a *shared-feature* policy under
+The claim (docs/THEORY.md §2): trained on preference pairs, a *shared-feature* policy under
 DPO first raises and then lowers the mean log-likelihood of the chosen responses while its
 margin keeps growing; under MIO (the JS bound) the chosen likelihood does not fall, or falls far
 less. This module builds the worlds, runs the exact dynamics of :mod:`toy_models.dynamics` and
@@ -24,7 +24,7 @@ once probability mass has moved to a response that lies further along ``phi_w - 
 ``phi_w`` does, the chosen likelihood falls while the margin still grows. With high overlap,
 ``phi_w · (phi_w - phi_l) = 1 - ρ`` is small, so such a response exists more often.
 
-**The measure** (DESIGN.md §9, :mod:`mi_bounds.decline`): ``drop = max_t c_t - c_T ≥ 0`` for
+**The measure** (docs/THEORY.md §6, :mod:`mi_bounds.decline.shape`): ``drop = max_t c_t - c_T ≥ 0`` for
 ``c_t`` the mean chosen log-likelihood, and the curve's *shape* (``rise-then-fall``,
 ``fall-from-start``, ``no-decline``) by :func:`mi_bounds.decline.decline_shape` on the raw curve
 (no smoothing: the dynamics are exact, noise-free) with the noise level :data:`TOY_NOISE` =
@@ -55,7 +55,7 @@ import torch
 from numpy.typing import NDArray
 
 from mi_bounds._validation import check_positive
-from mi_bounds.decline import SHAPES, decline_shape, value_at_first_crossing
+from mi_bounds.decline.shape import SHAPES, decline_shape, value_at_first_crossing
 from toy_models.dynamics import (
     Trajectory,
     expected_loss,

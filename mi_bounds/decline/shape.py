@@ -1,7 +1,7 @@
 """The shape of a chosen-log-likelihood trajectory, and comparisons at matched margin.
 
 One definition serves the toy worlds, the small-LM runs, the figures and external training logs
-(DESIGN.md §9). A trajectory ``c(s_0), …, c(s_T)`` at (possibly irregular) steps ``s_t`` with a
+(docs/THEORY.md §6). A trajectory ``c(s_0), …, c(s_T)`` at (possibly irregular) steps ``s_t`` with a
 noise level ``σ`` has exactly one of four shapes:
 
 * ``rise-then-fall``: the maximum of ``c`` is reached at a step ``s*`` with

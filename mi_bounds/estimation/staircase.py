@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mi_bounds.estimate import EstimateConfig, estimate_mi
-from mi_bounds.tasks import StaircaseTask
+from mi_bounds.estimation.estimate import estimate_mi
+from mi_bounds.estimation.tasks import StaircaseTask
+from mi_bounds.estimation.training import EstimateConfig
 
 __all__ = [
     "DEFAULT_OUT",
