@@ -329,7 +329,7 @@ def test_no_pairs_from_an_untrained_base_is_a_clear_error(tmp_path, one_thread):
 
 
 # ------------------------------------------------------------------------------------------
-# The decline study: gold pairs, sampled KL, shapes, rpo/sft/bco_pair, grids 
+# The decline study: gold pairs, sampled KL, shapes, rpo/sft/bco_pair, grids
 # ------------------------------------------------------------------------------------------
 
 

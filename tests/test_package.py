@@ -33,9 +33,10 @@ def test_py_typed_ships_with_the_package():
     assert "py.typed" in data["tool"]["setuptools"]["package-data"]["mi_bounds"]
 
 
-def test_the_library_imports_no_toy_models_figures_or_proofs():
-    """No module of mi_bounds imports toy_models, figures or proofs, not even inside a function
-    (data flows one way, docs/THEORY.md §7; the CLI names them only as strings to load on demand)."""
+def test_the_library_imports_no_toy_models_experiments_figures_or_proofs():
+    """No module of mi_bounds imports toy_models, experiments, figures or proofs, not even inside
+    a function (data flows one way, docs/THEORY.md §7; the CLI names them as strings to load on
+    demand)."""
     offending = []
     for path in sorted((ROOT / "mi_bounds").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -46,5 +47,25 @@ def test_the_library_imports_no_toy_models_figures_or_proofs():
             else:
                 continue
             offending += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
-                          if n.split(".")[0] in ("toy_models", "figures", "proofs")]
+                          if n.split(".")[0] in ("toy_models", "experiments", "figures", "proofs")]
     assert not offending, offending
+
+
+def test_no_generic_top_level_name_is_installed():
+    """The wheel holds mi_bounds and toy_models only: figures/, proofs/ and experiments/ stay in
+    the checkout (docs/THEORY.md §7)."""
+    tomllib = pytest.importorskip("tomllib")
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = data["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(include) == ["mi_bounds*", "toy_models*"]
+
+
+def test_the_command_finds_the_checkout_from_any_folder(tmp_path, monkeypatch, capsys):
+    """`mi-bounds verify --list` works from a folder outside the checkout (figures/proofs are not
+    installed; the CLI finds them beside the imported mi_bounds)."""
+    from mi_bounds import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.checkout_root() == ROOT
+    assert cli.main(["verify", "--list"]) == 0
+    assert "p01" in capsys.readouterr().out.lower()

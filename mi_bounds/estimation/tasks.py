@@ -16,6 +16,10 @@
 A task is a callable ``task(step, batch_size, generator) -> (x [K, d_x], y [K, d_y])`` with a
 method ``true_mi(step) -> float | None`` and attributes ``x_dim``, ``y_dim``: the interface the
 trainer of :mod:`mi_bounds.estimation.training` uses (:class:`Task`).
+
+Why one module: every sampler and the finite sample implement the one :class:`Task` interface,
+and the split and standardisation are what turn a finite sample into such a task; the module is
+long because each task documents its exact MI and validates its arguments.
 """
 
 from __future__ import annotations

@@ -34,6 +34,10 @@ estimated by the held-out protocol of :mod:`mi_bounds.estimation.heldout`;
 :func:`mi_bounds.estimation.estimate_mi` (module :mod:`mi_bounds.estimation.estimate`, above both)
 dispatches to one or the other. Either way a critic whose values stop being finite or exceed
 ``max_abs_score`` stops the run with :class:`DivergenceError`.
+
+Why one module: the estimator registry, the divergence check, the training loop and its
+evaluation share the estimator names and read top to bottom as one loop (nanoGPT's train.py);
+the held-out protocol and the entry point that dispatches between them are modules of their own.
 """
 
 from __future__ import annotations

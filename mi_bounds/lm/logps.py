@@ -15,7 +15,7 @@ Padding may be on either side: position ids are counted over real tokens
 the same log-probability (to float round-off).
 
 Used for the implicit critic ``T = beta (log pi_theta(y|x) - log pi_ref(y|x))`` of
-:mod:`mi_bounds.preference` (DESIGN §5): chosen and rejected sequences go in one batch.
+:mod:`mi_bounds.preference` (docs/THEORY.md §2): chosen and rejected sequences go in one batch.
 """
 
 from __future__ import annotations
