@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from mi_bounds.estimation.estimate import estimate_mi
+from mi_bounds.estimation.marginals import MARGINALS
 from mi_bounds.estimation.training import ESTIMATORS, DivergenceError, EstimateConfig
 
 __all__ = ["main"]
@@ -122,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-standardize", action="store_true", help="do not standardise X and Y "
                    "(default: standardise with train-row statistics; heavy-tailed features, "
                    "beyond ±10 standard deviations, through asinh of a median/IQR scaling)")
+    g.add_argument("--marginals", choices=MARGINALS, default=defaults["marginals"],
+                   help="how each feature is standardised: 'standard' (z-scores; asinh for heavy "
+                   "tails) or 'rank' (normal scores of the train-row ranks: the estimate does not "
+                   "change when a feature is re-measured through any increasing map)" + D)
     g.add_argument("--no-cap-scores", action="store_true", help="evaluate the critic as it "
                    "is (default: capped at the largest value it gives a fit-row pair, so that "
                    "pairs it extrapolates to cannot decide the estimate; still a bound on I)")
@@ -215,7 +220,8 @@ def _ksg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise ValueError(f"--ksg-k must be an int in [1, n - 1] = [1, {x.shape[0] - 1}], "
                              f"got {args.ksg_k}")
         t0 = time.perf_counter()
-        est = ksg_mi(x, y, k=args.ksg_k, standardize=not args.no_standardize)
+        est = ksg_mi(x, y, k=args.ksg_k, standardize=not args.no_standardize,
+                     marginals=args.marginals)
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
     seconds = time.perf_counter() - t0
@@ -226,6 +232,7 @@ def _ksg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.out is not None:
         record = {
             "config": {"bound": "ksg", "k": est.k, "standardize": not args.no_standardize,
+                       "marginals": args.marginals,
                        "seed": args.seed},
             "final": {"ksg": {"estimate": est.estimate, "stderr": est.stderr}},
             "true_mi": true_mi, "seconds": seconds, "n": est.n,
@@ -271,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device, seed=args.seed, eval_batches=args.eval_batches,
             progress=not args.no_progress, test_fraction=args.test_fraction,
             validation_fraction=args.validation_fraction, standardize=not args.no_standardize,
+            marginals=args.marginals,
             eval_every=args.eval_every, patience=args.patience,
             max_abs_score=args.max_abs_score, cap_scores=not args.no_cap_scores, **settings,
         )

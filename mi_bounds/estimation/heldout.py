@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from mi_bounds.estimation.critics import make_critic, score_matrix
+from mi_bounds.estimation.marginals import RankGaussian
 from mi_bounds.estimation.tasks import ArrayTask, RowSplit, Standardizer, check_samples, split_rows
 from mi_bounds.estimation.training import (
     DivergenceError,
@@ -266,7 +267,7 @@ class StandardizedCritic(nn.Module):
     reads the data as the caller has it and gives the values the estimate was computed from.
     """
 
-    def __init__(self, critic: nn.Module, standardizer: Standardizer,
+    def __init__(self, critic: nn.Module, standardizer: Standardizer | RankGaussian,
                  cap: float | None = None) -> None:
         super().__init__()
         self.critic = critic
@@ -312,7 +313,8 @@ class PreparedSample:
                 "fit); use a smaller batch size, more rows, or a smaller test/validation fraction"
             )
         train = self.split.train
-        self.standardizer = (Standardizer.fit(xs[train], ys[train]) if config.standardize
+        marginal_map = RankGaussian if config.marginals == "rank" else Standardizer
+        self.standardizer = (marginal_map.fit(xs[train], ys[train]) if config.standardize
                              else Standardizer.identity(xs.shape[1], ys.shape[1]))
         xz, yz = self.standardizer(xs, ys)
         device = torch_device(config.device)
@@ -438,6 +440,7 @@ def estimate_mi_on_samples(
                   "test_fraction": config.test_fraction,
                   "validation_fraction": config.validation_fraction},
         "standardize": config.standardize,
+        "marginals": config.marginals,
         "standardizer": data.standardizer.describe(),
         "evaluation": "value on the score matrix of all test rows (blocks of <= 4096 rows); "
                       "standard error: delete-a-group jackknife over 10 groups of rows",

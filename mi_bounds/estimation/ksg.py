@@ -26,12 +26,14 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
+from mi_bounds.estimation.marginals import MARGINALS, RankGaussian
 from mi_bounds.estimation.tasks import Standardizer, check_samples
 
 __all__ = ["KSGEstimate", "ksg_mi", "ksg_pointwise"]
 
 
-def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True) -> np.ndarray:
+def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True,
+                  marginals: str = "standard") -> np.ndarray:
     """Per-point KSG terms ``ψ(k) + ψ(N) − ψ(n_x(i) + 1) − ψ(n_y(i) + 1)``, shape ``[N]``.
 
     Their mean is the KSG estimate (:func:`ksg_mi`).
@@ -42,6 +44,10 @@ def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True)
         k: the neighbour order, an int in ``[1, N - 1]``.
         standardize: scale every feature to mean 0 and standard deviation 1 first (the max-norm
             compares coordinates, so their scales matter; MI does not change).
+        marginals: with ``standardize``, ``"standard"`` (z-scores; asinh for heavy tails) or
+            ``"rank"`` (normal scores of the ranks, fitted on all N rows:
+            :class:`~mi_bounds.estimation.marginals.RankGaussian`; the estimate is then the same
+            for every increasing re-measurement of a feature).
 
     Raises:
         ValueError: bad arrays, a bad ``k``, or repeated points (a ``k``-th neighbour at
@@ -53,8 +59,10 @@ def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True)
         raise ValueError(f"k must be an int in [1, N - 1] = [1, {n - 1}], got {k!r}")
     if not isinstance(standardize, bool):
         raise TypeError(f"standardize must be a bool, got {type(standardize).__name__}")
+    if marginals not in MARGINALS:
+        raise ValueError(f"marginals must be one of {', '.join(MARGINALS)}, got {marginals!r}")
     if standardize:
-        xs, ys = Standardizer.fit(xs, ys)(xs, ys)
+        xs, ys = (RankGaussian if marginals == "rank" else Standardizer).fit(xs, ys)(xs, ys)
     joint = np.hstack([xs, ys])
     # k + 1 neighbours: the point itself (distance 0) comes first.
     dist, _ = cKDTree(joint).query(joint, k=int(k) + 1, p=np.inf)
@@ -88,7 +96,8 @@ class KSGEstimate:
     k: int
 
 
-def ksg_mi(x: object, y: object, *, k: int = 3, standardize: bool = True) -> KSGEstimate:
+def ksg_mi(x: object, y: object, *, k: int = 3, standardize: bool = True,
+           marginals: str = "standard") -> KSGEstimate:
     """KSG estimator 1 of I(X; Y) in nats (module docstring; arguments of
     :func:`ksg_pointwise`). Kraskov et al. (2004) use k between 1 and 10 (small ``k``: less
     bias, more variance); the default is 3.
@@ -101,6 +110,6 @@ def ksg_mi(x: object, y: object, *, k: int = 3, standardize: bool = True) -> KSG
         >>> round(ksg_mi(x, y).estimate, 1)  # exact: -0.5 log(1 - 0.81) = 0.830
         0.8
     """
-    terms = ksg_pointwise(x, y, k=k, standardize=standardize)
+    terms = ksg_pointwise(x, y, k=k, standardize=standardize, marginals=marginals)
     n = terms.size
     return KSGEstimate(float(terms.mean()), float(terms.std(ddof=1) / math.sqrt(n)), n, int(k))

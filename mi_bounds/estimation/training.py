@@ -62,6 +62,7 @@ from mi_bounds.bounds import (
     split_scores,
     value_with_gradient_of,
 )
+from mi_bounds.estimation.marginals import MARGINALS
 from mi_bounds.estimation.tasks import ArrayTask, Task
 
 __all__ = [
@@ -277,8 +278,13 @@ class EstimateConfig:
         validation_fraction: finite samples: fraction of the train rows held out as the
             validation part, in [0, 1), on which the checkpoint is chosen (0: no validation,
             the last step's critic is reported).
-        standardize: finite samples: standardise every feature of X and Y with the mean and
-            standard deviation of the train rows (an invertible map: the MI is unchanged).
+        standardize: finite samples: map every feature of X and Y with a monotone map fitted
+            on the train rows (``marginals``); False: use the features as they are.
+        marginals: finite samples, with ``standardize``: ``"standard"`` (mean and standard
+            deviation of the train rows; asinh of a median/IQR scaling for heavy-tailed
+            features: :class:`~mi_bounds.estimation.tasks.Standardizer`) or ``"rank"`` (normal
+            scores of the train-row ranks: the estimate is invariant to any increasing
+            re-measurement of a feature, :class:`~mi_bounds.estimation.marginals.RankGaussian`).
         eval_every: finite samples: score the critic on the validation rows every this many
             steps (and before the first step and after the last).
         patience: finite samples: stop after this many validation scores in a row without a
@@ -305,6 +311,7 @@ class EstimateConfig:
     test_fraction: float = 0.5
     validation_fraction: float = 0.2
     standardize: bool = True
+    marginals: str = "standard"
     eval_every: int = 100
     patience: int = 5
     max_abs_score: float | None = 1e4
@@ -331,6 +338,9 @@ class EstimateConfig:
         for name in ("progress", "standardize", "cap_scores"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if self.marginals not in MARGINALS:
+            raise ValueError(f"marginals must be one of {', '.join(MARGINALS)}, got "
+                             f"{self.marginals!r}")
         _check_real(self.test_fraction, "test_fraction")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
