@@ -59,8 +59,9 @@ on the 2-core CPU that prepared this, which is slower than the GPU machine's):
                                evaluations x ~0.3 s = 6.5 s per run, 30 runs (2 settings x
                                5 losses x 3 seeds) = 195 s (FLOP: 1.0e15, 1.3 s at peak);
                                references, reports 15 s. The budget decides how many
-                               settings start (at these estimates the second one fits
-                               with seconds to spare: a setting is ~100 s)
+                               settings start (a setting is ~100 s; the step keeps 140 s
+                               for c, d, e and packing, so the second setting starts at
+                               these estimates and e absorbs the reports' 15 s)
   c. trl                 60    2 x 200 steps each side, TRL's data preparation and
                                reference pass over 4,096 pairs
   d. bounds              20    one subprocess; K = 8,192 reads 268 MB: ~0.1 ms per call
