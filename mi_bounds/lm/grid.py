@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,23 @@ def grid_runs(run: Run) -> list[tuple[str, Run]]:
     return out
 
 
-def run_grid_align(run: Run, *, stop_after: int | None = None) -> list[dict[str, Any]]:
-    """The align stage of every grid entry, in order (finished runs are skipped)."""
-    results = []
+def run_grid_align(run: Run, *, stop_after: int | None = None,
+                   deadline: float | None = None) -> list[dict[str, Any]]:
+    """The align stage of every grid entry, in order (finished runs are skipped).
+
+    ``deadline``: a :func:`time.monotonic` value. A setting starts only if it would end before
+    it, taking the longest setting run so far as its duration (none: no setting starts after
+    the deadline); the settings not started are logged and left for a re-run.
+    """
+    results, longest = [], 0.0
     for name, sub in grid_runs(run):
+        if deadline is not None and time.monotonic() + longest > deadline:
+            run.log(f"grid: {name} not started (it would end after the deadline)")
+            continue
         run.log(f"grid: {name}")
+        started = time.monotonic()
         results += run_align(sub, stop_after=stop_after)
+        longest = max(longest, time.monotonic() - started)
     return results
 
 

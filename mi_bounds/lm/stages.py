@@ -10,6 +10,7 @@ re-exports the entry points, so ``from mi_bounds.lm import stages`` gives the wh
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,20 @@ __all__ = [
 
 
 
-def run_align(run: Run, *, stop_after: int | None = None) -> list[dict[str, Any]]:
+def run_align(run: Run, *, stop_after: int | None = None,
+              deadline: float | None = None) -> list[dict[str, Any]]:
     """The align stage: :func:`mi_bounds.lm.align.run_align`, or, for a config with a grid,
-    one align stage per grid setting (:func:`mi_bounds.lm.grid.run_grid_align`)."""
+    one align stage per grid setting (:func:`mi_bounds.lm.grid.run_grid_align`).
+
+    ``deadline`` (a :func:`time.monotonic` value): a grid starts a setting only if it would end
+    before it (:func:`~mi_bounds.lm.grid.run_grid_align`); a config without a grid is one
+    setting, started only before it (otherwise nothing runs and ``[]`` is returned).
+    """
     if run.config.grid:
-        return grid.run_grid_align(run, stop_after=stop_after)
+        return grid.run_grid_align(run, stop_after=stop_after, deadline=deadline)
+    if deadline is not None and time.monotonic() >= deadline:
+        run.log("align: not started (past the deadline)")
+        return []
     return align.run_align(run, stop_after=stop_after)
 
 
