@@ -41,16 +41,30 @@ term at w and the mean of the terms at w and l), ``nwj`` is ``-_tuba`` with ``a 
 log 2 - InfoNCE_2 = log 2 - DV, computed without subtracting from log 2, so it stays exact where
 the loss is tiny).
 
-Why one module: the loss registry and the entry points that dispatch through it are one
-contract — every caller (the LM path, TRL, the toy worlds) reaches a loss only through
-:func:`get_loss`/:func:`preference_loss` here, and the formulas themselves are already apart, in
-:mod:`mi_bounds._losses`.
+**Bring your own loss.** :func:`register_loss` adds a function of the four sequence
+log-probabilities and ``beta`` (the signature of TRL's ``DPOTrainer`` losses) to a separate,
+user registry; :func:`get_loss` and :func:`preference_loss` consult it after the built-ins
+(which are read-only and cannot be shadowed), and resolve ``"FILE.py:FUNCTION"`` or
+``"module:function"`` by loading and registering that function. A registered loss is then
+usable wherever a built-in name is: the toy dynamics and population optimum, ``mi-bounds lm run
+--losses``, ``MIDPOTrainer``'s ``loss_type`` and ``mi-bounds audit`` (docs/THEORY.md, "Auditing
+a loss").
+
+Why one module: the loss registry, its user extension and the entry points that dispatch
+through it are one contract — every caller (the LM path, TRL, the toy worlds) reaches a loss
+only through :func:`get_loss`/:func:`preference_loss` here, and the formulas themselves are
+already apart, in :mod:`mi_bounds._losses`.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 import torch
@@ -87,11 +101,16 @@ from mi_bounds._validation import (
 
 __all__ = [
     "LOSSES",
+    "LOSS_ARGUMENTS",
     "LossSpec",
     "get_loss",
     "implicit_reward",
+    "load_loss",
     "preference_loss",
     "preference_metrics",
+    "register_loss",
+    "registered_losses",
+    "unregister_loss",
 ]
 
 
@@ -116,8 +135,12 @@ class LossSpec:
         params: the keyword parameters the loss accepts and their defaults (TRL's names;
             read-only).
         trl_name: TRL 1.16's ``loss_type`` for the same formula, or ``None``.
-        inputs: what ``fn`` takes: ``"log-ratios"`` (``fn(z_w, z_l, *, beta, **params)``).
+        inputs: what ``fn`` takes: ``"log-ratios"`` (the built-ins: ``fn(z_w, z_l, *, beta,
+            **params)``) or ``"logps"`` (a registered loss: ``fn(policy_chosen_logps,
+            policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
+            **params)``, TRL's signature).
         multi_negative: the rejected arguments may be ``[B, K-1]`` (K-1 negatives per chosen).
+        builtin: shipped with the toolkit (false for :func:`register_loss`'s losses).
     """
 
     name: str
@@ -131,6 +154,7 @@ class LossSpec:
     trl_name: str | None = None
     inputs: str = "log-ratios"
     multi_negative: bool = False
+    builtin: bool = True
 
     def __post_init__(self) -> None:
         if self.inputs not in _CALLS:
@@ -149,6 +173,7 @@ class LossSpec:
 _CALLS: Mapping[str, Callable[..., torch.Tensor]] = MappingProxyType({
     "log-ratios": lambda fn, pc, pr, rc, rr, beta, params: fn(pc - rc, pr - rr, beta=beta,
                                                               **params),
+    "logps": lambda fn, pc, pr, rc, rr, beta, params: fn(pc, pr, rc, rr, beta, **params),
 })
 
 
@@ -159,7 +184,8 @@ _LENGTHS = {"chosen_lengths": None, "rejected_lengths": None}
 
 _CHOSEN_NLL_PARAMS = {"chosen_logps": None, "chosen_lengths": None}
 
-#: The losses, by name: built here once, read-only (a ``MappingProxyType``).
+#: The built-in losses, by name: built here once, read-only (a ``MappingProxyType``); losses
+#: of :func:`register_loss` live in a separate registry that cannot shadow these names.
 LOSSES: Mapping[str, LossSpec] = MappingProxyType({
     spec.name: spec
     for spec in [
@@ -224,11 +250,220 @@ LOSSES: Mapping[str, LossSpec] = MappingProxyType({
 })
 
 
+# --------------------------------------------------------------------------------------------
+# Bring your own loss: a separate registry, consulted after the built-ins.
+# --------------------------------------------------------------------------------------------
+
+#: The arguments of a registered loss, in order (TRL's names): ``fn(*LOSS_ARGUMENTS)``.
+LOSS_ARGUMENTS = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
+                  "reference_rejected_logps", "beta")
+
+_REGISTERED: dict[str, LossSpec] = {}  # the user registry (register_loss / unregister_loss)
+_LOADED: dict[str, str] = {}  # "FILE.py:FUNCTION" / "module:function" -> registered name
+
+
 def get_loss(kind: str) -> LossSpec:
-    """Look up a loss by name; an unknown name raises ``ValueError`` listing the valid ones."""
-    if not isinstance(kind, str) or kind not in LOSSES:
-        raise ValueError(f"unknown preference loss {kind!r}; valid kinds: {', '.join(LOSSES)}")
-    return LOSSES[kind]
+    """Look up a loss: a built-in name, a :func:`register_loss` name, or ``"FILE.py:FUNCTION"``
+    / ``"module:function"`` (loaded and registered by :func:`load_loss` on first use).
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones), or a reference to a
+            function that cannot be loaded or fails :func:`register_loss`'s checks.
+    """
+    if isinstance(kind, str):
+        if kind in LOSSES:
+            return LOSSES[kind]
+        if kind in _REGISTERED:
+            return _REGISTERED[kind]
+        if ":" in kind:
+            return _REGISTERED[load_loss(kind)]
+    registered = f"; registered: {', '.join(_REGISTERED)}" if _REGISTERED else ""
+    raise ValueError(f"unknown preference loss {kind!r}; valid kinds: {', '.join(LOSSES)}"
+                     f"{registered} (or bring one: register_loss(name, fn), FILE.py:FUNCTION)")
+
+
+def registered_losses() -> Mapping[str, LossSpec]:
+    """The losses of :func:`register_loss`, by name (a read-only view)."""
+    return MappingProxyType(_REGISTERED)
+
+
+def _probe_inputs(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Ordinary inputs for the checks of :func:`register_loss`: four pairs of sequence
+    log-probabilities between -30 and -2 nats (policy and reference apart by up to 2 nats)."""
+    pc = torch.tensor([-12.0, -5.0, -20.5, -8.0], dtype=dtype)
+    pr = torch.tensor([-14.0, -4.5, -22.0, -30.0], dtype=dtype)
+    rc = torch.tensor([-12.5, -6.0, -20.0, -7.0], dtype=dtype)
+    rr = torch.tensor([-13.0, -5.5, -21.0, -28.0], dtype=dtype)
+    return pc, pr, rc, rr
+
+
+def _check_user_loss(name: str, fn: Callable[..., torch.Tensor]) -> dict[str, object]:
+    """Check the signature and the output of a loss to register; return its extra keyword
+    parameters and their defaults."""
+    if not callable(fn):
+        raise TypeError(f"register_loss: fn must be callable, got {type(fn).__name__}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"register_loss: cannot read the signature of {name!r}: {err}") from None
+    want = ", ".join(LOSS_ARGUMENTS)
+    extra = {}
+    for i, (pname, param) in enumerate(sig.parameters.items()):
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if i >= len(LOSS_ARGUMENTS) or param.kind is param.KEYWORD_ONLY:
+            if param.default is param.empty:
+                raise TypeError(f"loss {name!r}: its parameter {pname!r} beyond ({want}) needs "
+                                f"a default")
+            extra[pname] = param.default
+    try:
+        sig.bind(*range(len(LOSS_ARGUMENTS)))
+    except TypeError:
+        raise TypeError(f"loss {name!r} has the signature {name}{sig}; a preference loss takes "
+                        f"the five positional arguments ({want}) and returns the per-pair "
+                        f"loss") from None
+    for dtype in (torch.float64, torch.float32):
+        inputs = [t.clone().requires_grad_(True) for t in _probe_inputs(dtype)]
+        try:
+            out = fn(*inputs, 0.1)
+        except Exception as err:  # the user's code: report what it raised, with the inputs
+            raise ValueError(f"loss {name!r} raised {type(err).__name__}: {err} on ordinary "
+                             f"inputs (four pairs of {dtype} log-probabilities, beta=0.1)"
+                             ) from err
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"loss {name!r} returned {type(out).__name__}; it must return a "
+                            f"torch tensor of per-pair losses (torch operations only, so that "
+                            f"autograd reaches the policy log-probabilities)")
+        if tuple(out.shape) != (4,):
+            raise ValueError(f"loss {name!r} returned shape {tuple(out.shape)} for 4 pairs; it "
+                             f"must return the per-pair loss, shape [B] = (4,) (no mean or sum: "
+                             f"preference_loss reduces)")
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(f"loss {name!r} returned {out.detach().tolist()} (not finite) on "
+                             f"ordinary inputs ({dtype} log-probabilities between -30 and -2, "
+                             f"beta=0.1)")
+        if out.grad_fn is None:
+            raise ValueError(f"loss {name!r} does not depend differentiably on the policy "
+                             f"log-probabilities (its output has no autograd graph)")
+    return extra
+
+
+def register_loss(
+    name: str,
+    fn: Callable[..., torch.Tensor],
+    *,
+    formula: str | None = None,
+    source: str | None = None,
+    replace: bool = False,
+) -> LossSpec:
+    """Register a preference loss of your own under ``name``; return its :class:`LossSpec`.
+
+    ``fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+    reference_rejected_logps, beta, **params) -> [B]``: tensors ``[B]`` of sequence
+    log-probabilities and the KL weight β in, the per-pair loss (to minimise, torch operations
+    only) out — the signature of TRL's ``DPOTrainer`` losses. Parameters after the five need
+    defaults; they become the loss's keyword parameters (``preference_loss(name, ..., lam=5)``).
+    It is then usable wherever a built-in name is (:func:`preference_loss`, the toy dynamics,
+    the population optimum, ``mi-bounds lm run --losses``, ``MIDPOTrainer``, ``mi-bounds
+    audit``). Example (DPOP, Pal et al. 2024)::
+
+        def dpop(pc, pr, rc, rr, beta, lam=50.0):
+            z_w, z_l = pc - rc, pr - rr
+            return -F.logsigmoid(beta * (z_w - z_l - lam * torch.relu(-z_w)))
+        register_loss("dpop", dpop)
+
+    Args:
+        name: the registry key: a non-empty string without ``:``, not a built-in name.
+        fn: the loss.
+        formula: the per-pair loss in words (default: the first line of ``fn``'s docstring).
+        source: where the loss comes from (default: ``module.function``).
+        replace: allow replacing a different function already registered under ``name``.
+
+    Raises:
+        ValueError: ``name`` is empty, contains ``:``, names a built-in loss, or is taken by
+            another function (without ``replace``); ``fn`` raises, returns the wrong shape, a
+            non-finite value or a value without an autograd graph on ordinary inputs (four
+            pairs of float64 and float32 log-probabilities, β = 0.1).
+        TypeError: ``fn`` is not callable or cannot take the five arguments.
+    """
+    if not isinstance(name, str) or not name.strip() or ":" in name:
+        raise ValueError(f"register_loss: name must be a non-empty string without ':', got "
+                         f"{name!r}")
+    if name in LOSSES:
+        raise ValueError(f"register_loss: {name!r} shadows the built-in loss {name!r} "
+                         f"({LOSSES[name].source}); choose another name")
+    old = _REGISTERED.get(name)
+    if old is not None and old.fn is not fn and not replace:
+        raise ValueError(f"register_loss: {name!r} is already registered ({old.source}); pass "
+                         f"replace=True to replace it")
+    params = _check_user_loss(name, fn)
+    doc = (inspect.getdoc(fn) or "").strip().splitlines()
+    spec = LossSpec(
+        name, fn, None, _NA, _NA,
+        source or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', name)} "
+                  f"(registered)",
+        formula or (doc[0] if doc else f"{name}(policy_chosen_logps, policy_rejected_logps, "
+                                        f"reference_chosen_logps, reference_rejected_logps, β)"),
+        params=params, inputs="logps", builtin=False)
+    _REGISTERED[name] = spec
+    return spec
+
+
+def unregister_loss(name: str) -> None:
+    """Remove a loss of :func:`register_loss` (built-ins cannot be removed)."""
+    if name in LOSSES:
+        raise ValueError(f"unregister_loss: {name!r} is a built-in loss")
+    if name not in _REGISTERED:
+        raise ValueError(f"unregister_loss: no registered loss {name!r}")
+    del _REGISTERED[name]
+    for ref in [r for r, n in _LOADED.items() if n == name]:
+        del _LOADED[ref]
+
+
+def load_loss(reference: str, name: str | None = None) -> str:
+    """Load ``"FILE.py:FUNCTION"`` or ``"module:function"``, register it (under ``name``,
+    default the function's name) and return the registered name. Loading the same reference
+    again returns the same name without re-running the file.
+
+    Raises:
+        ValueError: a malformed reference, a missing file, module or function, or a function
+            that fails :func:`register_loss`'s checks.
+    """
+    if reference in _LOADED and _LOADED[reference] in _REGISTERED:
+        return _LOADED[reference]
+    where, sep, func = reference.rpartition(":")
+    if not sep or not where or not func.isidentifier():
+        raise ValueError(f"loss reference {reference!r}: use FILE.py:FUNCTION or "
+                         f"module:function")
+    if where.endswith(".py"):
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"loss reference {reference!r}: no file {where}")
+        mod_name = f"_mi_bounds_user_loss_{abs(hash(str(path)))}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"loss reference {reference!r}: cannot load {where}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[mod_name]
+            raise ValueError(f"loss reference {reference!r}: running {where} raised "
+                             f"{type(err).__name__}: {err}") from err
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as err:
+            raise ValueError(f"loss reference {reference!r}: cannot import {where}: {err}"
+                             ) from err
+    fn = getattr(module, func, None)
+    if fn is None:
+        raise ValueError(f"loss reference {reference!r}: {where} has no {func!r}")
+    key = func if name is None else name
+    register_loss(key, fn, source=reference)
+    _LOADED[reference] = key
+    return key
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +523,8 @@ def _check_params(spec: LossSpec, params: dict[str, object], like: torch.Tensor)
             f"it accepts: {accepted}"
         )
     out = {**spec.params, **params}
+    if not spec.builtin:  # a registered loss checks its own parameters
+        return out
     if "label_smoothing" in out:
         if spec.name == "exo_pair":
             out["label_smoothing"] = check_in_range(
@@ -342,7 +579,8 @@ def preference_loss(
     Args:
         kind: a key of :data:`LOSSES` (``dpo``, ``mio``, ``bco_pair``, ``infonce``, ``nwj``,
             ``ipo``, ``hinge``, ``robust``, ``nca_pair``, ``sppo_hard``, ``apo_zero``,
-            ``apo_down``, ``exo_pair``, ``discopop``, ``sigmoid_norm``, ``rpo``, ``sft``)).
+            ``apo_down``, ``exo_pair``, ``discopop``, ``sigmoid_norm``, ``rpo``, ``sft``), a
+            name of :func:`register_loss`, or ``"FILE.py:FUNCTION"`` (see :func:`get_loss`).
         policy_chosen_logps, reference_chosen_logps: sequence log-probabilities of the chosen
             responses under the policy and the reference, shape ``[B]`` (any batch shape).
         policy_rejected_logps, reference_rejected_logps: the same for the rejected responses,
@@ -393,6 +631,10 @@ def preference_loss(
     )
     kwargs = _check_params(spec, dict(params), pc)
     per = spec.per_example(pc, pr, rc, rr, beta=beta, **kwargs)
+    if not spec.builtin and (not isinstance(per, torch.Tensor) or per.shape != pc.shape):
+        got = tuple(per.shape) if isinstance(per, torch.Tensor) else type(per).__name__
+        raise ValueError(f"registered loss {spec.name!r} returned {got}; it must return the "
+                         f"per-pair loss of shape {tuple(pc.shape)}")
     return reduce(per, reduction)
 
 
