@@ -291,3 +291,16 @@ def test_cli_registers_the_subcommand():
     from mi_bounds.cli import SUBCOMMANDS
 
     assert SUBCOMMANDS["audit"][0] == "toy_models.audit:main"
+
+
+@pytest.mark.slow
+def test_cli_lm_runs_the_small_lm_beside_the_comparators(tmp_path, capsys, clean_registry):
+    """``--lm``: the cpu-tiny run with the file loss, dpo and mio; a verdict per run."""
+    assert main([DPOP, "--against", "dpo", "mio", "--steps", "20", "--worlds", "1", "--lm",
+                 "--out", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["lm"]["losses"][1:] == ["dpo", "mio"]
+    assert {k: len(v) for k, v in out["lm"]["verdicts"].items()} == {"dpop": 1, "dpo": 1,
+                                                                    "mio": 1}
+    assert (tmp_path / "lm" / "align" / "dpop-seed0" / "result.json").is_file()
+    assert "## Small LM (cpu-tiny)" in (tmp_path / "report.md").read_text()

@@ -24,8 +24,9 @@ evaluated at reference log-probabilities ``log π_ref = REFERENCE_LOGP`` with ``
    the expected loss under Bradley–Terry pairs (:func:`toy_models.optimum.population_optimum`,
    as claim C4) on random worlds, and ``E_x KL(π ‖ π*)``; and whether the loss keeps
    ``π = 0`` where ``π_ref = 0``: at the optimum, the derivative of the expected loss when mass
-   ``ε`` moves onto a response the base model never produces (no pair contains it) is
-   ``dL/dε = -Σ_y ∂L/∂log π(y|x)`` per prompt — positive: the loss resists (zeros kept);
+   ``ε`` moves onto a response the base model never produces (no pair contains it), per prompt
+   and one-sided (``-Σ_y ∂L/∂log π(y|x)`` for a smooth loss) — positive: the loss resists
+   (zeros kept);
    zero: indifferent (the zero is kept only by a policy parameterised relative to ``π_ref``);
    negative: the loss moves mass onto them.
 5. **Exact dynamics** (:func:`dynamics`): full-batch gradient descent in the shared-feature
@@ -299,18 +300,30 @@ def mi_reading(kind: str, *, beta: float = 0.1, params: Mapping[str, object] | N
 
 
 def _zero_mass_derivative(world: CategoricalWorld, kind: str, policy: np.ndarray,
-                          params: Mapping[str, object]) -> list[float]:
-    """Per prompt, ``dL/dε = -Σ_y ∂L/∂log π(y|x)`` at ``policy``: the change of the expected
-    loss when mass ``ε`` moves (proportionally from every response) onto a response that no
-    pair contains, as one with ``π_ref = 0``."""
+                          params: Mapping[str, object], eps: float = 1e-6) -> list[float]:
+    """Per prompt, the one-sided ``dL/dε`` at ``policy``: the change of the expected loss when
+    mass ``ε`` moves (proportionally from every response, ``log π → log π + log(1 - ε)``) onto
+    a response that no pair contains, as one with ``π_ref = 0``; a forward difference of step
+    ``eps``, so that it is the one-sided derivative also where the loss has a kink (for a
+    smooth loss it is ``-Σ_y ∂L/∂log π(y|x)``)."""
     table = world.pair_distribution("bradley_terry")
     xs, ws, ls = np.nonzero(table)
-    log_pi = torch.tensor(np.log(np.maximum(np.asarray(policy), 1e-300)), requires_grad=True)
+    prob = torch.tensor(table[xs, ws, ls])
     log_ref = torch.tensor(np.log(world.pi_ref))
-    per = _call(kind, log_pi[xs, ws], log_pi[xs, ls], log_ref[xs, ws], log_ref[xs, ls],
-                world.beta, params)
-    (grad,) = torch.autograd.grad((torch.tensor(table[xs, ws, ls]) * per).sum(), log_pi)
-    return (-grad.sum(-1)).tolist()
+    log_pi = torch.tensor(np.log(np.maximum(np.asarray(policy), 1e-300)))
+
+    def value(lp: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float((prob * _call(kind, lp[xs, ws], lp[xs, ls], log_ref[xs, ws],
+                                       log_ref[xs, ls], world.beta, params)).sum())
+
+    v0 = value(log_pi)
+    out = []
+    for x in range(log_pi.shape[0]):
+        moved = log_pi.clone()
+        moved[x] += math.log1p(-eps)
+        out.append((value(moved) - v0) / eps)
+    return out
 
 
 def _no_descent(world: CategoricalWorld, kind: str, policy: np.ndarray,
@@ -371,9 +384,12 @@ def population_optima(kind: str, *, beta: float = 0.1, worlds: int = 5, n_prompt
     kls = [r["kl_to_pi_star"] for r in rows]
     dzs = np.array([d for r in rows for d in r["zero_mass_dL_deps"]])
     scale = 1e-7 * max(1.0, float(np.abs(dzs).max()))
-    zeros = ("kept: the loss resists mass on them" if (dzs > scale).all() else
+    resists = int((dzs > scale).sum())
+    zeros = ("kept: the loss resists mass on them" if resists == dzs.size else
              "moved: the loss lowers by putting mass on them" if (dzs < -scale).any() else
-             "indifferent: the loss does not see them")
+             "indifferent: the loss does not see them" if resists == 0 else
+             f"partly kept: the loss resists mass on them at {resists} of {dzs.size} prompts "
+             f"and does not see them at the others")
     return {"worlds": rows, "beta": beta, "n_prompts": n_prompts, "n_responses": n_responses,
             "mean_kl_to_pi_star": float(np.mean(kls)), "max_kl_to_pi_star": float(np.max(kls)),
             "all_converged": all(r["converged"] for r in rows),
@@ -509,6 +525,7 @@ def _lm(kind: str, against: Sequence[str], out: Path, reference: str) -> dict[st
     """The ``cpu-tiny`` LM run with the loss and the comparators; each run's decline verdict
     (:func:`mi_bounds.decline.diagnose.diagnose` on its ``result.json``)."""
     from mi_bounds.decline.diagnose import diagnose
+    from mi_bounds.decline.training_log import read_log
     from mi_bounds.lm import cli as lm_cli
 
     losses = [reference if ":" in reference else kind, *[k for k in against if k != kind]]
@@ -519,8 +536,8 @@ def _lm(kind: str, against: Sequence[str], out: Path, reference: str) -> dict[st
     for name in [kind, *[k for k in against if k != kind]]:
         results = sorted((out / "align").glob(f"{name}-seed*/result.json"))
         verdicts[name] = [{"run": str(p.parent.name), **{
-            k: v for k, v in diagnose(p).items() if k in ("shape", "drop_from_peak", "peak_step",
-                                                          "verdict", "reading")}}
+            k: v for k, v in diagnose(read_log(p)).items()
+            if k in ("shape", "drop_from_peak", "peak_step", "metric", "split")}}
             for p in results]
     return {"dir": str(out), "losses": losses, "verdicts": verdicts}
 
@@ -557,16 +574,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _slim(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON without the grids and curves (for ``--json`` on stdout)."""
-    out = json.loads(json.dumps(result))
-    for a in out["audits"].values():
-        a["gradient_fields"] = {"at_origin": a["gradient_fields"]["at_origin"]}
-    if "dynamics" in out:
-        out["dynamics"].pop("curves", None)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``mi-bounds audit``; exit code 2 with one line on invalid input."""
     args = _parser().parse_args(argv)
@@ -592,7 +599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.json:
             print(f"wrote {path}")
     if args.json:
-        print(json.dumps(_slim(result), indent=1, ensure_ascii=False))
+        from toy_models.audit_report import slim
+
+        print(json.dumps(slim(result), indent=1, ensure_ascii=False))
     elif args.out is None:
         from toy_models.audit_report import markdown
 

@@ -14,7 +14,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["markdown", "plot_dynamics", "plot_gradient_fields", "write_report"]
+__all__ = ["markdown", "plot_dynamics", "plot_gradient_fields", "slim", "write_report"]
+
+
+def slim(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The result without the gradient grids and the per-step curves (drawn in the figures):
+    what ``--json`` prints and ``audit.json`` stores."""
+    out = json.loads(json.dumps(result))
+    for a in out["audits"].values():
+        a["gradient_fields"] = {"at_origin": a["gradient_fields"]["at_origin"]}
+    if "dynamics" in out:
+        out["dynamics"].pop("curves", None)
+    return out
 
 
 def _g(x: float, digits: int = 4) -> str:
@@ -208,11 +219,16 @@ def markdown(result: Mapping[str, Any], figures: Mapping[str, str] | None = None
         if figures and "dynamics" in figures:
             out += ["", f"![dynamics]({figures['dynamics']})"]
     if "lm" in result:
-        out += ["", "## Small LM (cpu-tiny)", "", f"Run directory `{result['lm']['dir']}`.", ""]
+        out += ["", "## Small LM (cpu-tiny)", "",
+                f"Run directory `{result['lm']['dir']}` (its tables: `report/lm_table.md`, "
+                "`report/lm_matched.md`). The decline verdict of each run's log:", ""]
         for k, runs in result["lm"]["verdicts"].items():
             for r in runs:
-                out.append(f"- {k} {r['run']}: shape {r.get('shape', '—')}, drop from peak "
-                           f"{_g(r.get('drop_from_peak', float('nan')), 3)}")
+                drop = r.get("drop_from_peak")
+                out.append(f"- {k} {r['run']}: {r.get('split')} {r.get('metric')} has shape "
+                           f"{r.get('shape', '—')}, drop from peak "
+                           f"{'—' if drop is None else _g(drop, 3)} nats (peak step "
+                           f"{r.get('peak_step')})")
     return "\n".join(out) + "\n"
 
 
@@ -282,8 +298,8 @@ def write_report(result: Mapping[str, Any], out: str | Path) -> Path:
     if "dynamics" in result:
         figures["dynamics"] = "dynamics.png"
         plot_dynamics(result, out / figures["dynamics"])
-    (out / "audit.json").write_text(json.dumps(rounded(result, 12), indent=1, ensure_ascii=False)
-                                    + "\n")
+    (out / "audit.json").write_text(json.dumps(rounded(slim(result), 12), indent=1,
+                                               ensure_ascii=False) + "\n")
     path = out / "report.md"
     path.write_text(markdown(result, figures))
     return path
