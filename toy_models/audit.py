@@ -62,6 +62,7 @@ from mi_bounds.preference import (
 )
 from toy_models.displacement import displacement_world, matched_comparison
 from toy_models.optimum import population_optimum
+from toy_models.oracle import kl_log
 from toy_models.world import CategoricalWorld
 
 __all__ = [
@@ -326,32 +327,75 @@ def _zero_mass_derivative(world: CategoricalWorld, kind: str, policy: np.ndarray
     return out
 
 
-def _no_descent(world: CategoricalWorld, kind: str, policy: np.ndarray,
-                params: Mapping[str, object], *, n_random: int = 32, h: float = 1e-6,
-                seed: int = 0) -> float:
-    """The smallest one-sided directional derivative of the expected loss at ``policy`` over
-    every ± coordinate direction of the logits and ``n_random`` random unit directions, by a
-    forward difference of step ``h``: ≥ 0 (to round-off) means no tested direction descends,
-    as at a minimum on a kink, where the gradient norm need not vanish."""
+def _expected_loss(world: CategoricalWorld, kind: str, params: Mapping[str, object]
+                   ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``theta [X, Y] -> E_{(x,w,l)~BT}[loss]`` for the tabular policy ``softmax(theta)``."""
     table = world.pair_distribution("bradley_terry")
     xs, ws, ls = np.nonzero(table)
     prob = torch.tensor(table[xs, ws, ls])
     log_ref = torch.tensor(np.log(world.pi_ref))
-    theta0 = torch.tensor(np.log(np.maximum(np.asarray(policy), 1e-300)))
 
-    def value(theta: torch.Tensor) -> float:
+    def value(theta: torch.Tensor) -> torch.Tensor:
         log_pi = torch.log_softmax(theta, -1)
-        with torch.no_grad():
-            return float((prob * _call(kind, log_pi[xs, ws], log_pi[xs, ls], log_ref[xs, ws],
-                                       log_ref[xs, ls], world.beta, params)).sum())
+        return (prob * _call(kind, log_pi[xs, ws], log_pi[xs, ls], log_ref[xs, ws],
+                             log_ref[xs, ls], world.beta, params)).sum()
 
-    n = theta0.numel()
+    return value
+
+
+def _steepest(value: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, *,
+              n_random: int = 32, h: float = 1e-6, seed: int = 0) -> tuple[float, torch.Tensor]:
+    """The smallest one-sided directional derivative of ``value`` at ``theta`` over every ±
+    coordinate direction and ``n_random`` random unit directions (forward differences of step
+    ``h``), and its direction: ≥ 0 (to round-off) means no tested direction descends, as at a
+    minimum on a kink, where the gradient need not vanish."""
+    n = theta.numel()
     eye = torch.eye(n, dtype=torch.float64)
     rand = torch.randn(n_random, n, generator=torch.Generator().manual_seed(seed),
                        dtype=torch.float64)
     dirs = torch.cat([eye, -eye, rand / rand.norm(dim=1, keepdim=True)])
-    v0 = value(theta0)
-    return min((value(theta0 + h * d.reshape(theta0.shape)) - v0) / h for d in dirs)
+    with torch.no_grad():
+        v0 = float(value(theta))
+        slopes = [(float(value(theta + h * d.reshape(theta.shape))) - v0) / h for d in dirs]
+    i = int(np.argmin(slopes))
+    return slopes[i], dirs[i].reshape(theta.shape)
+
+
+def _polish(world: CategoricalWorld, kind: str, policy: np.ndarray,
+            params: Mapping[str, object], rounds: int = 20) -> tuple[np.ndarray, float, int]:
+    """Continue a minimisation that stopped on a kink (a gradient above tolerance): while a
+    tested direction descends (:func:`_steepest` below −1e-6), step along it (the best of
+    steps 1, 0.1, …, 1e-6) and run L-BFGS-B again. Returns the policy, the smallest
+    directional derivative there and the number of escapes."""
+    from scipy.optimize import minimize
+
+    value = _expected_loss(world, kind, params)
+    theta = torch.tensor(np.log(np.maximum(np.asarray(policy), 1e-300)))
+    shape = tuple(theta.shape)
+
+    def value_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        t = torch.tensor(flat.reshape(shape), requires_grad=True)
+        v = value(t)
+        (g,) = torch.autograd.grad(v, t)
+        return float(v.detach()), g.numpy().ravel().copy()
+
+    escapes = 0
+    slope, d = _steepest(value, theta)
+    while slope < -1e-6 and escapes < rounds:
+        with torch.no_grad():
+            v0 = float(value(theta))
+            trials = [(float(value(theta + s * d)), s) for s in 10.0 ** -np.arange(7)]
+        best, step = min(trials)
+        if best >= v0:
+            break
+        theta = theta + step * d
+        opt = minimize(value_and_grad, theta.numpy().ravel(), jac=True, method="L-BFGS-B",
+                       options={"maxiter": 2000, "gtol": 1e-12, "ftol": 1e-300})
+        theta = torch.tensor(opt.x.reshape(shape))
+        escapes += 1
+        slope, d = _steepest(value, theta)
+    pi = torch.softmax(theta, -1).numpy()
+    return pi, slope, escapes
 
 
 def population_optima(kind: str, *, beta: float = 0.1, worlds: int = 5, n_prompts: int = 2,
@@ -361,7 +405,8 @@ def population_optima(kind: str, *, beta: float = 0.1, worlds: int = 5, n_prompt
     (``CategoricalWorld.random(seed, n_prompts, n_responses, beta)``, seeds 0, 1, ...; the
     sizes of claim C4), its ``E_x KL(π ‖ π*)`` and the zero-mass derivative per prompt. Where
     the optimiser stops with a gradient above its tolerance (a loss with a kink), the smallest
-    directional derivative there (:func:`_no_descent`) says whether it is a minimum anyway."""
+    minimisation continues past the kink (:func:`_polish`) and the smallest directional
+    derivative at its end says whether it is a minimum."""
     kw = _params(kind, params)
     name = _runnable(kind, kw)
     rows = []
@@ -369,11 +414,16 @@ def population_optima(kind: str, *, beta: float = 0.1, worlds: int = 5, n_prompt
         for seed in range(worlds):
             w = CategoricalWorld.random(seed, n_prompts, n_responses, beta)
             res = population_optimum(w, name)
-            dz = _zero_mass_derivative(w, kind, np.asarray(res["policy"]), kw)
-            slope = (None if res["converged"] else
-                     _no_descent(w, kind, np.asarray(res["policy"]), kw))
+            policy, slope, escapes = np.asarray(res["policy"]), None, 0
+            if not res["converged"]:  # stopped on a kink: continue past it, check no descent
+                policy, slope, escapes = _polish(w, kind, policy, kw)
+                log_pi = np.log(np.maximum(policy, 1e-300))
+                res = {**res, "kl_to_optimal": float(w.prompt_weights @ kl_log(
+                    log_pi, w.log_optimal_policy())), "kl_to_reference": float(
+                    w.prompt_weights @ kl_log(log_pi, np.log(w.pi_ref)))}
+            dz = _zero_mass_derivative(w, kind, policy, kw)
             rows.append({"seed": seed, "kl_to_pi_star": res["kl_to_optimal"],
-                         "min_directional_derivative": slope,
+                         "min_directional_derivative": slope, "kink_escapes": escapes,
                          "converged": res["converged"], "at_boundary": res["at_boundary"],
                          "grad_norm": res["grad_norm"], "loss": res["loss"],
                          "pi_star_kl_to_reference": w.kl_to_reference(w.optimal_policy()),
@@ -502,7 +552,7 @@ def audit(loss: str, *, against: Sequence[str] = ("dpo", "mio"), beta: float = 0
     main_part = audit_one(kind, beta=beta, worlds=worlds, params=params)
     comps = {k: audit_one(k, beta=beta, worlds=worlds) for k in against if k != kind}
     out: dict[str, Any] = {
-        "loss": kind, "reference": loss, "against": list(comps),
+        "loss": kind, "reference": loss, "against": list(comps), "params": dict(params or {}),
         "depends_on_margin_only": main_part["depends_on_margin_only"],
         "population_optimum_kl_to_pi_star": main_part["population_optimum"]["mean_kl_to_pi_star"],
         "audits": {kind: main_part, **comps},
@@ -568,10 +618,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="random worlds for the population optimum (default: %(default)s)")
     p.add_argument("--steps", type=int, default=1000,
                    help="gradient steps of the exact dynamics (default: %(default)s)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a keyword parameter of LOSS (a number), e.g. --param lam=5; repeatable")
     p.add_argument("--lm", action="store_true",
                    help="also run the cpu-tiny small-LM path with the loss (minutes; needs the "
                         "lm extra; written under OUT/lm)")
     return p
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not name.isidentifier() or not math.isfinite(number):
+            raise ValueError(f"--param must be NAME=NUMBER, got {item!r}")
+        out[name] = number
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -585,8 +651,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
         if args.lm and args.out is None:
             raise ValueError("--lm needs --out DIR (the LM run is written under DIR/lm)")
+        params = _parse_params(args.param)
+        if params and args.lm:
+            raise ValueError("--param applies to the toy audit only; --lm runs LOSS as it is")
         result = audit(args.loss, against=args.against, beta=args.beta, worlds=args.worlds,
-                       steps=args.steps)
+                       steps=args.steps, params=params)
     except (ValueError, TypeError) as err:
         print(f"mi-bounds audit: {err}", file=sys.stderr)
         return 2
