@@ -479,12 +479,13 @@ def dynamics(kind: str, against: Sequence[str], *, params: Mapping[str, object] 
              heldout: bool = True) -> dict[str, Any]:
     """:func:`toy_models.displacement.matched_comparison` of the loss and the comparators in
     ``displacement_world(overlap=overlap, seed=seed)`` (β = 0.1), with the reference of the
-    matched reads ``mio`` when it is a comparator (else the first), and held-out prompts."""
+    matched reads ``mio`` when it is audited or a comparator (else the first comparator), and
+    held-out prompts."""
     kw = _params(kind, params)
     name = _runnable(kind, kw)
     others = [k for k in against if k != kind]
     runnable = {k: _runnable(k, _params(k, None)) for k in others}
-    ref = "mio" if "mio" in others else (others[0] if others else kind)
+    ref = "mio" if "mio" in (kind, *others) else (others[0] if others else kind)
     try:
         c3 = displacement_world(overlap=overlap, seed=seed)
         out = matched_comparison(c3, losses=(name, *runnable.values()), lr=lr, steps=steps,
