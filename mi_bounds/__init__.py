@@ -38,6 +38,7 @@ from mi_bounds.preference import (
     implicit_reward,
     preference_loss,
     preference_metrics,
+    register_loss,
 )
 
 try:  # the installed distribution's version (pyproject.toml is the one place it is written)
@@ -65,6 +66,7 @@ __all__ = [
     "offdiagonal",
     "preference_loss",
     "preference_metrics",
+    "register_loss",
     "shapes_over_seeds",
     "smile_bound",
     "split_scores",

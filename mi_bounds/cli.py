@@ -8,11 +8,13 @@ Subcommands::
     mi-bounds estimate   estimate MI from samples with a neural critic
     mi-bounds lm         the small-LM path (needs the ``lm`` extra)
     mi-bounds diagnose   shape of a training log's chosen log-likelihood (TRL or mi-bounds logs)
+    mi-bounds audit      audit a preference loss (yours or built-in): MI reading, optimum, decline
 
 Each subcommand lives in its own module and is imported only when it is called, so that the
 library itself (``mi_bounds``) never imports ``toy_models``, ``experiments``, ``figures`` or
 ``proofs``; this file is the one place that reaches outward, on request (``report`` is
-:mod:`toy_models.report`: it checks the bounds against the oracle of ``toy_models``).
+:mod:`toy_models.report`: it checks the bounds against the oracle of ``toy_models``; ``audit``
+is :mod:`toy_models.audit`: it needs the exact worlds).
 ``figures/`` and ``proofs/`` are not installed into site-packages (their names are too generic):
 they are read from the source checkout, found beside the installed ``mi_bounds`` (an editable
 install) or in the working directory.
@@ -35,6 +37,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("mi_bounds.estimation.cli:main", "estimate MI from samples with a neural critic"),
     "lm": ("mi_bounds.lm.cli:main", "small transformer LM path: base, sample, align, report"),
     "diagnose": ("mi_bounds.decline.cli:main", "shape of a training log's chosen log-likelihood"),
+    "audit": ("toy_models.audit:main", "audit a preference loss: MI reading, optimum, decline"),
 }
 
 

@@ -9,9 +9,9 @@ Every loss here is a function of four sequence log-probabilities per example, wi
 * ``T_w = beta·z_w``, ``T_l = beta·z_l``: the *implicit critic* of the policy
   (docs/THEORY.md §2; TRL logs them as ``rewards/chosen`` and ``rewards/rejected``).
 
-In the mutual-information reading (docs/THEORY.md §2) the positives ``P`` are the chosen responses and
-the negatives ``Q`` the base model's responses: for one pair, ``Q = ½(δ_w + δ_l)`` or, in the
-"rejected-only" variant, ``Q = δ_l``. Then
+In the mutual-information reading (docs/THEORY.md §2) the positives ``P`` are the chosen
+responses and the negatives ``Q`` the base model's responses: for one pair, ``Q = ½(δ_w + δ_l)``
+or, in the "rejected-only" variant, ``Q = δ_l``. Then
 
 ==========  ===================================================  ===============================
 kind        per-example loss                                      bound it negates (P, Q)
@@ -32,24 +32,61 @@ term for term, the ``mio`` formula (one implementation serves both names).
 
 All losses are values to *minimise*; the bounds in :mod:`mi_bounds.bounds` are values to
 maximise. The losses that are bounds are computed by the bounds' own kernels
-(:mod:`mi_bounds.bounds`: JS's two terms ``_js_pos``/``_js_neg``, ``_tuba``, ``_infonce``,
-``_infonce_terms``), applied to the one-pair "samples" of the table, so no bound formula is
-written twice: ``mio``/``nca_pair`` and ``bco_pair`` are minus JS (the expectations over
-``δ_w`` and ``½(δ_w + δ_l)`` written out as the term at w and the mean of the terms at w and l),
-``nwj`` is ``-_tuba`` with ``a = e``, ``infonce`` is ``-_infonce``, and
-``dpo`` is minus one InfoNCE term, ``-log σ(T_w - T_l)`` (= log 2 - InfoNCE_2 = log 2 - DV,
-computed without subtracting from log 2, so it stays exact where the loss is tiny).
+(:mod:`mi_bounds._kernels`: JS's two terms ``_js_pos``/``_js_neg``, ``_tuba``, ``_infonce``,
+``_infonce_terms``; the per-example formulas are in :mod:`mi_bounds._losses`), applied to the
+one-pair "samples" of the table, so no bound formula is written twice: ``mio``/``nca_pair`` and
+``bco_pair`` are minus JS (the expectations over ``δ_w`` and ``½(δ_w + δ_l)`` written out as the
+term at w and the mean of the terms at w and l), ``nwj`` is ``-_tuba`` with ``a = e``,
+``infonce`` is ``-_infonce``, and ``dpo`` is minus one InfoNCE term, ``-log σ(T_w - T_l)`` (=
+log 2 - InfoNCE_2 = log 2 - DV, computed without subtracting from log 2, so it stays exact where
+the loss is tiny).
+
+**Bring your own loss.** :func:`register_loss` adds a function of the four sequence
+log-probabilities and ``beta`` (the signature of TRL's ``DPOTrainer`` losses) to a separate,
+user registry; :func:`get_loss` and :func:`preference_loss` consult it after the built-ins
+(which are read-only and cannot be shadowed), and resolve ``"FILE.py:FUNCTION"`` or
+``"module:function"`` by loading and registering that function. A registered loss is then
+usable wherever a built-in name is: the toy dynamics and population optimum, ``mi-bounds lm run
+--losses``, ``MIDPOTrainer``'s ``loss_type`` and ``mi-bounds audit`` (docs/THEORY.md, "Auditing
+a loss").
+
+Why one module: the loss registry, its user extension and the entry points that dispatch
+through it are one contract — every caller (the LM path, TRL, the toy worlds) reaches a loss
+only through :func:`get_loss`/:func:`preference_loss` here, and the formulas themselves are
+already apart, in :mod:`mi_bounds._losses`.
 """
 
 from __future__ import annotations
 
-import math
+import importlib
+import importlib.util
+import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
 
 import torch
-import torch.nn.functional as F
 
+from mi_bounds._losses import (
+    _apo_down,
+    _apo_zero,
+    _bco_pair,
+    _discopop,
+    _dpo,
+    _exo_pair,
+    _hinge,
+    _infonce_loss,
+    _ipo,
+    _mio,
+    _nwj,
+    _robust,
+    _rpo,
+    _sft,
+    _sigmoid_norm,
+    _sppo_hard,
+)
 from mi_bounds._validation import (
     ArrayLike,
     as_float_tensor,
@@ -61,158 +98,20 @@ from mi_bounds._validation import (
     skip_value_checks,
     value_checks_enabled,
 )
-from mi_bounds.bounds import _infonce, _infonce_terms, _js_neg, _js_pos, _log_ratio_sum, _tuba
 
 __all__ = [
     "LOSSES",
+    "LOSS_ARGUMENTS",
     "LossSpec",
     "get_loss",
     "implicit_reward",
+    "load_loss",
     "preference_loss",
     "preference_metrics",
+    "register_loss",
+    "registered_losses",
+    "unregister_loss",
 ]
-
-
-def _softplus(x: torch.Tensor) -> torch.Tensor:
-    """softplus(x) = log(1 + e^x), exactly: ``-logsigmoid(-x)``.
-
-    ``torch.nn.functional.softplus`` returns ``x`` itself above its ``threshold=20``, an error
-    of up to e^-20 ≈ 2e-9 that shows in float64; ``logsigmoid`` has no such cut-off.
-    """
-    return -F.logsigmoid(-x)
-
-
-# --------------------------------------------------------------------------------------------
-# Per-example losses. Each takes the log-ratios z_w [...], z_l [...] (or [..., K-1] for
-# infonce), beta, and the loss's own keyword parameters, and returns per-example losses [...].
-# --------------------------------------------------------------------------------------------
-
-
-def _dpo(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """DPO (Rafailov et al. 2023, Eq. 7): ``-log σ(β(z_w - z_l)) = softplus(-(T_w - T_l))``,
-    minus the InfoNCE term with ``log s = T_l - T_w`` (= log 2 - InfoNCE_2 = log 2 - DV)."""
-    return -_infonce_terms(-beta * (z_w - z_l))
-
-
-def _mio(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """-JS with P = δ_w, Q = ½(δ_w + δ_l): ``softplus(-T_w) + ½softplus(T_w) + ½softplus(T_l)``.
-
-    Identical, term for term, to TRL's ``nca_pair``:
-    ``-log σ(T_w) - ½ log σ(-T_w) - ½ log σ(-T_l)`` (Chen et al. 2024, NCA).
-    """
-    t_w = beta * z_w
-    # E_P = the term at w; E_Q = the mean of the terms at w and l
-    return -(_js_pos(t_w) + 0.5 * (_js_neg(t_w) + _js_neg(beta * z_l)))
-
-
-def _bco_pair(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """BCO on a pair without the running-mean shift (δ = 0), -JS with P = δ_w, Q = δ_l:
-    ``softplus(-T_w) + softplus(T_l)``."""
-    return -(_js_pos(beta * z_w) + _js_neg(beta * z_l))
-
-
-def _infonce_loss(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """-InfoNCE_K with K-1 negatives: ``-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K``."""
-    t_w, t_l = beta * z_w, beta * z_l  # [...], [..., K-1]
-    return -_infonce(_log_ratio_sum(t_w, t_l).unsqueeze(-1), t_l.shape[-1] + 1)  # one positive
-
-
-def _nwj(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """-NWJ with P = δ_w, Q = δ_l: ``-T_w + exp(T_l - 1)``. A ``ValueError`` names
-    ``policy_rejected_logps`` where ``T_l - 1`` passes log(largest float) (88.72 in float32,
-    709.78 in float64): there the loss and its gradient overflow."""
-    return -_tuba(beta * z_w, beta * z_l, 1.0, "policy_rejected_logps",
-                  "T_l - 1 = beta·(policy_rejected_logps - reference_rejected_logps) - 1")
-
-
-def _per_token_margin(
-    z_w: torch.Tensor, z_l: torch.Tensor, n_w: torch.Tensor | None, n_l: torch.Tensor | None
-) -> torch.Tensor:
-    """TRL's length-normalised margin ``z_w/n_w - z_l/n_l`` with ``n.clamp(min=1)``
-    (``None``: 1)."""
-    per_w = z_w if n_w is None else z_w / n_w.clamp(min=1.0)
-    per_l = z_l if n_l is None else z_l / n_l.clamp(min=1.0)
-    return per_w - per_l
-
-
-def _ipo(
-    z_w: torch.Tensor,
-    z_l: torch.Tensor,
-    *,
-    beta: float,
-    chosen_lengths: torch.Tensor | None = None,
-    rejected_lengths: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """IPO (Azar et al. 2023, Eq. 17) as TRL 1.16 computes it, with per-token log-ratios:
-    ``((z_w/n_w - z_l/n_l) - 1/(2β))²`` (``n`` = completion lengths; default 1)."""
-    delta = _per_token_margin(z_w, z_l, chosen_lengths, rejected_lengths)
-    return (delta - 1.0 / (2.0 * beta)) ** 2
-
-
-def _hinge(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """SLiC hinge (Zhao et al. 2023): ``relu(1 - β(z_w - z_l))``."""
-    return torch.relu(1.0 - beta * (z_w - z_l))
-
-
-def _robust(
-    z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """Robust DPO (Chowdhury et al. 2024), flip probability ε = ``label_smoothing``:
-    ``((1-ε)·softplus(-βd) - ε·softplus(βd)) / (1 - 2ε)``, d = z_w - z_l. ε = 0 gives dpo."""
-    d = beta * (z_w - z_l)
-    eps = label_smoothing
-    return ((1.0 - eps) * _softplus(-d) - eps * _softplus(d)) / (1.0 - 2.0 * eps)
-
-
-def _sppo_hard(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """SPPO, hard-probability version (Wu et al. 2024, Eq. 4.7 with P ∈ {0, 1}):
-    ``(z_w - 1/(2β))² + (z_l + 1/(2β))²``."""
-    return (z_w - 0.5 / beta) ** 2 + (z_l + 0.5 / beta) ** 2
-
-
-def _apo_zero(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """APO-zero (D'Oosterlinck et al. 2024, Eq. 7): ``1 - σ(T_w) + σ(T_l)``."""
-    return 1.0 - torch.sigmoid(beta * z_w) + torch.sigmoid(beta * z_l)
-
-
-def _apo_down(z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """APO-down (D'Oosterlinck et al. 2024, Eq. 8): ``σ(T_w) + 1 - σ(β(z_w - z_l))``."""
-    return torch.sigmoid(beta * z_w) + 1.0 - torch.sigmoid(beta * (z_w - z_l))
-
-
-def _exo_pair(
-    z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """EXO-pref (Ji et al. 2024, Eq. 16), K = 2: ``KL(softmax(T_w, T_l) ‖ [1-ε, ε])``
-    = ``σ(βd)(log σ(βd) - log(1-ε)) + σ(-βd)(log σ(-βd) - log ε)``, ε = ``label_smoothing`` > 0."""
-    d = beta * (z_w - z_l)
-    eps = label_smoothing
-    return torch.sigmoid(d) * (F.logsigmoid(d) - math.log1p(-eps)) + torch.sigmoid(-d) * (
-        F.logsigmoid(-d) - math.log(eps)
-    )
-
-
-def _discopop(
-    z_w: torch.Tensor, z_l: torch.Tensor, *, beta: float, discopop_tau: float = 0.05
-) -> torch.Tensor:
-    """DiscoPOP / log-ratio modulated loss (Chan Lu et al. 2024, Eq. 5), ``x = β(z_w - z_l)``:
-    ``softplus(-x)·(1 - σ(x/τ)) + exp(-x)·σ(x/τ)``, τ = ``discopop_tau``."""
-    x = beta * (z_w - z_l)
-    mod = torch.sigmoid(x / discopop_tau)
-    # exp(-x)·σ(x/τ) as exp(-x + log σ(x/τ)): equal, but no inf·0 = NaN when x ≪ 0
-    return _softplus(-x) * (1.0 - mod) + torch.exp(-x + F.logsigmoid(x / discopop_tau))
-
-
-def _sigmoid_norm(
-    z_w: torch.Tensor,
-    z_l: torch.Tensor,
-    *,
-    beta: float,
-    chosen_lengths: torch.Tensor | None = None,
-    rejected_lengths: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Length-normalised DPO (TRL ``sigmoid_norm``): ``softplus(-β(z_w/n_w - z_l/n_l))``."""
-    return _softplus(-beta * _per_token_margin(z_w, z_l, chosen_lengths, rejected_lengths))
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,8 +132,15 @@ class LossSpec:
         Q: the negative distribution in the MI reading.
         source: the paper (and, for TRL's losses, TRL's ``loss_type``).
         formula: the per-example loss in terms of ``T_w = β z_w``, ``T_l = β z_l``.
-        params: the keyword parameters the loss accepts and their defaults (TRL's names).
+        params: the keyword parameters the loss accepts and their defaults (TRL's names;
+            read-only).
         trl_name: TRL 1.16's ``loss_type`` for the same formula, or ``None``.
+        inputs: what ``fn`` takes: ``"log-ratios"`` (the built-ins: ``fn(z_w, z_l, *, beta,
+            **params)``) or ``"logps"`` (a registered loss: ``fn(policy_chosen_logps,
+            policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
+            **params)``, TRL's signature).
+        multi_negative: the rejected arguments may be ``[B, K-1]`` (K-1 negatives per chosen).
+        builtin: shipped with the toolkit (false for :func:`register_loss`'s losses).
     """
 
     name: str
@@ -246,6 +152,29 @@ class LossSpec:
     formula: str
     params: Mapping[str, object] = field(default_factory=dict)
     trl_name: str | None = None
+    inputs: str = "log-ratios"
+    multi_negative: bool = False
+    builtin: bool = True
+
+    def __post_init__(self) -> None:
+        if self.inputs not in _CALLS:
+            raise ValueError(f"inputs must be one of {', '.join(_CALLS)}, got {self.inputs!r}")
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def per_example(
+        self, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *,
+        beta: float, **params: object,
+    ) -> torch.Tensor:
+        """The per-example losses of validated log-probabilities, by :attr:`inputs`."""
+        return _CALLS[self.inputs](self.fn, pc, pr, rc, rr, beta, params)
+
+
+#: How a spec's function is called, by what it takes (:attr:`LossSpec.inputs`).
+_CALLS: Mapping[str, Callable[..., torch.Tensor]] = MappingProxyType({
+    "log-ratios": lambda fn, pc, pr, rc, rr, beta, params: fn(pc - rc, pr - rr, beta=beta,
+                                                              **params),
+    "logps": lambda fn, pc, pr, rc, rr, beta, params: fn(pc, pr, rc, rr, beta, **params),
+})
 
 
 _CHOSEN = "chosen δ_w"
@@ -253,7 +182,11 @@ _MIX = "½(δ_w + δ_l)"
 _NA = "— (not a bound)"
 _LENGTHS = {"chosen_lengths": None, "rejected_lengths": None}
 
-LOSSES: dict[str, LossSpec] = {
+_CHOSEN_NLL_PARAMS = {"chosen_logps": None, "chosen_lengths": None}
+
+#: The built-in losses, by name: built here once, read-only (a ``MappingProxyType``); losses
+#: of :func:`register_loss` live in a separate registry that cannot shadow these names.
+LOSSES: Mapping[str, LossSpec] = MappingProxyType({
     spec.name: spec
     for spec in [
         LossSpec("dpo", _dpo, "log 2 - DV (also log 2 - InfoNCE_2)", _CHOSEN, _MIX,
@@ -268,7 +201,7 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec("infonce", _infonce_loss, "-InfoNCE_K", _CHOSEN,
                  "the K-1 rejected responses (with the chosen one in the denominator)",
                  "van den Oord et al. 2018 (InfoNCE) with the implicit critic",
-                 "-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K"),
+                 "-T_w + logsumexp(T_w, T_l1, ..., T_l(K-1)) - log K", multi_negative=True),
         LossSpec("nwj", _nwj, "-NWJ", _CHOSEN, "rejected δ_l",
                  "Nguyen, Wainwright & Jordan 2010 with the implicit critic",
                  "-T_w + exp(T_l - 1)"),
@@ -305,15 +238,232 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec("sigmoid_norm", _sigmoid_norm, None, _NA, _NA,
                  "length-normalised DPO; TRL loss_type='sigmoid_norm'",
                  "softplus(-β(z_w/n_w - z_l/n_l))", params=_LENGTHS, trl_name="sigmoid_norm"),
+        LossSpec("rpo", _rpo, None, _NA, _NA,
+                 "Pang et al. 2024 (RPO), Eq. 1; TRL rpo_alpha (TRL 1.16: loss_type=['sigmoid', "
+                 "'sft'], loss_weights=[1, α])",
+                 "softplus(-(T_w - T_l)) - α log π(y_w|x) / n̄_w",
+                 params={"rpo_alpha": 1.0, **_CHOSEN_NLL_PARAMS}),
+        LossSpec("sft", _sft, None, _NA, _NA,
+                 "supervised fine-tuning on the chosen responses only; TRL loss_type='sft'",
+                 "-log π(y_w|x) / n̄_w", params=_CHOSEN_NLL_PARAMS, trl_name="sft"),
     ]
-}
+})
+
+
+# --------------------------------------------------------------------------------------------
+# Bring your own loss: a separate registry, consulted after the built-ins.
+# --------------------------------------------------------------------------------------------
+
+#: The arguments of a registered loss, in order (TRL's names): ``fn(*LOSS_ARGUMENTS)``.
+LOSS_ARGUMENTS = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
+                  "reference_rejected_logps", "beta")
+
+_REGISTERED: dict[str, LossSpec] = {}  # the user registry (register_loss / unregister_loss)
+_LOADED: dict[str, str] = {}  # "FILE.py:FUNCTION" / "module:function" -> registered name
 
 
 def get_loss(kind: str) -> LossSpec:
-    """Look up a loss by name; an unknown name raises ``ValueError`` listing the valid ones."""
-    if not isinstance(kind, str) or kind not in LOSSES:
-        raise ValueError(f"unknown preference loss {kind!r}; valid kinds: {', '.join(LOSSES)}")
-    return LOSSES[kind]
+    """Look up a loss: a built-in name, a :func:`register_loss` name, or ``"FILE.py:FUNCTION"``
+    / ``"module:function"`` (loaded and registered by :func:`load_loss` on first use).
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones), or a reference to a
+            function that cannot be loaded or fails :func:`register_loss`'s checks.
+    """
+    if isinstance(kind, str):
+        if kind in LOSSES:
+            return LOSSES[kind]
+        if kind in _REGISTERED:
+            return _REGISTERED[kind]
+        if ":" in kind:
+            return _REGISTERED[load_loss(kind)]
+    registered = f"; registered: {', '.join(_REGISTERED)}" if _REGISTERED else ""
+    raise ValueError(f"unknown preference loss {kind!r}; valid kinds: {', '.join(LOSSES)}"
+                     f"{registered} (or bring one: register_loss(name, fn), FILE.py:FUNCTION)")
+
+
+def registered_losses() -> Mapping[str, LossSpec]:
+    """The losses of :func:`register_loss`, by name (a read-only view)."""
+    return MappingProxyType(_REGISTERED)
+
+
+def _probe_inputs(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Ordinary inputs for the checks of :func:`register_loss`: four pairs of sequence
+    log-probabilities between -30 and -2 nats (policy and reference apart by up to 2 nats)."""
+    pc = torch.tensor([-12.0, -5.0, -20.5, -8.0], dtype=dtype)
+    pr = torch.tensor([-14.0, -4.5, -22.0, -30.0], dtype=dtype)
+    rc = torch.tensor([-12.5, -6.0, -20.0, -7.0], dtype=dtype)
+    rr = torch.tensor([-13.0, -5.5, -21.0, -28.0], dtype=dtype)
+    return pc, pr, rc, rr
+
+
+def _check_user_loss(name: str, fn: Callable[..., torch.Tensor]) -> dict[str, object]:
+    """Check the signature and the output of a loss to register; return its extra keyword
+    parameters and their defaults."""
+    if not callable(fn):
+        raise TypeError(f"register_loss: fn must be callable, got {type(fn).__name__}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"register_loss: cannot read the signature of {name!r}: {err}") from None
+    want = ", ".join(LOSS_ARGUMENTS)
+    extra = {}
+    for i, (pname, param) in enumerate(sig.parameters.items()):
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if i >= len(LOSS_ARGUMENTS) or param.kind is param.KEYWORD_ONLY:
+            if param.default is param.empty:
+                raise TypeError(f"loss {name!r}: its parameter {pname!r} beyond ({want}) needs "
+                                f"a default")
+            extra[pname] = param.default
+    try:
+        sig.bind(*range(len(LOSS_ARGUMENTS)))
+    except TypeError:
+        raise TypeError(f"loss {name!r} has the signature {name}{sig}; a preference loss takes "
+                        f"the five positional arguments ({want}) and returns the per-pair "
+                        f"loss") from None
+    for dtype in (torch.float64, torch.float32):
+        inputs = [t.clone().requires_grad_(True) for t in _probe_inputs(dtype)]
+        try:
+            out = fn(*inputs, 0.1)
+        except Exception as err:  # the user's code: report what it raised, with the inputs
+            raise ValueError(f"loss {name!r} raised {type(err).__name__}: {err} on ordinary "
+                             f"inputs (four pairs of {dtype} log-probabilities, beta=0.1)"
+                             ) from err
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"loss {name!r} returned {type(out).__name__}; it must return a "
+                            f"torch tensor of per-pair losses (torch operations only, so that "
+                            f"autograd reaches the policy log-probabilities)")
+        if tuple(out.shape) != (4,):
+            raise ValueError(f"loss {name!r} returned shape {tuple(out.shape)} for 4 pairs; it "
+                             f"must return the per-pair loss, shape [B] = (4,) (no mean or sum: "
+                             f"preference_loss reduces)")
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(f"loss {name!r} returned {out.detach().tolist()} (not finite) on "
+                             f"ordinary inputs ({dtype} log-probabilities between -30 and -2, "
+                             f"beta=0.1)")
+        if out.grad_fn is None:
+            raise ValueError(f"loss {name!r} does not depend differentiably on the policy "
+                             f"log-probabilities (its output has no autograd graph)")
+    return extra
+
+
+def register_loss(
+    name: str,
+    fn: Callable[..., torch.Tensor],
+    *,
+    formula: str | None = None,
+    source: str | None = None,
+    replace: bool = False,
+) -> LossSpec:
+    """Register a preference loss of your own under ``name``; return its :class:`LossSpec`.
+
+    ``fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+    reference_rejected_logps, beta, **params) -> [B]``: tensors ``[B]`` of sequence
+    log-probabilities and the KL weight β in, the per-pair loss (to minimise, torch operations
+    only) out — the signature of TRL's ``DPOTrainer`` losses. Parameters after the five need
+    defaults; they become the loss's keyword parameters (``preference_loss(name, ..., lam=5)``).
+    It is then usable wherever a built-in name is (:func:`preference_loss`, the toy dynamics,
+    the population optimum, ``mi-bounds lm run --losses``, ``MIDPOTrainer``, ``mi-bounds
+    audit``). Example (DPOP, Pal et al. 2024)::
+
+        def dpop(pc, pr, rc, rr, beta, lam=50.0):
+            z_w, z_l = pc - rc, pr - rr
+            return -F.logsigmoid(beta * (z_w - z_l - lam * torch.relu(-z_w)))
+        register_loss("dpop", dpop)
+
+    Args:
+        name: the registry key: a non-empty string without ``:``, not a built-in name.
+        fn: the loss.
+        formula: the per-pair loss in words (default: the first line of ``fn``'s docstring).
+        source: where the loss comes from (default: ``module.function``).
+        replace: allow replacing a different function already registered under ``name``.
+
+    Raises:
+        ValueError: ``name`` is empty, contains ``:``, names a built-in loss, or is taken by
+            another function (without ``replace``); ``fn`` raises, returns the wrong shape, a
+            non-finite value or a value without an autograd graph on ordinary inputs (four
+            pairs of float64 and float32 log-probabilities, β = 0.1).
+        TypeError: ``fn`` is not callable or cannot take the five arguments.
+    """
+    if not isinstance(name, str) or not name.strip() or ":" in name:
+        raise ValueError(f"register_loss: name must be a non-empty string without ':', got "
+                         f"{name!r}")
+    if name in LOSSES:
+        raise ValueError(f"register_loss: {name!r} shadows the built-in loss {name!r} "
+                         f"({LOSSES[name].source}); choose another name")
+    old = _REGISTERED.get(name)
+    if old is not None and old.fn is not fn and not replace:
+        raise ValueError(f"register_loss: {name!r} is already registered ({old.source}); pass "
+                         f"replace=True to replace it")
+    params = _check_user_loss(name, fn)
+    doc = (inspect.getdoc(fn) or "").strip().splitlines()
+    spec = LossSpec(
+        name, fn, None, _NA, _NA,
+        source or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', name)} "
+                  f"(registered)",
+        formula or (doc[0] if doc else f"{name}(policy_chosen_logps, policy_rejected_logps, "
+                                        f"reference_chosen_logps, reference_rejected_logps, β)"),
+        params=params, inputs="logps", builtin=False)
+    _REGISTERED[name] = spec
+    return spec
+
+
+def unregister_loss(name: str) -> None:
+    """Remove a loss of :func:`register_loss` (built-ins cannot be removed)."""
+    if name in LOSSES:
+        raise ValueError(f"unregister_loss: {name!r} is a built-in loss")
+    if name not in _REGISTERED:
+        raise ValueError(f"unregister_loss: no registered loss {name!r}")
+    del _REGISTERED[name]
+    for ref in [r for r, n in _LOADED.items() if n == name]:
+        del _LOADED[ref]
+
+
+def load_loss(reference: str, name: str | None = None) -> str:
+    """Load ``"FILE.py:FUNCTION"`` or ``"module:function"``, register it (under ``name``,
+    default the function's name) and return the registered name. Loading the same reference
+    again returns the same name without re-running the file.
+
+    Raises:
+        ValueError: a malformed reference, a missing file, module or function, or a function
+            that fails :func:`register_loss`'s checks.
+    """
+    if reference in _LOADED and _LOADED[reference] in _REGISTERED:
+        return _LOADED[reference]
+    where, sep, func = reference.rpartition(":")
+    if not sep or not where or not func.isidentifier():
+        raise ValueError(f"loss reference {reference!r}: use FILE.py:FUNCTION or "
+                         f"module:function")
+    if where.endswith(".py"):
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"loss reference {reference!r}: no file {where}")
+        mod_name = f"_mi_bounds_user_loss_{abs(hash(str(path)))}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"loss reference {reference!r}: cannot load {where}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[mod_name]
+            raise ValueError(f"loss reference {reference!r}: running {where} raised "
+                             f"{type(err).__name__}: {err}") from err
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as err:
+            raise ValueError(f"loss reference {reference!r}: cannot import {where}: {err}"
+                             ) from err
+    fn = getattr(module, func, None)
+    if fn is None:
+        raise ValueError(f"loss reference {reference!r}: {where} has no {func!r}")
+    key = func if name is None else name
+    register_loss(key, fn, source=reference)
+    _LOADED[reference] = key
+    return key
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +479,8 @@ def _logratios(
     *,
     multi_negative: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate the four log-probability arguments; return (z_w, z_l, pc, pr) in one dtype."""
+    """Validate the four log-probability arguments; return (pc, pr, rc, rr) in one dtype (the
+    rejected ones ``[..., K-1]`` with ``multi_negative``)."""
     pc = as_float_tensor(policy_chosen_logps, "policy_chosen_logps", min_ndim=0)
     pr = as_float_tensor(policy_rejected_logps, "policy_rejected_logps", min_ndim=0, like=pc)
     rc = as_float_tensor(reference_chosen_logps, "reference_chosen_logps", min_ndim=0, like=pc)
@@ -359,7 +510,7 @@ def _logratios(
             f"policy_rejected_logps must have the shape of policy_chosen_logps "
             f"{tuple(pc.shape)}, got {tuple(pr.shape)}"
         )
-    return pc - rc, pr - rr, pc, pr
+    return pc, pr, rc, rr
 
 
 def _check_params(spec: LossSpec, params: dict[str, object], like: torch.Tensor) -> dict:
@@ -372,6 +523,8 @@ def _check_params(spec: LossSpec, params: dict[str, object], like: torch.Tensor)
             f"it accepts: {accepted}"
         )
     out = {**spec.params, **params}
+    if not spec.builtin:  # a registered loss checks its own parameters
+        return out
     if "label_smoothing" in out:
         if spec.name == "exo_pair":
             out["label_smoothing"] = check_in_range(
@@ -426,7 +579,8 @@ def preference_loss(
     Args:
         kind: a key of :data:`LOSSES` (``dpo``, ``mio``, ``bco_pair``, ``infonce``, ``nwj``,
             ``ipo``, ``hinge``, ``robust``, ``nca_pair``, ``sppo_hard``, ``apo_zero``,
-            ``apo_down``, ``exo_pair``, ``discopop``, ``sigmoid_norm``).
+            ``apo_down``, ``exo_pair``, ``discopop``, ``sigmoid_norm``, ``rpo``, ``sft``), a
+            name of :func:`register_loss`, or ``"FILE.py:FUNCTION"`` (see :func:`get_loss`).
         policy_chosen_logps, reference_chosen_logps: sequence log-probabilities of the chosen
             responses under the policy and the reference, shape ``[B]`` (any batch shape).
         policy_rejected_logps, reference_rejected_logps: the same for the rejected responses,
@@ -468,15 +622,20 @@ def preference_loss(
     spec = get_loss(kind)
     beta = check_positive(beta, "beta")
     check_reduction(reduction)
-    z_w, z_l, _, _ = _logratios(
+    pc, pr, rc, rr = _logratios(
         policy_chosen_logps,
         policy_rejected_logps,
         reference_chosen_logps,
         reference_rejected_logps,
-        multi_negative=spec.name == "infonce",
+        multi_negative=spec.multi_negative,
     )
-    kwargs = _check_params(spec, dict(params), z_w)
-    return reduce(spec.fn(z_w, z_l, beta=beta, **kwargs), reduction)
+    kwargs = _check_params(spec, dict(params), pc)
+    per = spec.per_example(pc, pr, rc, rr, beta=beta, **kwargs)
+    if not spec.builtin and (not isinstance(per, torch.Tensor) or per.shape != pc.shape):
+        got = tuple(per.shape) if isinstance(per, torch.Tensor) else type(per).__name__
+        raise ValueError(f"registered loss {spec.name!r} returned {got}; it must return the "
+                         f"per-pair loss of shape {tuple(pc.shape)}")
+    return reduce(per, reduction)
 
 
 def implicit_reward(
@@ -515,13 +674,14 @@ def preference_metrics(
     K-1 negatives, margins and accuracies are over all (chosen, rejected) pairs.
     """
     beta = check_positive(beta, "beta")
-    z_w, z_l, pc, pr = _logratios(
+    pc, pr, rc, rr = _logratios(
         policy_chosen_logps,
         policy_rejected_logps,
         reference_chosen_logps,
         reference_rejected_logps,
         multi_negative=True,
     )
+    z_w, z_l = pc - rc, pr - rr
     with torch.no_grad():
         t_w, t_l = beta * z_w, beta * z_l  # (...), (..., K-1)
         diff = t_w.unsqueeze(-1) - t_l
@@ -533,80 +693,3 @@ def preference_metrics(
             "logps/chosen": pc.mean(),
             "logps/rejected": pr.mean(),
         }
-
-
-# --------------------------------------------------------------------------------------------
-# Losses with a likelihood term on the chosen response (appended; they need the policy's
-# chosen log-probabilities themselves, not only the log-ratios, so the caller passes them as
-# the parameter ``chosen_logps``).
-# --------------------------------------------------------------------------------------------
-
-
-def _chosen_nll(
-    z_w: torch.Tensor, chosen_logps: object, chosen_lengths: torch.Tensor | None
-) -> torch.Tensor:
-    """Per-example share of TRL's chosen NLL ``-Σ_i log π(y_w,i|x_i) / Σ_i n_w,i``:
-    ``-log π(y_w|x) / n̄_w`` with ``n̄_w`` the mean completion length (1 without lengths), so
-    that the *mean* over the examples is TRL's token-averaged NLL of the batch (TRL's ``sft``
-    loss; its RPO term, Pang et al. 2024)."""
-    if chosen_logps is None:
-        raise ValueError(
-            "this loss needs chosen_logps=policy_chosen_logps (the policy's chosen sequence "
-            "log-probabilities, for its NLL term)"
-        )
-    pc = as_float_tensor(chosen_logps, "chosen_logps", min_ndim=0, like=z_w).to(z_w.dtype)
-    if pc.shape != z_w.shape:
-        raise ValueError(
-            f"chosen_logps must have the shape of policy_chosen_logps {tuple(z_w.shape)}, "
-            f"got {tuple(pc.shape)}"
-        )
-    n_bar = 1.0 if chosen_lengths is None else torch.broadcast_to(
-        chosen_lengths, z_w.shape).mean()
-    return -pc / n_bar
-
-
-def _sft(
-    z_w: torch.Tensor,
-    z_l: torch.Tensor,
-    *,
-    beta: float,
-    chosen_logps: object = None,
-    chosen_lengths: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Chosen-only SFT (TRL ``loss_type='sft'``): the NLL of the chosen responses, averaged
-    over their tokens across the batch; ``beta``, the rejected responses and the reference do
-    not enter. Per example ``-log π(y_w|x) / n̄_w`` (see :func:`_chosen_nll`)."""
-    return _chosen_nll(z_w, chosen_logps, chosen_lengths)
-
-
-def _rpo(
-    z_w: torch.Tensor,
-    z_l: torch.Tensor,
-    *,
-    beta: float,
-    rpo_alpha: float = 1.0,
-    chosen_logps: object = None,
-    chosen_lengths: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization", Eq. 1):
-    ``softplus(-(T_w - T_l)) + α · NLL(y_w)``, as TRL computes it (``rpo_alpha`` of TRL < 1.0;
-    in TRL 1.16 ``loss_type=["sigmoid", "sft"]``, ``loss_weights=[1, α]``): the DPO loss plus
-    α times the chosen responses' NLL averaged over their tokens across the batch."""
-    if (isinstance(rpo_alpha, bool) or not isinstance(rpo_alpha, (int, float))
-            or not math.isfinite(rpo_alpha) or rpo_alpha < 0):
-        raise ValueError(f"rpo_alpha must be a finite number >= 0, got {rpo_alpha!r}")
-    return _dpo(z_w, z_l, beta=beta) + float(rpo_alpha) * _chosen_nll(
-        z_w, chosen_logps, chosen_lengths)
-
-
-_CHOSEN_NLL_PARAMS = {"chosen_logps": None, "chosen_lengths": None}
-
-LOSSES["rpo"] = LossSpec(
-    "rpo", _rpo, None, _NA, _NA,
-    "Pang et al. 2024 (RPO), Eq. 1; TRL rpo_alpha (TRL 1.16: loss_type=['sigmoid', 'sft'], "
-    "loss_weights=[1, α])",
-    "softplus(-(T_w - T_l)) - α log π(y_w|x) / n̄_w",
-    params={"rpo_alpha": 1.0, **_CHOSEN_NLL_PARAMS})
-LOSSES["sft"] = LossSpec(
-    "sft", _sft, None, _NA, _NA, "supervised fine-tuning on the chosen responses only; TRL "
-    "loss_type='sft'", "-log π(y_w|x) / n̄_w", params=dict(_CHOSEN_NLL_PARAMS), trl_name="sft")

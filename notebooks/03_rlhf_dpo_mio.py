@@ -364,6 +364,35 @@ print(f"DPO change {float(after['dpo'] - before['dpo']):+.2e}; "
       f"MIO change {float(after['mio'] - before['mio']):+.4f}")
 
 # %% [markdown]
+# ## Bring your own loss
+#
+# Any function of the four sequence log-probabilities and $\beta$ (TRL's signature, per-pair
+# loss) can be registered and audited: does it see the margin alone, does its chosen term have a
+# target, which bound is it, where is its population optimum (docs/AUDIT.md; on the command line
+# `mi-bounds audit FILE.py:FUNCTION`). Here: DPO-Positive, DPO with a penalty when the chosen
+# log-likelihood falls below the reference's.
+
+# %%
+from mi_bounds import register_loss
+from toy_models.audit import audit
+
+
+def dpop(pc, pr, rc, rr, beta, lam=50.0):
+    """-log σ(β(z_w - z_l - λ·max(0, -z_w)))"""
+    z_w, z_l = pc - rc, pr - rr
+    return -torch.nn.functional.logsigmoid(beta * (z_w - z_l - lam * torch.relu(-z_w)))
+
+
+register_loss("dpop", dpop, replace=True)  # replace=True: re-running the cell is fine
+report = audit("dpop", against=["dpo", "mio"], worlds=2, run_dynamics=False)
+for name, a in report["audits"].items():
+    reading = [f"{r['bound']} (Q = {r['Q'].split(' (')[0]})" for r in a["mi_reading"]["readings"]]
+    print(f"{name:5s} margin only: {a['depends_on_margin_only']!s:5s}  reading: "
+          f"{reading or 'none'}  KL(optimum ‖ π*): "
+          f"{a['population_optimum']['mean_kl_to_pi_star']:.3g}")
+assert report["audits"]["dpo"]["depends_on_margin_only"] and not report["depends_on_margin_only"]
+
+# %% [markdown]
 # ## What to take away
 #
 # * RLHF's optimum is where the DV bound with critic $r/\beta$ is tight; it can only

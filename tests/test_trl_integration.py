@@ -421,3 +421,19 @@ def test_readme_trl_example_runs_and_diagnose_says_what_the_readme_shows(tmp_pat
     got = float(re.search(r"drop from peak ([\d.]+)", lines[3]).group(1))
     want = float(re.search(r"drop from peak ([\d.]+)", shown[3]).group(1))
     assert got == pytest.approx(want, rel=0.1)
+
+
+def test_a_registered_loss_runs_as_loss_type(tmp_path):
+    """A loss of register_loss, and the same function as FILE.py:FUNCTION, is TRL's loss_type:
+    at each step TRL's loss under MIDPOTrainer = preference_loss of that registered loss."""
+    from pathlib import Path
+
+    from mi_bounds.preference import load_loss, unregister_loss
+
+    name = load_loss(str(Path(__file__).resolve().parents[1] / "examples" / "dpop.py") + ":dpop")
+    try:
+        assert split_loss_types([name, "sft"]) == ([(name, 1.0)], [("sft", 1.0)])
+        _, seen = _run(tmp_path, name)
+        _assert_matches(seen, 3)
+    finally:
+        unregister_loss(name)

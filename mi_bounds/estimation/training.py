@@ -27,25 +27,28 @@ denominator of the DV gradient, ``∇Ẑ/Ẑ``, by ``∇Ẑ/EMA(Ẑ)``, where th
 ``EMA_t = m·EMA_{t-1} + (1-m)·Ẑ_t`` (kept in the log domain with ``logaddexp``) reduces the bias of
 the gradient; the reported value stays the plain DV estimate.
 
-Two sources of samples (docs/THEORY.md §4): a *sampler* (:class:`~mi_bounds.estimation.tasks.GaussianTask`,
-the staircase) gives a fresh batch at every step, and the final estimate comes from fresh
-batches too; a *finite sample* (:class:`~mi_bounds.estimation.tasks.ArrayTask`, arrays, ``--data``) is
-estimated by the held-out protocol of :mod:`mi_bounds.estimation.heldout`;
-:func:`mi_bounds.estimation.estimate_mi` (module :mod:`mi_bounds.estimation.estimate`, above both)
-dispatches to one or the other. Either way a critic whose values stop being finite or exceed
-``max_abs_score`` stops the run with :class:`DivergenceError`.
+Two sources of samples (docs/THEORY.md §4): a *sampler*
+(:class:`~mi_bounds.estimation.tasks.GaussianTask`, the staircase) gives a fresh batch at every
+step, and the final estimate comes from fresh batches too; a *finite sample*
+(:class:`~mi_bounds.estimation.tasks.ArrayTask`, arrays, ``--data``) is estimated by the
+held-out protocol of :mod:`mi_bounds.estimation.heldout`;
+:func:`mi_bounds.estimation.estimate_mi` (module :mod:`mi_bounds.estimation.estimate`, above
+both) dispatches to one or the other. Either way a critic whose values stop being finite or
+exceed ``max_abs_score`` stops the run with :class:`DivergenceError`.
 
-Why one module: the estimator registry, the divergence check, the training loop and its
-evaluation share the estimator names and read top to bottom as one loop (nanoGPT's train.py);
-the held-out protocol and the entry point that dispatches between them are modules of their own.
+Why one module: the estimator registry, the training loop and its evaluation share one
+score-matrix contract and one divergence check; the held-out protocol and the public entry point
+already live beside it (:mod:`~mi_bounds.estimation.heldout`,
+:mod:`~mi_bounds.estimation.estimate`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -70,6 +73,7 @@ __all__ = [
     "DivergenceError",
     "EstimateConfig",
     "EstimationResult",
+    "EstimatorSpec",
     "MineAverage",
     "check_scores",
     "estimator_value",
@@ -81,17 +85,55 @@ __all__ = [
     "training_objective",
 ]
 
-#: Estimator name -> (training objective, one-line description).
-ESTIMATORS: dict[str, tuple[str, str]] = {
-    "dv": ("dv", "Donsker-Varadhan, trained and reported"),
-    "mine": ("mine", "DV value, MINE's moving-average-corrected DV gradient"),
-    "nwj": ("nwj", "NWJ, trained and reported"),
-    "infonce": ("infonce", "InfoNCE, trained and reported (at most log K)"),
-    "js": ("js", "JS bound value (2 JSD - 2 log 2, not MI), JS gradient"),
-    "js_dv": ("js", "JS-trained critic, DV value (= SMILE with no clipping)"),
-    "js_nwj": ("js", "JS-trained critic, NWJ value of the critic shifted by +1"),
-    "smile": ("js", "JS-trained critic, SMILE value with clip tau"),
-}
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """What an estimator is: how its value is read from a score matrix and how it is trained.
+
+    Attributes:
+        name: registry key (``--bound`` of ``mi-bounds estimate``).
+        objective: the training gradient: ``"same"`` (the value's own), ``"js"`` (the JS
+            bound's, :func:`~mi_bounds.bounds.value_with_gradient_of`) or ``"mine"`` (MINE's
+            moving-average-corrected DV gradient).
+        description: one line for the command's help.
+        value: ``value(scores [..., K, K], clip) -> [...]``, the reported value.
+    """
+
+    name: str
+    objective: str
+    description: str
+    value: Callable[[torch.Tensor, float | None], torch.Tensor]
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("same", "js", "mine"):
+            raise ValueError(f"objective must be 'same', 'js' or 'mine', got {self.objective!r}")
+
+
+def _two_sample_value(bound: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``value(scores, clip)`` of a two-sample bound on the split score matrix."""
+    return lambda scores, clip: bound(*split_scores(scores))
+
+
+#: The estimators, by name: built here once, read-only (a ``MappingProxyType``).
+ESTIMATORS: Mapping[str, EstimatorSpec] = MappingProxyType({
+    spec.name: spec
+    for spec in [
+        EstimatorSpec("dv", "same", "Donsker-Varadhan, trained and reported",
+                      _two_sample_value(dv_bound)),
+        EstimatorSpec("mine", "mine", "DV value, MINE's moving-average-corrected DV gradient",
+                      _two_sample_value(dv_bound)),
+        EstimatorSpec("nwj", "same", "NWJ, trained and reported", _two_sample_value(nwj_bound)),
+        EstimatorSpec("infonce", "same", "InfoNCE, trained and reported (at most log K)",
+                      lambda scores, clip: infonce_bound(scores)),
+        EstimatorSpec("js", "same", "JS bound value (2 JSD - 2 log 2, not MI), JS gradient",
+                      _two_sample_value(js_bound)),
+        EstimatorSpec("js_dv", "js", "JS-trained critic, DV value (= SMILE with no clipping)",
+                      _two_sample_value(dv_bound)),
+        EstimatorSpec("js_nwj", "js", "JS-trained critic, NWJ value of the critic shifted by +1",
+                      lambda scores, clip: nwj_bound(*split_scores(scores + 1.0))),
+        EstimatorSpec("smile", "js", "JS-trained critic, SMILE value with clip tau",
+                      lambda scores, clip: smile_bound(*split_scores(scores), clip=clip)),
+    ]
+})
 
 
 def parse_estimator(name: str, clip: float | None = None) -> tuple[str, float | None]:
@@ -138,18 +180,7 @@ def estimator_value(name: str, scores: torch.Tensor, *, clip: float | None = Non
     training gradient.
     """
     base, tau = parse_estimator(name, clip)
-    if base == "infonce":
-        return infonce_bound(scores)
-    if base == "js_nwj":
-        return nwj_bound(*split_scores(scores + 1.0))
-    pos, neg = split_scores(scores)
-    if base in ("dv", "mine", "js_dv"):
-        return dv_bound(pos, neg)
-    if base == "nwj":
-        return nwj_bound(pos, neg)
-    if base == "js":
-        return js_bound(pos, neg)
-    return smile_bound(pos, neg, clip=tau)  # base == "smile"
+    return ESTIMATORS[base].value(scores, tau)
 
 
 class MineAverage:
@@ -198,8 +229,8 @@ def training_objective(
     """
     base, tau = parse_estimator(name, clip)
     value = estimator_value(name, scores, clip=tau)
-    objective = ESTIMATORS[base][0]
-    if objective == "js" and base != "js":
+    objective = ESTIMATORS[base].objective
+    if objective == "js":
         return value_with_gradient_of(value, js_bound(*split_scores(scores)))
     if objective == "mine":
         if mine is None:
@@ -491,8 +522,9 @@ def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationRe
     initialisation is the caller's (:func:`estimate_mi` seeds it with ``seed``).
 
     Raises:
-        TypeError: ``task`` is a finite sample (:class:`~mi_bounds.estimation.tasks.ArrayTask`): its rows
-            are not fresh batches; use :func:`estimate_mi`, which holds out test rows.
+        TypeError: ``task`` is a finite sample
+            (:class:`~mi_bounds.estimation.tasks.ArrayTask`): its rows are not fresh batches;
+            use :func:`estimate_mi`, which holds out test rows.
         DivergenceError: a critic value is non-finite or beyond ``config.max_abs_score``.
     """
     if isinstance(task, ArrayTask):
@@ -539,7 +571,8 @@ def fit_critic(
     if not isinstance(config, EstimateConfig):
         raise TypeError(f"config must be an EstimateConfig, got {type(config).__name__}")
     if not hasattr(critic, "scores"):
-        raise TypeError("critic must have a scores(x, y) -> [K, K] method (see mi_bounds.estimation.critics)")
+        raise TypeError("critic must have a scores(x, y) -> [K, K] method "
+                        "(see mi_bounds.estimation.critics)")
     device = torch_device(config.device)
     critic = critic.to(device)
     gen = torch.Generator(device=device).manual_seed(config.seed + 1)

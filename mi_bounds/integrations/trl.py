@@ -11,7 +11,9 @@
 ``args.loss_type`` may name any key of :data:`mi_bounds.preference.LOSSES` (``dpo``, ``mio``,
 ``bco_pair``, ``infonce``, ``nwj``, ``ipo``, ``hinge``, ``robust``, ``nca_pair``, ``sppo_hard``,
 ``apo_zero``, ``apo_down``, ``exo_pair``, ``discopop``, ``sigmoid_norm``) next to TRL's own
-``sigmoid``, ``aot``, ``aot_unpaired`` and ``sft``; ``args.loss_weights`` weighs them as in TRL.
+``sigmoid``, ``aot``, ``aot_unpaired`` and ``sft``, or a loss of your own
+(:func:`mi_bounds.preference.register_loss`'s name, or ``"FILE.py:FUNCTION"``, loaded and
+registered); ``args.loss_weights`` weighs them as in TRL.
 Names of ``LOSSES`` are computed by :func:`mi_bounds.preference.preference_loss` (one
 implementation per formula; for the names TRL also has, the two agree to round-off —
 tests/test_preference.py), the others by TRL.
@@ -62,7 +64,7 @@ from torch.utils.data import Sampler
 from trl import DPOTrainer
 
 from mi_bounds.integrations.decline_callback import DeclineCallback
-from mi_bounds.preference import LOSSES, get_loss, preference_loss
+from mi_bounds.preference import LOSSES, get_loss, preference_loss, registered_losses
 
 __all__ = ["TRL_ONLY_LOSSES", "DeclineCallback", "GroupShuffleSampler", "MIDPOTrainer",
            "expand_negatives", "split_loss_types"]
@@ -89,8 +91,8 @@ def split_loss_types(
     for name, w in zip(names, weights, strict=True):
         if name in TRL_ONLY_LOSSES:  # TRL's own name wins (``sft`` is in both: TRL computes it)
             theirs.append((name, w))
-        elif name in LOSSES:
-            ours.append((name, w))
+        elif name in LOSSES or name in registered_losses() or ":" in name:
+            ours.append((get_loss(name).name, w))  # FILE.py:FUNCTION is loaded and registered
         else:
             raise ValueError(f"unknown loss_type {name!r}; mi-bounds losses: {', '.join(LOSSES)}; "
                              f"TRL-only losses: {', '.join(TRL_ONLY_LOSSES)}")

@@ -241,12 +241,16 @@ class AlignConfig:
         self.seeds = _as_tuple(self.seeds, "align.seeds", int)
         if not self.losses:
             raise ValueError("align.losses must not be empty")
-        if len(set(self.losses)) != len(self.losses):
-            raise ValueError(f"align.losses has duplicates: {self.losses}")
         for loss in self.losses:
             if not isinstance(loss, str):
                 raise TypeError(f"align.losses entries must be str, got {type(loss).__name__} "
                                 f"{loss!r}")
+        if any(":" in loss for loss in self.losses):  # a loss of your own, FILE.py:FUNCTION
+            from mi_bounds.preference import load_loss  # registers it; the run keeps its name
+
+            self.losses = tuple(load_loss(x) if ":" in x else x for x in self.losses)
+        if len(set(self.losses)) != len(self.losses):
+            raise ValueError(f"align.losses has duplicates: {self.losses}")
         if not self.seeds:
             raise ValueError("align.seeds must not be empty")
         for s in self.seeds:
