@@ -36,6 +36,9 @@ import torch
 from mi_bounds._kernels import (
     _infonce,
     _js,
+    _js_neg,
+    _js_pos,
+    _log_max,
     _log_mean_exp,
     _log_ratio_sum,
     _mean,
@@ -60,11 +63,15 @@ __all__ = [
     "infonce_bound",
     "infonce_bound_from_negatives",
     "js_bound",
+    "js_bound_from_scores",
     "nwj_bound",
+    "nwj_bound_from_scores",
     "offdiagonal",
     "smile_bound",
+    "smile_bound_from_scores",
     "split_scores",
     "tuba_bound",
+    "tuba_bound_from_scores",
     "value_with_gradient_of",
 ]
 
@@ -451,10 +458,135 @@ def dv_bound_from_scores(scores: ArrayLike) -> torch.Tensor:
         Tensor of shape ``scores.shape[:-2]``.
     """
     s = _check_scores(scores, finite=False)
+    return s.diagonal(dim1=-2, dim2=-1).mean(-1) - _log_mean_exp_offdiagonal(s)
+
+
+def _log_mean_exp_offdiagonal(s: torch.Tensor) -> torch.Tensor:
+    """``log (1/(K(K-1))) Σ_{i≠j} e^{S_ij}`` ``[...]`` of validated ``[..., K, K]`` scores, from
+    the row ratio sums (``log Σ_{j≠i} e^{S_ij} = S_ii + log s_i``): no copy of the negatives."""
     k = s.shape[-1]
     log_s = _log_row_ratio_sums(s)
     diag = s.diagonal(dim1=-2, dim2=-1)
-    return diag.mean(-1) - (torch.logsumexp(diag + log_s, -1) - math.log(k * (k - 1)))
+    return torch.logsumexp(diag + log_s, -1) - math.log(k * (k - 1))
+
+
+def _clipped_log_mean_exp_offdiagonal(s: torch.Tensor, tau: float) -> torch.Tensor:
+    """``log (1/(K(K-1))) Σ_{i≠j} e^{clip(S_ij, -τ, τ)}``: SMILE's denominator, uncopied.
+
+    With gradients (or off the CPU, or small K) by logsumexp over the clamped matrix with the
+    diagonal masked; without, on the CPU for K ≥ ``_BLOCKED_MIN_K``, one cache-sized block of rows
+    at a time (clamp, exp, zero the diagonal, sum: no max is needed, ``|clip(S)| ≤ τ``, unless
+    ``e^{2τ}`` could overflow, where the plain path is taken).
+    """
+    k = s.shape[-1]
+    blocked = (s.device.type == "cpu" and k >= _BLOCKED_MIN_K and not s.requires_grad
+               and 2.0 * tau < _log_max(s.dtype) - math.log(k))
+    if not blocked:
+        c = s.clamp(-tau, tau)
+        eye = torch.eye(k, dtype=torch.bool, device=s.device)
+        return torch.logsumexp(c.masked_fill(eye, -math.inf), (-2, -1)) - math.log(k * (k - 1))
+    flat = s.reshape(-1, k, k)
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    rows = max(1, _BLOCK_ELEMENTS // k)
+    buf = torch.empty(rows, k, dtype=s.dtype)
+    sums = torch.empty(flat.shape[0], -(-k // rows), dtype=torch.float64)
+    for m, mat in enumerate(flat):
+        for b, r0 in enumerate(range(0, k, rows)):
+            r1 = min(k, r0 + rows)
+            tmp = buf[: r1 - r0]
+            torch.clamp(mat[r0:r1], -tau, tau, out=tmp)
+            tmp.exp_()
+            tmp[:, r0:r1].diagonal().zero_()
+            torch.sum(tmp, (0, 1), dtype=torch.float64, out=sums[m, b])
+    out = sums.sum(-1).log().to(s.dtype) - math.log(k * (k - 1))
+    return out.reshape(s.shape[:-2])
+
+
+def _offdiagonal_mean_js_neg(s: torch.Tensor) -> torch.Tensor:
+    """``(1/(K(K-1))) Σ_{i≠j} log σ(-S_ij)`` ``[...]``: JS's negative term, uncopied.
+
+    All ``K²`` terms minus the ``K`` diagonal ones; without gradients on the CPU for
+    K ≥ ``_BLOCKED_MIN_K``, summed one cache-sized block of rows at a time (in float64 across
+    blocks), otherwise one logsigmoid over the matrix.
+    """
+    k = s.shape[-1]
+    norm = k * (k - 1)
+    diag_terms = _js_neg(s.diagonal(dim1=-2, dim2=-1)).sum(-1)
+    if s.device.type != "cpu" or k < _BLOCKED_MIN_K or s.requires_grad:
+        return (_js_neg(s).sum((-2, -1)) - diag_terms) / norm
+    flat = s.reshape(-1, k, k)
+    rows = max(1, _BLOCK_ELEMENTS // k)
+    sums = torch.empty(flat.shape[0], -(-k // rows), dtype=torch.float64)
+    for m, mat in enumerate(flat):
+        for b, r0 in enumerate(range(0, k, rows)):
+            torch.sum(_js_neg(mat[r0 : r0 + rows]), (0, 1), dtype=torch.float64, out=sums[m, b])
+    total = sums.sum(-1).to(s.dtype).reshape(s.shape[:-2])
+    return (total - diag_terms) / norm
+
+
+def nwj_bound_from_scores(scores: ArrayLike, *, shift: float = 0.0) -> torch.Tensor:
+    r"""The score-matrix NWJ estimate: :func:`nwj_bound` of :func:`split_scores`, uncopied.
+
+    .. math:: I_{NWJ}(S + c) = \frac1K \sum_i S_{ii} + c
+              - e^{c - 1} \frac{1}{K(K-1)} \sum_{i \ne j} e^{S_{ij}}
+
+    ``shift`` is a constant ``c`` added to every score (``c = 1`` is the "JS-trained, NWJ-valued"
+    estimator: the JS-optimal critic is ``log r``, NWJ's ``1 + log r``) without copying S.
+    Computed from the row sums of InfoNCE, like :func:`dv_bound_from_scores`.
+
+    Raises:
+        ValueError: ``log E_Q[e^{S+c}] - 1`` exceeds ``log`` of the largest float (see
+            :func:`nwj_bound`); the message names ``scores``.
+    """
+    s = _check_scores(scores, finite=False)
+    c = as_real(shift, "shift")
+    lme = _log_mean_exp_offdiagonal(s)
+    return _tuba(s.diagonal(dim1=-2, dim2=-1).mean(-1) + c, lme + c, 1.0, "scores",
+                 "log E_Q[e^T] - 1")
+
+
+def tuba_bound_from_scores(scores: ArrayLike, *, log_baseline: float = 0.0) -> torch.Tensor:
+    r"""The score-matrix TUBA estimate with a constant baseline ``a``, uncopied:
+    ``(1/K) Σ_i S_ii - (1/(K(K-1))) Σ_{i≠j} e^{S_ij} / a - log a + 1``
+    (:func:`tuba_bound` of :func:`split_scores`)."""
+    s = _check_scores(scores, finite=False)
+    log_a = as_real(log_baseline, "log_baseline")
+    return _tuba(s.diagonal(dim1=-2, dim2=-1).mean(-1), _log_mean_exp_offdiagonal(s), log_a,
+                 "scores", "log E_Q[e^T] - log a")
+
+
+def js_bound_from_scores(scores: ArrayLike) -> torch.Tensor:
+    r"""The score-matrix JS estimate: :func:`js_bound` of :func:`split_scores`, uncopied.
+
+    .. math:: I_{JS}(S) = \frac1K \sum_i \log\sigma(S_{ii})
+              + \frac{1}{K(K-1)} \sum_{i \ne j} \log\sigma(-S_{ij})
+
+    (a bound on ``2·JSD - 2 log 2``, not on I). The off-diagonal mean is the sum over all ``K²``
+    entries minus the ``K`` diagonal ones (:func:`_offdiagonal_mean_js_neg`).
+    """
+    s = _check_scores(scores)
+    return _js_pos(s.diagonal(dim1=-2, dim2=-1)).mean(-1) + _offdiagonal_mean_js_neg(s)
+
+
+def smile_bound_from_scores(scores: ArrayLike, *, clip: float | None = 5.0) -> torch.Tensor:
+    r"""The score-matrix SMILE estimate: :func:`smile_bound` of :func:`split_scores`, uncopied.
+
+    .. math:: I_{SMILE}(S, τ) = \frac1K \sum_i S_{ii}
+              - \log \frac{1}{K(K-1)} \sum_{i \ne j} \mathrm{clip}(e^{S_{ij}}, e^{-τ}, e^{τ})
+
+    ``clip=None`` (or ``inf``) is exactly :func:`dv_bound_from_scores`.
+    """
+    s = _check_scores(scores)
+    if clip is None:
+        return dv_bound_from_scores(s)
+    tau = as_real(clip, "clip", finite=False)
+    if not tau > 0:
+        raise ValueError(f"clip must be a number > 0 or None, got {tau}")
+    if tau == math.inf:
+        return dv_bound_from_scores(s)
+    diag = s.diagonal(dim1=-2, dim2=-1)
+    return diag.mean(-1) - _clipped_log_mean_exp_offdiagonal(s, tau)
 
 
 def infonce_bound_from_negatives(pos: ArrayLike, neg: ArrayLike) -> torch.Tensor:

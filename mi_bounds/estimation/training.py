@@ -1,9 +1,10 @@
 """Neural MI estimation: train a critic by maximising a bound on mini-batches.
 
 Every estimator here reads a ``[K, K]`` score matrix ``S[i, j] = T(x_i, y_j)`` from a critic of
-:mod:`mi_bounds.estimation.critics` and calls the bounds of :mod:`mi_bounds.bounds` on it (through
-:func:`~mi_bounds.bounds.split_scores` or :func:`~mi_bounds.bounds.infonce_bound`); no bound is
-re-implemented. An estimator has a *value* (what is reported, per step) and a *training
+:mod:`mi_bounds.estimation.critics` and calls the score-matrix forms of :mod:`mi_bounds.bounds`
+on it (``infonce_bound``, ``dv_bound_from_scores``, ``nwj_bound_from_scores``,
+``js_bound_from_scores``, ``smile_bound_from_scores``: the negatives are read in place, never
+copied); no bound is re-implemented. An estimator has a *value* (what is reported, per step) and a *training
 gradient*; the two differ for MINE and for the JS-trained estimators, and
 :func:`~mi_bounds.bounds.value_with_gradient_of` joins them.
 
@@ -57,11 +58,11 @@ from tqdm.auto import tqdm
 
 from mi_bounds._validation import check_int, skip_value_checks
 from mi_bounds.bounds import (
-    dv_bound,
+    dv_bound_from_scores,
     infonce_bound,
-    js_bound,
-    nwj_bound,
-    smile_bound,
+    js_bound_from_scores,
+    nwj_bound_from_scores,
+    smile_bound_from_scores,
     split_scores,
     value_with_gradient_of,
 )
@@ -108,30 +109,28 @@ class EstimatorSpec:
             raise ValueError(f"objective must be 'same', 'js' or 'mine', got {self.objective!r}")
 
 
-def _two_sample_value(bound: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``value(scores, clip)`` of a two-sample bound on the split score matrix."""
-    return lambda scores, clip: bound(*split_scores(scores))
-
-
-#: The estimators, by name: built here once, read-only (a ``MappingProxyType``).
+#: The estimators, by name: built here once, read-only (a ``MappingProxyType``). Every value is
+#: a score-matrix form of :mod:`mi_bounds.bounds` that reads the negatives in place (no copy of
+#: the ``K(K-1)`` off-diagonal entries; equal to the two-sample form of ``split_scores``).
 ESTIMATORS: Mapping[str, EstimatorSpec] = MappingProxyType({
     spec.name: spec
     for spec in [
         EstimatorSpec("dv", "same", "Donsker-Varadhan, trained and reported",
-                      _two_sample_value(dv_bound)),
+                      lambda scores, clip: dv_bound_from_scores(scores)),
         EstimatorSpec("mine", "mine", "DV value, MINE's moving-average-corrected DV gradient",
-                      _two_sample_value(dv_bound)),
-        EstimatorSpec("nwj", "same", "NWJ, trained and reported", _two_sample_value(nwj_bound)),
+                      lambda scores, clip: dv_bound_from_scores(scores)),
+        EstimatorSpec("nwj", "same", "NWJ, trained and reported",
+                      lambda scores, clip: nwj_bound_from_scores(scores)),
         EstimatorSpec("infonce", "same", "InfoNCE, trained and reported (at most log K)",
                       lambda scores, clip: infonce_bound(scores)),
         EstimatorSpec("js", "same", "JS bound value (2 JSD - 2 log 2, not MI), JS gradient",
-                      _two_sample_value(js_bound)),
+                      lambda scores, clip: js_bound_from_scores(scores)),
         EstimatorSpec("js_dv", "js", "JS-trained critic, DV value (= SMILE with no clipping)",
-                      _two_sample_value(dv_bound)),
+                      lambda scores, clip: dv_bound_from_scores(scores)),
         EstimatorSpec("js_nwj", "js", "JS-trained critic, NWJ value of the critic shifted by +1",
-                      lambda scores, clip: nwj_bound(*split_scores(scores + 1.0))),
+                      lambda scores, clip: nwj_bound_from_scores(scores, shift=1.0)),
         EstimatorSpec("smile", "js", "JS-trained critic, SMILE value with clip tau",
-                      lambda scores, clip: smile_bound(*split_scores(scores), clip=clip)),
+                      lambda scores, clip: smile_bound_from_scores(scores, clip=clip)),
     ]
 })
 
@@ -231,7 +230,7 @@ def training_objective(
     value = estimator_value(name, scores, clip=tau)
     objective = ESTIMATORS[base].objective
     if objective == "js":
-        return value_with_gradient_of(value, js_bound(*split_scores(scores)))
+        return value_with_gradient_of(value, js_bound_from_scores(scores))
     if objective == "mine":
         if mine is None:
             raise ValueError("estimator 'mine' needs its moving average: pass mine=MineAverage()")
