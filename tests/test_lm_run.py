@@ -19,12 +19,9 @@ import torch
 
 from mi_bounds.lm import _io, cli, stages
 from mi_bounds.lm.config import get_preset
-from mi_bounds.lm.model import (
-    encode_pair_sequences,
-    load_model_dir,
-    make_batch,
-    sequence_logps,
-)
+from mi_bounds.lm.logps import pad_sequences, response_logps
+from mi_bounds.lm.model import load_model_dir
+from mi_bounds.lm.task_format import ArithmeticFormat
 
 
 def _truth(prompt: str) -> int:
@@ -94,7 +91,7 @@ def test_reference_logps_match_token_by_token_recomputation(tiny_run):
     with torch.no_grad():
         for i in (0, len(pairs) // 2, len(pairs) - 1):
             for key, col in (("chosen", 0), ("rejected", 1)):
-                ids, n_prompt = encode_pair_sequences(tok, pairs[i]["prompt"], pairs[i][key])
+                ids, n_prompt = ArithmeticFormat(tok).encode(pairs[i]["prompt"], pairs[i][key])
                 total = 0.0
                 for t in range(n_prompt, len(ids)):
                     logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
@@ -105,11 +102,11 @@ def test_reference_logps_match_token_by_token_recomputation(tiny_run):
 def test_stacked_forward_equals_separate_forwards(tiny_run):
     run, _ = tiny_run
     model, tok = load_model_dir(run.dir / "base" / "model")
-    seqs = [encode_pair_sequences(tok, "1+2=", "3"), encode_pair_sequences(tok, "45+67=", "112"),
-            encode_pair_sequences(tok, "9+9=", "99")]
+    enc = ArithmeticFormat(tok).encode
+    seqs = [enc("1+2=", "3"), enc("45+67=", "112"), enc("9+9=", "99")]
     with torch.no_grad():
-        together = sequence_logps(model, make_batch(seqs, tok.pad_id))
-        alone = torch.cat([sequence_logps(model, make_batch([s], tok.pad_id)) for s in seqs])
+        together = response_logps(model, pad_sequences(seqs, tok.pad_id))
+        alone = torch.cat([response_logps(model, pad_sequences([s], tok.pad_id)) for s in seqs])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
 
 
@@ -329,7 +326,7 @@ def test_no_pairs_from_an_untrained_base_is_a_clear_error(tmp_path, one_thread):
 
 
 # ------------------------------------------------------------------------------------------
-# The decline study: gold pairs, sampled KL, shapes, rpo/sft/bco_pair, grids 
+# The decline study: gold pairs, sampled KL, shapes, rpo/sft/bco_pair, grids
 # ------------------------------------------------------------------------------------------
 
 
@@ -351,13 +348,13 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
     target is the exact KL of the first-token distributions: the estimate must agree with it
     within 4 standard errors, and is exactly 0 for π = π_ref."""
     from mi_bounds.lm.align import _sampled_kl
-    from mi_bounds.lm.model import encode_pair_sequences as enc
     from mi_bounds.lm.task_format import task_format
 
     run, _ = tiny_run
     ref, tok = load_model_dir(run.dir / "base" / "model")
     fmt = task_format(tok)
     assert fmt.kind == "raw"
+    enc = fmt.encode
     pol = load_model_dir(run.dir / "base" / "model")[0]
     with torch.no_grad():
         for p in pol.parameters():
@@ -367,7 +364,7 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
     exact = []
     with torch.no_grad():
         for prompt in prompts:
-            ids = torch.tensor([enc(tok, prompt, "")[0][:-1]])  # [BOS] prompt
+            ids = torch.tensor([enc(prompt, "")[0][:-1]])  # [BOS] prompt
             lp = torch.log_softmax(pol(input_ids=ids).logits[0, -1].double(), -1)
             lr = torch.log_softmax(ref(input_ids=ids).logits[0, -1].double(), -1)
             exact.append(float((lp.exp() * (lp - lr)).sum()))
