@@ -436,6 +436,47 @@ def test_grid_runs_each_setting_with_new_losses_and_gold_pairs(tiny_run, tmp_pat
     assert _io.read_json(d / "grid" / names[1] / "align" / "dpo-seed0" / "result.json") == before
 
 
+def test_grid_shares_reference_passes_and_step0_between_its_settings(tiny_run, tmp_path,
+                                                                     monkeypatch):
+    """The grid hands each setting the other settings' align folders: two settings that differ
+    only in lr (same base, pairs, beta and step-0 key) compute one reference pass per pair set
+    and one step-0 evaluation between them; the second setting stores copies of both."""
+    from mi_bounds.lm import align, grid
+
+    run, _ = tiny_run
+    d = _fresh_copy(run.dir, tmp_path / "shared", with_reference=False)
+    cfg = run.config.replace(align={"losses": ("dpo",), "steps": 2, "eval_every": 2,
+                                    "ckpt_every": 2, "kl_prompts": 2, "kl_samples": 2},
+                             grid=[{"lr": 3e-4}, {"lr": 1e-4}])
+    (d / "config.json").write_text(cfg.to_json())
+    r = stages.open_run(d, cfg, device="cpu", log=lambda m: None)
+    settings = grid.grid_runs(r)
+    names = [n for n, _ in settings]
+    assert grid.shared_align_dirs(settings, names[0]) == [d / "grid" / names[1] / "align"]
+    calls = {"reference": 0, "step0": 0}
+    pair_logps, evaluate = align._pair_logps, align._evaluate
+
+    def counting_pair_logps(*args, **kwargs):
+        calls["reference"] += 1
+        return pair_logps(*args, **kwargs)
+
+    def counting_evaluate(ev, model, step, train_loss):
+        calls["step0"] += step == 0
+        return evaluate(ev, model, step, train_loss)
+
+    monkeypatch.setattr(align, "_pair_logps", counting_pair_logps)
+    monkeypatch.setattr(align, "_evaluate", counting_evaluate)
+    grid.run_grid_align(r)
+    # reference: the train and held-out pair sets once (the first setting); the second reuses
+    # them. _pair_logps also scores the evaluations' pairs (2 per evaluation, 3 evaluations).
+    assert calls == {"reference": 2 + 2 * 3, "step0": 1}
+    step0 = [_io.read_json(d / "grid" / n / "align" / "step0.json") for n in names]
+    assert step0[0] == step0[1]
+    refs = [_io.torch_load(d / "grid" / n / "align" / "reference.pt") for n in names]
+    assert all(torch.equal(a, b) for k in ("train", "heldout")
+               for a, b in zip(refs[0][k], refs[1][k], strict=True))
+
+
 def test_cli_set_top_level_field(tmp_path):
     args = cli._parser().parse_args(["run", "--out", str(tmp_path / "r"), "--preset",
                                      "cpu-decline", "--set", "grid=[]", "--set", "seed=3"])
