@@ -57,10 +57,11 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from mi_bounds.lm import chat, task
+    from mi_bounds.lm import arithmetic, chat
     from mi_bounds.lm.logps import pad_sequences, response_logps
-    from mi_bounds.lm.model import load_model_dir
+    from mi_bounds.lm.model import generate, load_model_dir
     from mi_bounds.lm.pretrained import ensure_smollm2
+    from mi_bounds.lm.task_format import ChatFormat
 
     result: dict = {
         "command": "python benchmarks/bench_smollm2.py " + " ".join(
@@ -85,16 +86,16 @@ def main() -> None:
     acc: dict = {}
     examples: dict = {}
     for level in [] if args.skip_accuracy else args.levels:
-        prompts = task.sample_prompts(random.Random(level), args.n_prompts, [level], [1.0], "+")
+        prompts = arithmetic.sample_prompts(random.Random(level), args.n_prompts, [level], [1.0],
+                                            "+")
         t0 = time.perf_counter()
-        greedy = chat.generate_replies(model, tok, prompts, max_new_tokens=args.max_new_tokens,
-                                       greedy=True, system=args.system)
+        greedy = generate(model, ChatFormat(tok, args.system), prompts,
+                          max_new_tokens=args.max_new_tokens, greedy=True)
         t_greedy = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sampled = chat.generate_replies(model, tok, prompts, max_new_tokens=args.max_new_tokens,
-                                        num_samples=args.samples,
-                                        temperature=args.temperature, seed=level,
-                                        system=args.system)
+        sampled = generate(model, ChatFormat(tok, args.system), prompts,
+                           max_new_tokens=args.max_new_tokens, num_samples=args.samples,
+                           temperature=args.temperature, seed=level)
         t_sampled = time.perf_counter() - t0
         g_ok = [chat.verify_reply(q, r[0].text) for q, r in zip(prompts, greedy, strict=True)]
         s_ok = [[chat.verify_reply(q, x.text) for x in r]
@@ -132,10 +133,10 @@ def main() -> None:
     if args.skip_steps:
         return
     # -- one AdamW step: response-only logits vs full logits --------------------------------
-    prompts = task.sample_prompts(random.Random(99), args.batch, [1, 2], [1.0, 1.0], "+")
+    prompts = arithmetic.sample_prompts(random.Random(99), args.batch, [1, 2], [1.0, 1.0], "+")
     seqs = []
     for q in prompts:
-        a, _, b = task.parse_prompt(q)
+        a, _, b = arithmetic.parse_prompt(q)
         seqs.append(chat.encode_chat_pair(tok, q, f"{a} + {b} = {a + b}."))
     pad, _ = chat.special_ids(tok)
     batch = pad_sequences(seqs, pad)

@@ -49,7 +49,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from mi_bounds.lm import answer, get_preset, level_of, stages, verify
-from mi_bounds.lm.model import encode_pair_sequences, load_model_dir, make_batch, sequence_logps
+from mi_bounds.lm.logps import pad_sequences, response_logps
+from mi_bounds.lm.model import load_model_dir
+from mi_bounds.lm.task_format import task_format
 
 plt.rcParams["figure.dpi"] = 80
 RUN_DIR = Path(os.environ.get("MI_BOUNDS_LM_RUN")
@@ -221,8 +223,8 @@ print(f"mean reference log-prob of the chosen responses: {answer_2:.4f} (stored 
 # %% [markdown]
 # **Exercise 3.** Recompute the reference log-probability $\log\pi_{ref}(y_w \mid x)$ of the
 # first three train pairs' chosen responses yourself, with the base model in
-# `base/model/` and the library's `encode_pair_sequences`, `make_batch` and
-# `sequence_logps`.
+# `base/model/` and the library's task format (`task_format(tokenizer).encode`: `[BOS] prompt
+# response EOS`), `pad_sequences` and `response_logps`.
 
 # %%
 answer_3 = None  # a tensor of 3 values
@@ -230,10 +232,10 @@ answer_3 = None  # a tensor of 3 values
 # %%
 model, tokenizer = load_model_dir(RUN_DIR / "base" / "model")
 model.eval()
-seqs = [encode_pair_sequences(tokenizer, p["prompt"], p["chosen"])
-        for p in data["train_pairs"][:3]]
+fmt = task_format(tokenizer)  # the raw format of the character model
+seqs = [fmt.encode(p["prompt"], p["chosen"]) for p in data["train_pairs"][:3]]
 with torch.no_grad():
-    solution_3 = sequence_logps(model, make_batch(seqs, tokenizer.pad_id))
+    solution_3 = response_logps(model, pad_sequences(seqs, fmt.pad_id))
 answer_3 = solution_3 if answer_3 is None else torch.as_tensor(answer_3)
 # float32 on CPU here; a reference computed on a GPU (bf16 autocast) agrees less closely
 tol = 1e-4 if dpo_run["throughput"]["device"] == "cpu" else 5e-2

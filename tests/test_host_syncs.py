@@ -154,7 +154,7 @@ def test_align_step_reads_one_value(sampled_run, monkeypatch, loss):
     sets = align_mod.load_reference(run, data)
     counter = ScalarReads()
 
-    def fake_evaluate(run, model, reference, tokenizer, sets, data, step, train_loss, seed):
+    def fake_evaluate(ev, model, step, train_loss):
         # evaluations read values by design: only the steps between them are counted
         if step == 0:
             counter.__enter__()
@@ -163,10 +163,10 @@ def test_align_step_reads_one_value(sampled_run, monkeypatch, loss):
         return {"step": step, "train_loss": train_loss, "train": {}, "heldout": {},
                 "acc_heldout": None, "acc_hard": None, "acc_heldout_by_level": {}}
 
-    def fake_step0(run, model, reference, fmt, sets, data, seed):
+    def fake_step0(ev, model, shared):
         # the step-0 evaluation is cached per directory (step0.json): not read here, so that
         # every parametrised run starts the counter
-        return fake_evaluate(run, model, reference, fmt, sets, data, 0, None, seed)
+        return fake_evaluate(ev, model, 0, None)
 
     monkeypatch.setattr(align_mod, "_evaluate", fake_evaluate)
     monkeypatch.setattr(align_mod, "_step0", fake_step0)

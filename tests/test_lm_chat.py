@@ -9,8 +9,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mi_bounds.lm import chat, task
+from mi_bounds.lm import arithmetic, chat
 from mi_bounds.lm.chat import final_integer, verify_reply
+from mi_bounds.lm.model import generate
+from mi_bounds.lm.task_format import ChatFormat
 
 
 @pytest.mark.parametrize(("reply", "value"), [
@@ -58,8 +60,8 @@ def test_final_integer_recovers_an_integer_written_last(n, head, tail, grouped):
 
 @given(a=st.integers(1, 999), b=st.integers(1, 999), op=st.sampled_from("+-*"))
 def test_verify_reply_accepts_exactly_the_true_result(a, b, op):
-    prompt = task.make_prompt(a, op, b)
-    truth = int(task.answer(prompt))
+    prompt = arithmetic.make_prompt(a, op, b)
+    truth = int(arithmetic.answer(prompt))
     assert verify_reply(prompt, f"{a} {op} {b} = {truth}.")
     assert verify_reply(prompt, f"The answer is {truth}")
     assert not verify_reply(prompt, f"The answer is {truth + 1}")
@@ -129,11 +131,12 @@ def test_character_tokenizer_is_refused():
 
 
 def test_greedy_replies_are_the_step_by_step_argmax(tiny):
-    """generate_replies(greedy) = argmax decoding by hand (to EOS or max_new_tokens), for
-    prompts of two token lengths in one call; text is the decoded ids; finished iff EOS came."""
+    """generate(greedy) in the chat format = argmax decoding by hand (to EOS or max_new_tokens),
+    for prompts of two token lengths in one call; text is the decoded ids; finished iff EOS
+    came."""
     model, tok = tiny
     prompts = ["1+2=", "12+34=", "5+6="]
-    got = chat.generate_replies(model, tok, prompts, max_new_tokens=6, greedy=True)
+    got = generate(model, ChatFormat(tok), prompts, max_new_tokens=6, greedy=True)
     for prompt, replies in zip(prompts, got, strict=True):
         assert len(replies) == 1
         ids = chat.encode_chat_prompt(tok, prompt)
@@ -156,8 +159,8 @@ def test_sampling_is_pure_and_reproducible(tiny):
     the same seed gives the same samples."""
     model, tok = tiny
     n = 1000
-    replies = chat.generate_replies(model, tok, ["12+34="], max_new_tokens=1, num_samples=n,
-                                    batch_size=n, seed=1)[0]
+    replies = generate(model, ChatFormat(tok), ["12+34="], max_new_tokens=1, num_samples=n,
+                       batch_size=n, seed=1)[0]
     first = torch.tensor([r.ids[0] if r.ids else 2 for r in replies])
     with torch.no_grad():
         ids = torch.tensor([chat.encode_chat_prompt(tok, "12+34=")])
@@ -168,15 +171,15 @@ def test_sampling_is_pure_and_reproducible(tiny):
     freq = float(outside[first].double().mean())
     assert mass > 0.1  # the check has power
     assert abs(freq - mass) < 5 * (mass * (1 - mass) / n) ** 0.5
-    again = chat.generate_replies(model, tok, ["12+34="], max_new_tokens=1, num_samples=n,
-                                  batch_size=n, seed=1)[0]
+    again = generate(model, ChatFormat(tok), ["12+34="], max_new_tokens=1, num_samples=n,
+                     batch_size=n, seed=1)[0]
     assert [r.ids for r in again] == [r.ids for r in replies]
 
 
-def test_generate_replies_validates(tiny):
+def test_generate_validates(tiny):
     model, tok = tiny
     for kwargs, name in (({"max_new_tokens": 0}, "max_new_tokens"),
                          ({"max_new_tokens": 2, "num_samples": 0}, "num_samples"),
                          ({"max_new_tokens": 2, "temperature": 0.0}, "temperature")):
         with pytest.raises(ValueError, match=name):
-            chat.generate_replies(model, tok, ["1+2="], **kwargs)
+            generate(model, ChatFormat(tok), ["1+2="], **kwargs)

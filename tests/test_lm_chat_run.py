@@ -22,8 +22,7 @@ pytest.importorskip("accelerate")
 
 from tiny_gguf import write_tiny_llama_gguf
 
-from mi_bounds.lm import _io, chat, cli, stages
-from mi_bounds.lm import task as arith
+from mi_bounds.lm import _io, arithmetic, chat, cli, stages
 from mi_bounds.lm.config import get_preset
 from mi_bounds.lm.logps import pad_sequences, response_logps
 from mi_bounds.lm.model import load_model_dir
@@ -74,8 +73,9 @@ def chat_gguf(tmp_path_factory):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         for _ in range(60):
-            prompts = arith.sample_prompts(rng, 32, [1], [1.0], "+", unique=False)
-            batch = pad_sequences([fmt.encode(p, arith.answer(p)) for p in prompts], fmt.pad_id)
+            prompts = arithmetic.sample_prompts(rng, 32, [1], [1.0], "+", unique=False)
+            batch = pad_sequences([fmt.encode(p, arithmetic.answer(p)) for p in prompts],
+                                  fmt.pad_id)
             loss = -response_logps(model, batch).mean()
             opt.zero_grad()
             loss.backward()
@@ -144,7 +144,7 @@ def test_chat_pairs_are_verified_sampled_replies(chat_run):
         a, b = pr["prompt"][:-1].split("+")
         assert pr["chosen"] == f"{a} + {b} = {int(a) + int(b)}" and "chosen_ids" not in pr
     for lv, row in data["base_accuracy"]["by_level"].items():
-        prompts = [p for p in data["heldout_prompts"] if arith.level_of(p) == int(lv)]
+        prompts = [p for p in data["heldout_prompts"] if arithmetic.level_of(p) == int(lv)]
         acc = [sum(fin and _right(p, t) for t, fin in data["heldout_samples"][p])
                / len(data["heldout_samples"][p]) for p in prompts]
         assert row["sampled"] == pytest.approx(sum(acc) / len(acc))

@@ -10,7 +10,8 @@ pytest.importorskip("transformers")
 import torch
 
 from mi_bounds.lm.config import ModelConfig
-from mi_bounds.lm.model import build_model, generate, sample_sequences
+from mi_bounds.lm.model import build_model, generate
+from mi_bounds.lm.task_format import ArithmeticFormat
 from mi_bounds.lm.tokenizer import CharTokenizer
 
 
@@ -40,16 +41,18 @@ def test_sampling_ignores_truncation_and_the_checkpoint_generation_config(flat_m
     transformers' global default top_k=50 nor the checkpoint's top_k=3), no top-p, no suppressed
     tokens."""
     model, tok = flat_model
-    seqs = sample_sequences(model, tok, ["1+1="], max_new_tokens=1, num_samples=2000, seed=0)
-    first = {ids[n] for ids, n in seqs}
+    fmt = ArithmeticFormat(tok)
+    replies = generate(model, fmt, ["1+1="], max_new_tokens=1, num_samples=2000, seed=0)[0]
+    first = {(r.ids or [tok.eos_id])[0] for r in replies}  # the sampled token, EOS included
     assert len(first) > 190
-    texts = generate(model, tok, ["1+1="], max_new_tokens=1, num_samples=2000, seed=1)[0]
-    assert len({t for t, _ in texts}) > 150  # EOS and the specials decode to ""
+    texts = generate(model, fmt, ["1+1="], max_new_tokens=1, num_samples=2000, seed=1)[0]
+    assert len({r.text for r in texts}) > 150  # EOS and the specials decode to ""
 
 
 def test_sampling_is_reproducible_and_seeded(flat_model):
     model, tok = flat_model
-    a = sample_sequences(model, tok, ["1+1=", "2+2="], max_new_tokens=3, num_samples=4, seed=7)
-    b = sample_sequences(model, tok, ["1+1=", "2+2="], max_new_tokens=3, num_samples=4, seed=7)
-    c = sample_sequences(model, tok, ["1+1=", "2+2="], max_new_tokens=3, num_samples=4, seed=8)
+    fmt = ArithmeticFormat(tok)
+    a = generate(model, fmt, ["1+1=", "2+2="], max_new_tokens=3, num_samples=4, seed=7)
+    b = generate(model, fmt, ["1+1=", "2+2="], max_new_tokens=3, num_samples=4, seed=7)
+    c = generate(model, fmt, ["1+1=", "2+2="], max_new_tokens=3, num_samples=4, seed=8)
     assert a == b and a != c

@@ -13,7 +13,6 @@ pytest.importorskip("transformers")
 from tiny_gguf import reference_llama
 
 from mi_bounds.lm.logps import pad_sequences, position_ids, response_logps
-from mi_bounds.lm.model import make_batch, sequence_logps
 
 PAD = 2
 
@@ -64,17 +63,14 @@ def test_response_logps_equal_token_by_token_recomputation(model, shapes, seed, 
 
 
 def test_padding_side_and_the_existing_right_padded_path_agree(model):
-    """Left- and right-padded batches give the same values (1e-5), and so does
-    mi_bounds.lm.model.sequence_logps (the old name, now response_logps) on the batch that
-    make_batch pads (the layout of the char model's stages)."""
+    """Left- and right-padded batches give the same values (1e-5); the right-padded batch is
+    the layout of the stages (pad_sequences' default)."""
     seqs = [([5, 9, 11, 40, 7, 8, 2], 3), ([30, 31, 2], 1), ([4] * 12, 10)]
     left, right = pad_sequences(seqs, PAD, side="left"), pad_sequences(seqs, PAD)
     assert left.input_ids[1, 0] == PAD and right.input_ids[1, -1] == PAD  # padding really differs
     with torch.no_grad():
         a, b = response_logps(model, left), response_logps(model, right)
-        c = sequence_logps(model, make_batch(seqs, PAD))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    torch.testing.assert_close(b, c, atol=1e-5, rtol=0)
 
 
 def test_sliced_and_full_logits_paths_have_the_same_gradient(model):

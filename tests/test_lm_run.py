@@ -19,12 +19,9 @@ import torch
 
 from mi_bounds.lm import _io, cli, stages
 from mi_bounds.lm.config import get_preset
-from mi_bounds.lm.model import (
-    encode_pair_sequences,
-    load_model_dir,
-    make_batch,
-    sequence_logps,
-)
+from mi_bounds.lm.logps import pad_sequences, response_logps
+from mi_bounds.lm.model import load_model_dir
+from mi_bounds.lm.task_format import ArithmeticFormat
 
 
 def _truth(prompt: str) -> int:
@@ -94,7 +91,7 @@ def test_reference_logps_match_token_by_token_recomputation(tiny_run):
     with torch.no_grad():
         for i in (0, len(pairs) // 2, len(pairs) - 1):
             for key, col in (("chosen", 0), ("rejected", 1)):
-                ids, n_prompt = encode_pair_sequences(tok, pairs[i]["prompt"], pairs[i][key])
+                ids, n_prompt = ArithmeticFormat(tok).encode(pairs[i]["prompt"], pairs[i][key])
                 total = 0.0
                 for t in range(n_prompt, len(ids)):
                     logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
@@ -105,11 +102,11 @@ def test_reference_logps_match_token_by_token_recomputation(tiny_run):
 def test_stacked_forward_equals_separate_forwards(tiny_run):
     run, _ = tiny_run
     model, tok = load_model_dir(run.dir / "base" / "model")
-    seqs = [encode_pair_sequences(tok, "1+2=", "3"), encode_pair_sequences(tok, "45+67=", "112"),
-            encode_pair_sequences(tok, "9+9=", "99")]
+    enc = ArithmeticFormat(tok).encode
+    seqs = [enc("1+2=", "3"), enc("45+67=", "112"), enc("9+9=", "99")]
     with torch.no_grad():
-        together = sequence_logps(model, make_batch(seqs, tok.pad_id))
-        alone = torch.cat([sequence_logps(model, make_batch([s], tok.pad_id)) for s in seqs])
+        together = response_logps(model, pad_sequences(seqs, tok.pad_id))
+        alone = torch.cat([response_logps(model, pad_sequences([s], tok.pad_id)) for s in seqs])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
 
 
@@ -351,13 +348,13 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
     target is the exact KL of the first-token distributions: the estimate must agree with it
     within 4 standard errors, and is exactly 0 for π = π_ref."""
     from mi_bounds.lm.align import _sampled_kl
-    from mi_bounds.lm.model import encode_pair_sequences as enc
     from mi_bounds.lm.task_format import task_format
 
     run, _ = tiny_run
     ref, tok = load_model_dir(run.dir / "base" / "model")
     fmt = task_format(tok)
     assert fmt.kind == "raw"
+    enc = fmt.encode
     pol = load_model_dir(run.dir / "base" / "model")[0]
     with torch.no_grad():
         for p in pol.parameters():
@@ -367,7 +364,7 @@ def test_sampled_kl_matches_exact_first_token_kl(tiny_run):
     exact = []
     with torch.no_grad():
         for prompt in prompts:
-            ids = torch.tensor([enc(tok, prompt, "")[0][:-1]])  # [BOS] prompt
+            ids = torch.tensor([enc(prompt, "")[0][:-1]])  # [BOS] prompt
             lp = torch.log_softmax(pol(input_ids=ids).logits[0, -1].double(), -1)
             lr = torch.log_softmax(ref(input_ids=ids).logits[0, -1].double(), -1)
             exact.append(float((lp.exp() * (lp - lr)).sum()))
@@ -437,6 +434,47 @@ def test_grid_runs_each_setting_with_new_losses_and_gold_pairs(tiny_run, tmp_pat
     before = _io.read_json(d / "grid" / names[1] / "align" / "dpo-seed0" / "result.json")
     stages.run_align(stages.open_run(d, cfg, device="cpu", log=lambda m: None))
     assert _io.read_json(d / "grid" / names[1] / "align" / "dpo-seed0" / "result.json") == before
+
+
+def test_grid_shares_reference_passes_and_step0_between_its_settings(tiny_run, tmp_path,
+                                                                     monkeypatch):
+    """The grid hands each setting the other settings' align folders: two settings that differ
+    only in lr (same base, pairs, beta and step-0 key) compute one reference pass per pair set
+    and one step-0 evaluation between them; the second setting stores copies of both."""
+    from mi_bounds.lm import align, grid
+
+    run, _ = tiny_run
+    d = _fresh_copy(run.dir, tmp_path / "shared", with_reference=False)
+    cfg = run.config.replace(align={"losses": ("dpo",), "steps": 2, "eval_every": 2,
+                                    "ckpt_every": 2, "kl_prompts": 2, "kl_samples": 2},
+                             grid=[{"lr": 3e-4}, {"lr": 1e-4}])
+    (d / "config.json").write_text(cfg.to_json())
+    r = stages.open_run(d, cfg, device="cpu", log=lambda m: None)
+    settings = grid.grid_runs(r)
+    names = [n for n, _ in settings]
+    assert grid.shared_align_dirs(settings, names[0]) == [d / "grid" / names[1] / "align"]
+    calls = {"reference": 0, "step0": 0}
+    pair_logps, evaluate = align._pair_logps, align._evaluate
+
+    def counting_pair_logps(*args, **kwargs):
+        calls["reference"] += 1
+        return pair_logps(*args, **kwargs)
+
+    def counting_evaluate(ev, model, step, train_loss):
+        calls["step0"] += step == 0
+        return evaluate(ev, model, step, train_loss)
+
+    monkeypatch.setattr(align, "_pair_logps", counting_pair_logps)
+    monkeypatch.setattr(align, "_evaluate", counting_evaluate)
+    grid.run_grid_align(r)
+    # reference: the train and held-out pair sets once (the first setting); the second reuses
+    # them. _pair_logps also scores the evaluations' pairs (2 per evaluation, 3 evaluations).
+    assert calls == {"reference": 2 + 2 * 3, "step0": 1}
+    step0 = [_io.read_json(d / "grid" / n / "align" / "step0.json") for n in names]
+    assert step0[0] == step0[1]
+    refs = [_io.torch_load(d / "grid" / n / "align" / "reference.pt") for n in names]
+    assert all(torch.equal(a, b) for k in ("train", "heldout")
+               for a, b in zip(refs[0][k], refs[1][k], strict=True))
 
 
 def test_cli_set_top_level_field(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mi_bounds.lm import arithmetic
 from mi_bounds.lm import config as lmconfig
-from mi_bounds.lm import task
 from mi_bounds.lm.data import read_pairs_jsonl
 from mi_bounds.lm.tokenizer import CharTokenizer, load_tokenizer
 
@@ -25,45 +25,45 @@ _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * 
 @given(a=st.integers(1, 10**9 - 1), b=st.integers(1, 10**9 - 1), op=st.sampled_from("+-*"))
 def test_verifier_accepts_exactly_the_true_result(a, b, op):
     """verify(prompt, r) holds iff r is the integer result, computed here independently."""
-    prompt = task.make_prompt(a, op, b)
+    prompt = arithmetic.make_prompt(a, op, b)
     truth = _OPS[op](a, b)
-    assert task.parse_prompt(prompt) == (a, op, b)
-    assert task.verify(prompt, str(truth))
-    assert task.verify(prompt, f" {truth}\n")  # surrounding whitespace is ignored
-    assert not task.verify(prompt, str(truth + 1))
-    assert not task.verify(prompt, str(truth) + "0")
-    assert not task.verify(prompt, "")
-    assert task.level_of(prompt) == max(len(str(a)), len(str(b)))
+    assert arithmetic.parse_prompt(prompt) == (a, op, b)
+    assert arithmetic.verify(prompt, str(truth))
+    assert arithmetic.verify(prompt, f" {truth}\n")  # surrounding whitespace is ignored
+    assert not arithmetic.verify(prompt, str(truth + 1))
+    assert not arithmetic.verify(prompt, str(truth) + "0")
+    assert not arithmetic.verify(prompt, "")
+    assert arithmetic.level_of(prompt) == max(len(str(a)), len(str(b)))
 
 
 @pytest.mark.parametrize("bad", ["", "1+2", "01+2=", "1/2=", "a+b=", "1+2=3", "-1+2="])
 def test_non_task_prompts_are_rejected(bad):
-    assert task.parse_prompt(bad) is None
+    assert arithmetic.parse_prompt(bad) is None
     with pytest.raises(ValueError, match="not an arithmetic task prompt"):
-        task.answer(bad)
+        arithmetic.answer(bad)
 
 
 def test_make_prompt_validates():
     with pytest.raises(ValueError, match="op"):
-        task.make_prompt(1, "/", 2)
+        arithmetic.make_prompt(1, "/", 2)
     with pytest.raises(ValueError, match="positive"):
-        task.make_prompt(0, "+", 2)
+        arithmetic.make_prompt(0, "+", 2)
 
 
 def test_sample_prompts_levels_uniqueness_and_exclusion():
     rng = random.Random(0)
-    excl = task.sample_prompts(random.Random(1), 20, (1,), (1.0,), "+")
-    got = task.sample_prompts(rng, 300, (1, 2), (1.0, 1.0), "+-", exclude=excl)
+    excl = arithmetic.sample_prompts(random.Random(1), 20, (1,), (1.0,), "+")
+    got = arithmetic.sample_prompts(rng, 300, (1, 2), (1.0, 1.0), "+-", exclude=excl)
     assert len(set(got)) == len(got) == 300
     assert not set(got) & set(excl)
-    assert {task.level_of(p) for p in got} == {1, 2}
+    assert {arithmetic.level_of(p) for p in got} == {1, 2}
     for p in got:
-        a, op, b = task.parse_prompt(p)
-        assert op in "+-" and len(str(a)) == len(str(b)) == task.level_of(p)
+        a, op, b = arithmetic.parse_prompt(p)
+        assert op in "+-" and len(str(a)) == len(str(b)) == arithmetic.level_of(p)
     # level 1 with one operator has exactly 81 distinct problems
-    assert len(task.sample_prompts(random.Random(2), 81, (1,), (1.0,), "+")) == 81
+    assert len(arithmetic.sample_prompts(random.Random(2), 81, (1,), (1.0,), "+")) == 81
     with pytest.raises(ValueError, match="distinct prompts"):
-        task.sample_prompts(random.Random(2), 82, (1,), (1.0,), "+")
+        arithmetic.sample_prompts(random.Random(2), 82, (1,), (1.0,), "+")
 
 
 # ------------------------------------------------------------------------------------------

@@ -11,6 +11,14 @@ Command line: ``mi-bounds lm run --preset cpu-tiny --out DIR`` (see :mod:`mi_bou
 Importing this package does not import transformers; the stages do.
 """
 
+from mi_bounds.lm.arithmetic import (
+    answer,
+    level_of,
+    make_prompt,
+    parse_prompt,
+    sample_prompts,
+    verify,
+)
 from mi_bounds.lm.config import (
     PRESETS,
     AlignConfig,
@@ -21,7 +29,6 @@ from mi_bounds.lm.config import (
     TaskConfig,
     get_preset,
 )
-from mi_bounds.lm.task import answer, level_of, make_prompt, parse_prompt, sample_prompts, verify
 from mi_bounds.lm.tokenizer import CharTokenizer, load_tokenizer
 
 __all__ = [

@@ -3,7 +3,8 @@
 The reference log-probabilities of every pair are computed once by the base model
 (``DIR/align/reference.pt``), and so is the step-0 evaluation, which is the same for every
 (loss, seed) run of the directory (``DIR/align/step0.json``: at step 0 the policy is the base
-model); the settings of a grid, which share base model and pairs, share both.
+model). Other run directories with the same base model and pairs (the other settings of a grid,
+:mod:`mi_bounds.lm.grid`, which passes their ``align/`` folders as ``shared``) share both.
 Log-probabilities are sums over the response tokens only, with logits computed only where a
 response token is scored (:func:`mi_bounds.lm.logps.response_logps`). The task is seen
 through the run's :class:`~mi_bounds.lm.task_format.TaskFormat` (raw, or a chat template).
@@ -31,20 +32,15 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from mi_bounds.decline.shape import decline_shape
-from mi_bounds.lm import _io
-from mi_bounds.lm import task as arith
+from mi_bounds.lm import _io, arithmetic
 from mi_bounds.lm.logps import pad_sequences, response_logps
-from mi_bounds.lm.model import (
-    autocast,
-    load_model_dir,
-    n_params,
-    save_model_dir,
-)
+from mi_bounds.lm.model import autocast, generate, load_model_dir, n_params, save_model_dir
 from mi_bounds.lm.optim import lr_factor, mfu, set_lr
 from mi_bounds.lm.run_dir import (
     Run,
@@ -118,12 +114,15 @@ def _train_key(run: Run) -> str:
     return "train_gold" if run.config.align.chosen == "gold" else "train"
 
 
-def load_reference(run: Run, data: dict) -> dict[str, PairSet]:
+def load_reference(run: Run, data: dict, *,
+                   shared: Sequence[Path] = ()) -> dict[str, PairSet]:
     """Reference log-probabilities of the train and held-out pairs, computed once and stored.
 
     Returns ``{"train": ..., "heldout": ...}``; ``train`` holds the on-policy pairs, or the
     off-policy gold pairs with ``align.chosen = "gold"`` (held-out pairs are the on-policy
     held-out pairs in both cases, so every variant is measured on the same held-out set).
+    ``shared``: ``align/`` folders of run directories with the same base model and pairs (a
+    grid's other settings); a pair set whose reference pass one of them stored is not recomputed.
     """
     key = _train_key(run)
     field = {"train": "train_pairs", "train_gold": "train_pairs_gold"}[key]
@@ -138,7 +137,7 @@ def load_reference(run: Run, data: dict) -> dict[str, PairSet]:
     fmt = run_format(run, tokenizer)
     tok = {key: _tokenise(fmt, data[field]), "heldout": _tokenise(fmt, data["heldout_pairs"])}
     ref = _io.torch_load(path) if path.is_file() else {}
-    for other in _grid_siblings(run, "reference.pt"):  # the same base and pairs in a grid
+    for other in _existing(shared, "reference.pt"):  # the same base model and pairs
         if any(name not in ref for name in tok):
             ref = {**_io.torch_load(other), **ref}
     missing = [name for name in tok if name not in ref]
@@ -152,14 +151,9 @@ def load_reference(run: Run, data: dict) -> dict[str, PairSet]:
             "heldout": PairSet(*tok["heldout"], *ref["heldout"])}
 
 
-def _grid_siblings(run: Run, name: str) -> list:
-    """``align/<name>`` of the other settings of the grid that ``run`` belongs to (they share
-    the base model and the sample stage, so the reference pass and the step-0 evaluation are
-    the same for them where their keys agree)."""
-    parent = run.dir.parent
-    if parent.name != "grid" or not (run.dir / "sample").is_symlink():
-        return []
-    return sorted(p for p in parent.glob(f"*/align/{name}") if p.parent.parent != run.dir)
+def _existing(shared: Sequence[Path], name: str) -> list[Path]:
+    """The files ``<folder>/<name>`` of the ``shared`` align folders that exist, in order."""
+    return [Path(d) / name for d in shared if (Path(d) / name).is_file()]
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
@@ -209,7 +203,7 @@ def _greedy_correct(model, fmt: TaskFormat, prompts: Sequence[str], max_new: int
     """Whether the greedy response to each task prompt is right (finished and verified)."""
     if not prompts:
         return []
-    outs = fmt.replies(model, prompts, max_new_tokens=max_new, greedy=True, device=device)
+    outs = generate(model, fmt, prompts, max_new_tokens=max_new, greedy=True, device=device)
     return [bool(o[0].finished and fmt.verify(p, o[0].text))
             for p, o in zip(prompts, outs, strict=True)]
 
@@ -217,8 +211,22 @@ def _greedy_correct(model, fmt: TaskFormat, prompts: Sequence[str], max_new: int
 def _by_level(prompts: Sequence[str], correct: Sequence[bool]) -> dict[str, float]:
     levels: dict[str, list[bool]] = {}
     for p, ok in zip(prompts, correct, strict=True):
-        levels.setdefault(str(arith.level_of(p)), []).append(ok)
+        levels.setdefault(str(arithmetic.level_of(p)), []).append(ok)
     return {lv: sum(v) / len(v) for lv, v in sorted(levels.items())}
+
+
+def _sampled_sequences(model, fmt: TaskFormat, prompts: Sequence[str], k: int, max_new: int,
+                       seed: int, device) -> list[tuple[list[int], int]]:
+    """``k`` exact samples of π (T = 1) per prompt as ``(ids, n_prompt)``: prompt, response and
+    EOS when EOS came, else prompt and the ``max_new`` tokens (the event "the response starts
+    with these tokens"). Ids as sampled (no decode/encode round trip); prompt by prompt."""
+    rows = generate(model, fmt, prompts, max_new_tokens=max_new, num_samples=k, seed=seed,
+                    device=device)
+    out = []
+    for prompt, row in zip(prompts, rows, strict=True):
+        head = fmt.prompt_ids(prompt)
+        out += [(head + r.ids + ([fmt.eos_id] if r.finished else []), len(head)) for r in row]
+    return out
 
 
 @torch.no_grad()
@@ -233,8 +241,7 @@ def _sampled_kl(model, reference, fmt: TaskFormat, prompts: Sequence[str], k: in
     ``k3`` = mean(e^{-d} - 1 + d) (also unbiased, and ≥ 0 sample by sample; Schulman 2020,
     "Approximating KL divergence"). At π = π_ref both are exactly 0.
     """
-    seqs = fmt.sample_sequences(model, prompts, max_new_tokens=max_new, num_samples=k, seed=seed,
-                                device=device)
+    seqs = _sampled_sequences(model, fmt, prompts, k, max_new, seed, device)
     lp = _sequence_logps(model, seqs, fmt.pad_id, device)
     lr = _sequence_logps(reference, seqs, fmt.pad_id, device)
     d = (lp - lr).double()
@@ -261,19 +268,36 @@ def _accuracy_due(ac, step: int) -> bool:
     return ac.acc_every == 0 or step in (0, ac.steps) or step % ac.acc_every == 0
 
 
-def _evaluate(run, model, reference, fmt: TaskFormat, sets, data, step, train_loss,
-              seed) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _EvalInputs:
+    """What every evaluation of one (loss, seed) run reads besides the policy and the step."""
+
+    run: Run
+    fmt: TaskFormat
+    #: ``{"train": ..., "heldout": ...}`` of :func:`load_reference`
+    sets: dict[str, PairSet]
+    #: the sample stage's ``data.json`` (held-out and hard prompts)
+    data: dict
+    #: a frozen copy of the base model for the sampled KL (None: no KL)
+    reference: torch.nn.Module | None
+    #: the run's seed (the KL's sampling seed is derived from it and the step)
+    seed: int
+
+
+def _evaluate(ev: _EvalInputs, model, step: int, train_loss: float | None) -> dict[str, Any]:
+    """The record of one evaluation (module docstring): pair metrics, sampled KL, accuracy."""
+    run, fmt, sets, data = ev.run, ev.fmt, ev.sets, ev.data
     ac = run.config.align
-    max_new = max_new_tokens(run.config, fmt.kind)
+    max_new = max_new_tokens(run.config, fmt)
     rec = {"step": step, "train_loss": train_loss,
            "train": _pair_metrics(model, sets["train"], ac.n_eval_pairs, ac.beta,
                                   fmt.pad_id, run.device),
            "heldout": _pair_metrics(model, sets["heldout"], None, ac.beta, fmt.pad_id,
                                     run.device)}
     held = data["heldout_prompts"]
-    if reference is not None and held:
-        rec["kl"] = _sampled_kl(model, reference, fmt, held[: ac.kl_prompts],
-                                ac.kl_samples, max_new, seed * 1_000_003 + step + 17,
+    if ev.reference is not None and held:
+        rec["kl"] = _sampled_kl(model, ev.reference, fmt, held[: ac.kl_prompts],
+                                ac.kl_samples, max_new, ev.seed * 1_000_003 + step + 17,
                                 run.device)
     if _accuracy_due(ac, step):
         correct = _greedy_correct(model, fmt, held, max_new, run.device)
@@ -296,21 +320,22 @@ def _step0_key(run: Run) -> dict[str, Any]:
             "max_new_tokens": run.config.sample.max_new_tokens}
 
 
-def _step0(run, model, reference, fmt, sets, data, seed) -> dict[str, Any]:
+def _step0(ev: _EvalInputs, model, shared: Sequence[Path]) -> dict[str, Any]:
     """The step-0 evaluation, computed by the first run of the directory and reused by the
-    others: at step 0 every run's policy is the base model, so its pair metrics, greedy
-    accuracy and KL (exactly 0: the sampled responses differ with the seed, but
-    log π - log π_ref is 0 on each) are the same for every loss and seed."""
-    path = run.dir / "align" / "step0.json"
-    key = _step0_key(run)
-    for p in [path, *_grid_siblings(run, "step0.json")]:
+    others (and by the ``shared`` align folders' runs, where their key agrees): at step 0 every
+    run's policy is the base model, so its pair metrics, greedy accuracy and KL (exactly 0: the
+    sampled responses differ with the seed, but log π - log π_ref is 0 on each) are the same
+    for every loss and seed."""
+    path = ev.run.dir / "align" / "step0.json"
+    key = _step0_key(ev.run)
+    for p in [path, *_existing(shared, "step0.json")]:
         if p.is_file():
             stored = _io.read_json(p)
             if stored.get("key") == key:
                 if p != path:
                     _io.write_json(path, stored)
                 return stored["record"]
-    rec = _evaluate(run, model, reference, fmt, sets, data, 0, None, seed)
+    rec = _evaluate(ev, model, 0, None)
     _io.write_json(path, {"key": key, "record": rec})
     return rec
 
@@ -328,8 +353,11 @@ def curve_shapes(history: Sequence[dict]) -> dict[str, dict[str, Any]]:
 
 
 def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], data: dict,
-              *, stop_after: int | None = None) -> dict[str, Any]:
-    """Align a copy of the base model with one loss and seed; resumable from its checkpoint."""
+              *, stop_after: int | None = None, shared: Sequence[Path] = ()) -> dict[str, Any]:
+    """Align a copy of the base model with one loss and seed; resumable from its checkpoint.
+
+    ``shared``: align folders whose step-0 evaluation is this run's too (:func:`load_reference`).
+    """
     ac = run.config.align
     out = run.dir / "align" / f"{loss_kind}-seed{seed}"
     done = out / "result.json"
@@ -343,6 +371,7 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
     if ac.kl_prompts > 0:  # a frozen copy of the base model, for the sampled KL estimate
         reference = load_model_dir(base_model_dir(run))[0].to(run.device).eval()
         reference.requires_grad_(False)
+    ev = _EvalInputs(run, fmt, sets, data, reference, seed)
     if ac.freeze_embeddings:  # tied: the LM head is frozen with it
         model.get_input_embeddings().weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -361,7 +390,7 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
             ck["step"], ck["history"], ck["seconds"], ck["tokens"], ck["slots"], ck["losses"])
         run.log(f"align {loss_kind} seed {seed}: resuming at step {start}")
     else:
-        history.append(_step0(run, model, reference, fmt, sets, data, seed))
+        history.append(_step0(ev, model, shared))
     warmup = max(1, ac.steps // 10)
     epoch_cache: dict[int, list[list[int]]] = {}
     for step in range(start, ac.steps):
@@ -405,8 +434,7 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
                              f"{s} (lr {ac.lr:g}, beta {ac.beta:g}); no result is written")
         if s % ac.eval_every == 0 or s == ac.steps:
             window = losses[-(s - history[-1]["step"]):]
-            history.append(_evaluate(run, model, reference, fmt, sets, data, s,
-                                     sum(window) / len(window), seed))
+            history.append(_evaluate(ev, model, s, sum(window) / len(window)))
         if s % ac.ckpt_every == 0 and s < ac.steps:
             _io.torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(),
                                        "step": s, "history": history, "seconds": seconds,
@@ -442,14 +470,18 @@ def align_one(run: Run, loss_kind: str, seed: int, sets: dict[str, PairSet], dat
     return result
 
 
-def run_align(run: Run, *, stop_after: int | None = None) -> list[dict[str, Any]]:
-    """Align with every requested loss and seed from the same base model and pairs."""
+def run_align(run: Run, *, stop_after: int | None = None,
+              shared: Sequence[Path] = ()) -> list[dict[str, Any]]:
+    """Align with every requested loss and seed from the same base model and pairs; ``shared``:
+    align folders whose reference passes and step-0 evaluation are reused
+    (:func:`load_reference`; a grid passes its other settings')."""
     require_stage(run, run.dir / "sample" / "data.json", "sample")
     data = _io.read_json(run.dir / "sample" / "data.json")
-    sets = load_reference(run, data)
+    sets = load_reference(run, data, shared=shared)
     results = []
     for loss_kind in run.config.align.losses:
         for seed in run.config.align.seeds:
-            results.append(align_one(run, loss_kind, seed, sets, data, stop_after=stop_after))
+            results.append(align_one(run, loss_kind, seed, sets, data, stop_after=stop_after,
+                                     shared=shared))
     return results
 

@@ -21,17 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mi_bounds.lm import _io
-from mi_bounds.lm import task as arith
-from mi_bounds.lm.model import (
-    autocast,
-    build_model,
-    encode_pair_sequences,
-    load_model_dir,
-    make_batch,
-    n_params,
-    save_model_dir,
-)
+from mi_bounds.lm import _io, arithmetic
+from mi_bounds.lm.logps import pad_sequences
+from mi_bounds.lm.model import autocast, build_model, load_model_dir, n_params, save_model_dir
 from mi_bounds.lm.optim import lr_factor, mfu, set_lr
 from mi_bounds.lm.run_dir import (
     Run,
@@ -41,6 +33,7 @@ from mi_bounds.lm.run_dir import (
     require_stage,
     run_format,
 )
+from mi_bounds.lm.task_format import ArithmeticFormat
 from mi_bounds.lm.tokenizer import CharTokenizer
 
 __all__ = ["copy_base", "run_base"]
@@ -70,6 +63,7 @@ def run_base(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
 
     cfg, bc, tc = run.config, run.config.base, run.config.task
     tokenizer = CharTokenizer()
+    fmt = ArithmeticFormat(tokenizer)
     model = build_model(cfg.model, tokenizer, seed=cfg.seed).to(run.device)
     opt = torch.optim.AdamW(model.parameters(), lr=bc.lr, betas=(0.9, 0.95),
                             weight_decay=bc.weight_decay)
@@ -92,11 +86,12 @@ def run_base(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
         rng = random.Random(cfg.seed * 1_000_003 + step)
         prompts: list[str] = []
         while len(prompts) < bc.batch_size:  # a fresh batch per step, held-out prompts excluded
-            p = arith.sample_prompts(rng, 1, tc.levels, tc.level_weights, tc.ops, unique=False)[0]
+            p = arithmetic.sample_prompts(rng, 1, tc.levels, tc.level_weights, tc.ops,
+                                          unique=False)[0]
             if p not in excluded:
                 prompts.append(p)
-        batch = make_batch([encode_pair_sequences(tokenizer, p, arith.answer(p))
-                            for p in prompts], tokenizer.pad_id).to(run.device)
+        batch = pad_sequences([fmt.encode(p, fmt.gold(p)) for p in prompts],
+                              fmt.pad_id).to(run.device)
         set_lr(opt, bc.lr * lr_factor(step, bc.warmup, bc.steps, cosine=True))
         with autocast(run.device):
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits

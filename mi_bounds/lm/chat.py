@@ -1,7 +1,7 @@
 """The arithmetic task for chat (instruction-tuned) models: questions through the tokenizer's
 chat template, free-text replies verified on their final integer.
 
-A task prompt stays the canonical ``a<op>b=`` string of :mod:`mi_bounds.lm.task` (levels,
+A task prompt stays the canonical ``a<op>b=`` string of :mod:`mi_bounds.lm.arithmetic` (levels,
 answers, sampling and held-out sets are unchanged); a chat model sees it as the user message
 ``"What is a<op>b?"`` rendered by its own chat template with the generation prompt (for
 SmolLM2: ChatML with its default system message), and its reply ends at the tokenizer's own EOS
@@ -23,27 +23,24 @@ integer written in it, and the reply is correct iff that integer equals the exac
 
 So ``"7 + 5 = 12."``, ``"The answer is 12"`` and ``"12"`` are correct for ``7+5=``;
 ``"12 is 7+5"`` is not (its last integer is 5). Replies cut off at ``max_new_tokens`` are
-verified the same way; :class:`Reply` records whether the EOS token came.
+verified the same way; :class:`mi_bounds.lm.model.Reply` records whether the EOS token came.
+The format that uses these functions is :class:`mi_bounds.lm.task_format.ChatFormat`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-import torch
-
-from mi_bounds.lm import task
+from mi_bounds.lm import arithmetic
 
 __all__ = [
     "QUESTION",
-    "Reply",
     "chat_text",
     "encode_chat_pair",
     "encode_chat_prompt",
     "final_integer",
-    "generate_replies",
     "gold_reply",
     "hf_tokenizer",
     "question",
@@ -82,12 +79,12 @@ def final_integer(text: str) -> int | None:
 def verify_reply(prompt: str, reply: str) -> bool:
     """True iff the final integer of ``reply`` is the exact answer of the task ``prompt``."""
     got = final_integer(reply)
-    return got is not None and got == int(task.answer(prompt))
+    return got is not None and got == int(arithmetic.answer(prompt))
 
 
 def question(prompt: str) -> str:
     """The user message for a task prompt: ``question("12+34=") == "What is 12+34?"``."""
-    parsed = task.parse_prompt(prompt)
+    parsed = arithmetic.parse_prompt(prompt)
     if parsed is None:
         raise ValueError(f"not an arithmetic task prompt: {prompt!r} (expected e.g. '12+34=')")
     a, op, b = parsed
@@ -97,7 +94,7 @@ def question(prompt: str) -> str:
 def user_message(prompt: str) -> str:
     """:func:`question` for a task prompt; any other text (a ``--pairs`` file's prompt) is the
     user message as it is."""
-    return question(prompt) if task.parse_prompt(prompt) is not None else prompt
+    return question(prompt) if arithmetic.parse_prompt(prompt) is not None else prompt
 
 
 #: the off-policy "gold" reply to a task prompt ``a<op>b=``
@@ -106,11 +103,11 @@ GOLD = "{a} {op} {b} = {c}"
 
 def gold_reply(prompt: str) -> str:
     """The verified reply written as SmolLM2 writes its correct ones: ``"7 + 5 = 12"``."""
-    parsed = task.parse_prompt(prompt)
+    parsed = arithmetic.parse_prompt(prompt)
     if parsed is None:
         raise ValueError(f"not an arithmetic task prompt: {prompt!r} (expected e.g. '12+34=')")
     a, op, b = parsed
-    return GOLD.format(a=a, op=op, b=b, c=task.answer(prompt))
+    return GOLD.format(a=a, op=op, b=b, c=arithmetic.answer(prompt))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,50 +172,3 @@ def encode_chat_pair(
     if not body or body[-1] != eos:
         body.append(eos)
     return head + body, len(head)
-
-
-# ----------------------------------------------------------------------------------------------
-# Generation
-# ----------------------------------------------------------------------------------------------
-
-
-class Reply(NamedTuple):
-    """One generated reply: decoded text (special tokens skipped), token ids without the EOS,
-    and whether the EOS token came within ``max_new_tokens``."""
-
-    text: str
-    ids: list[int]
-    finished: bool
-
-
-@torch.no_grad()
-def generate_replies(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int,
-    num_samples: int = 1,
-    greedy: bool = False,
-    temperature: float = 1.0,
-    seed: int = 0,
-    batch_size: int = 64,
-    system: str | None = None,
-) -> list[list[Reply]]:
-    """Replies per task prompt through the chat template: ``out[i][j]`` is sample j of prompt i.
-
-    Pure sampling at ``temperature`` (no top-k/top-p) unless ``greedy``. Prompts are grouped by
-    token length, so no batch needs padding; ``batch_size`` counts sequences (prompts x samples).
-    Reproducible for a given ``seed`` (the global RNG is forked, not consumed).
-    """
-    from mi_bounds.lm.model import generate_ids
-
-    tok = hf_tokenizer(tokenizer)
-    pad, eos = special_ids(tok)
-    encoded = [encode_chat_prompt(tok, p, system=system) for p in prompts]
-    rows = generate_ids(model, encoded, eos_id=eos, pad_id=pad, max_new_tokens=max_new_tokens,
-                        num_samples=num_samples, greedy=greedy, temperature=temperature,
-                        seed=seed, batch_size=batch_size)
-    out = [[Reply(tok.decode(ids, skip_special_tokens=True), ids, fin) for ids, fin in row]
-           for row in rows]
-    return out

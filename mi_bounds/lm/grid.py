@@ -13,6 +13,12 @@ shares the base and the sample by symbolic links::
 ``<name>`` is :meth:`RunConfig.variant_name` (e.g. ``beta0.1-lr5e-05``, ``...-gold``). The
 settings run in the order of the grid, loss by loss, seed by seed; a re-run skips finished
 (loss, seed) runs, so a killed grid resumes where it stopped.
+
+The settings share the base model and the sample, so the grid shares what depends on nothing
+else: the reference log-probabilities of the pairs and the step-0 evaluation. It hands each
+setting the ``align/`` folders of the others (:func:`shared_align_dirs`), and the align stage
+reuses a reference pass or a step-0 evaluation stored there (where the step-0 key agrees:
+:func:`mi_bounds.lm.align.load_reference`) instead of computing it again.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from mi_bounds.lm.report import (
 )
 from mi_bounds.lm.run_dir import Run, open_run, require_stage
 
-__all__ = ["grid_runs", "run_grid_align", "run_grid_report"]
+__all__ = ["grid_runs", "run_grid_align", "run_grid_report", "shared_align_dirs"]
 
 
 def _link(target: Path, link: Path) -> None:
@@ -67,22 +73,32 @@ def grid_runs(run: Run) -> list[tuple[str, Run]]:
     return out
 
 
+def shared_align_dirs(settings: list[tuple[str, Run]], name: str) -> list[Path]:
+    """The ``align/`` folders of the settings other than ``name`` (sorted by path), whose
+    reference passes and step-0 evaluations setting ``name`` may reuse: every setting of a
+    grid aligns from the same base model and pairs (``settings``: :func:`grid_runs`)."""
+    return sorted(sub.dir / "align" for other, sub in settings if other != name)
+
+
 def run_grid_align(run: Run, *, stop_after: int | None = None,
                    deadline: float | None = None) -> list[dict[str, Any]]:
-    """The align stage of every grid entry, in order (finished runs are skipped).
+    """The align stage of every grid entry, in order (finished runs are skipped); each
+    setting reuses the reference passes and step-0 evaluation the others stored.
 
     ``deadline``: a :func:`time.monotonic` value. A setting starts only if it would end before
     it, taking the longest setting run so far as its duration (none: no setting starts after
     the deadline); the settings not started are logged and left for a re-run.
     """
     results, longest = [], 0.0
-    for name, sub in grid_runs(run):
+    settings = grid_runs(run)
+    for name, sub in settings:
         if deadline is not None and time.monotonic() + longest > deadline:
             run.log(f"grid: {name} not started (it would end after the deadline)")
             continue
         run.log(f"grid: {name}")
         started = time.monotonic()
-        results += run_align(sub, stop_after=stop_after)
+        results += run_align(sub, stop_after=stop_after,
+                             shared=shared_align_dirs(settings, name))
         longest = max(longest, time.monotonic() - started)
     return results
 

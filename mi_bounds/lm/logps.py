@@ -16,6 +16,11 @@ the same log-probability (to float round-off).
 
 Used for the implicit critic ``T = beta (log pi_theta(y|x) - log pi_ref(y|x))`` of
 :mod:`mi_bounds.preference` (docs/THEORY.md §2): chosen and rejected sequences go in one batch.
+
+The batch itself lives here too (:class:`Batch`, :func:`pad_sequences`): every stage builds its
+batches with :func:`pad_sequences` from ``(ids, n_prompt)`` sequences (a task format's
+:meth:`~mi_bounds.lm.task_format.TaskFormat.encode`) and scores them with
+:func:`response_logps`; the base stage trains on the same batches.
 """
 
 from __future__ import annotations
@@ -25,9 +30,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from mi_bounds.lm.model import Batch
-
-__all__ = ["pad_sequences", "position_ids", "response_logps"]
+__all__ = ["Batch", "pad_sequences", "position_ids", "response_logps"]
 
 # config attributes of models whose logits are not just `lm_head(hidden)` (soft-capping,
 # scaling): those take the full-logits path
@@ -35,11 +38,34 @@ _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scali
                          "output_multiplier_scale", "mup_width_scale")
 
 
+class Batch:
+    """Padded token ids with a mask of the response tokens whose log-prob is scored."""
+
+    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 response_mask: torch.Tensor) -> None:
+        self.input_ids = input_ids  # (B, T) long
+        self.attention_mask = attention_mask  # (B, T) long, 1 on real tokens
+        self.response_mask = response_mask  # (B, T) bool, True on scored response tokens
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
+                     self.response_mask.to(device))
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    @property
+    def n_slots(self) -> int:
+        return self.input_ids.numel()
+
+
 def pad_sequences(seqs: Sequence[tuple[Sequence[int], int]], pad_id: int, *,
                   side: str = "right") -> Batch:
     """Pad ``(ids, n_prompt)`` sequences to the longest one, on the ``side`` ("right"|"left").
 
     ``response_mask`` is True on ``ids[n_prompt:]`` (the scored tokens) of each sequence.
+    Right padding (the default) pads each batch only to its own longest sequence.
     """
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
@@ -78,7 +104,7 @@ def response_logps(model: torch.nn.Module, batch: Batch, *, average: bool = Fals
     mean over response tokens instead of the sum).
 
     ``batch`` holds ``input_ids``, ``attention_mask`` and ``response_mask`` (B, T), padded on
-    either side (:func:`pad_sequences`, :func:`mi_bounds.lm.model.make_batch`). Logits are
+    either side (:func:`pad_sequences`). Logits are
     computed only at the positions that score a response token, unless ``full_logits`` (the
     naive path: logits everywhere, then masked) or the model post-processes its logits.
     """

@@ -1,5 +1,8 @@
-"""Causal LMs for the small-LM path: build from a config, load/save a checkpoint directory,
-sequence log-probabilities (chosen and rejected in one forward pass) and generation.
+"""Causal LMs for the small-LM path: build from a config, load/save a checkpoint directory, and
+generate (:func:`generate`, the one way to sample or decode greedily; the prompts are encoded and
+the replies decoded by a :class:`~mi_bounds.lm.task_format.TaskFormat`).
+
+Sequence log-probabilities and the padded batch are :mod:`mi_bounds.lm.logps`'s.
 
 A checkpoint directory holds the transformers model (``config.json`` + safetensors weights) and
 its tokenizer (``char_tokenizer.json`` or Hugging Face tokenizer files). Nothing is downloaded:
@@ -13,26 +16,23 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from mi_bounds.lm.config import ModelConfig
+from mi_bounds.lm.task_format import TaskFormat
 from mi_bounds.lm.tokenizer import CharTokenizer, HFTokenizer, Tokenizer, load_tokenizer
 
 __all__ = [
-    "Batch",
+    "Reply",
     "autocast",
     "build_model",
     "context_length",
-    "encode_pair_sequences",
     "generate",
-    "generate_ids",
     "load_model_dir",
-    "make_batch",
     "n_params",
-    "sample_sequences",
     "save_model_dir",
-    "sequence_logps",
 ]
 
 
@@ -131,67 +131,59 @@ def autocast(device: torch.device):
 
 
 # ----------------------------------------------------------------------------------------------
-# Sequences and batches
+# Generation
 # ----------------------------------------------------------------------------------------------
 
 
-def encode_pair_sequences(
-    tokenizer: Tokenizer, prompt: str, response: str
-) -> tuple[list[int], int]:
-    """Token ids of ``[BOS] prompt response EOS`` and the number of prompt tokens (incl. BOS).
+class Reply(NamedTuple):
+    """One generated reply: decoded text (special tokens skipped), token ids without the EOS,
+    and whether the EOS token came within ``max_new_tokens``."""
 
-    Prompt and response are encoded separately (as TRL does), so the boundary is exact.
+    text: str
+    ids: list[int]
+    finished: bool
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    fmt: TaskFormat,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: torch.device | None = None,
+) -> list[list[Reply]]:
+    """Replies per task prompt: ``out[i][j]`` is response j to ``prompts[i]``, the prompt
+    encoded by ``fmt`` (:meth:`TaskFormat.prompt_ids`: BOS, or the chat template) and the reply
+    decoded by it; the ids stop before EOS (``finished``) or hold all ``max_new_tokens``.
+
+    Greedy decoding, or exact samples of π at ``temperature``: no top-k, top-p or any other
+    logits processor. transformers fills every generation setting left unset from the model's
+    ``generation_config`` (a checkpoint's ``generation_config.json``: repetition penalty,
+    suppressed tokens, top-k, ...) and then from its global defaults (top_k=50); so the model's
+    own config is set aside for the call and the sampler's settings are all given. Prompts are
+    grouped by token length (no padding); ``batch_size`` counts sequences (prompts x samples;
+    default: the format's ``cpu_generation_batch`` on a CPU, 1024 on a GPU, where generation is
+    launch-bound). Reproducible for a given ``seed`` (the global RNG is forked, not consumed).
     """
-    head = ([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + tokenizer.encode(prompt)
-    return head + tokenizer.encode(response) + [tokenizer.eos_id], len(head)
-
-
-class Batch:
-    """Right-padded token ids with a mask of the response tokens whose log-prob is scored."""
-
-    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 response_mask: torch.Tensor) -> None:
-        self.input_ids = input_ids  # (B, T) long
-        self.attention_mask = attention_mask  # (B, T) long, 1 on real tokens
-        self.response_mask = response_mask  # (B, T) bool, True on scored response tokens
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
-                     self.response_mask.to(device))
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.attention_mask.sum())
-
-    @property
-    def n_slots(self) -> int:
-        return self.input_ids.numel()
-
-
-def make_batch(seqs: Sequence[tuple[list[int], int]], pad_id: int) -> Batch:
-    """Pad ``(ids, n_prompt)`` sequences on the right to the longest one in the batch only
-    (:func:`mi_bounds.lm.logps.pad_sequences` with ``side="right"``)."""
-    from mi_bounds.lm.logps import pad_sequences
-
-    return pad_sequences(seqs, pad_id, side="right")
-
-
-def sequence_logps(
-    model: torch.nn.Module, batch: Batch, *, average: bool = False
-) -> torch.Tensor:
-    """log pi(response | prompt) per sequence, summed over response tokens (``average``: mean).
-
-    The name the stages used before :func:`mi_bounds.lm.logps.response_logps` existed; it is that
-    function (logits only where a response token is scored). Shape: (B, T) -> (B,).
-    """
-    from mi_bounds.lm.logps import response_logps
-
-    return response_logps(model, batch, average=average)
+    encoded = [fmt.prompt_ids(p) for p in prompts]
+    device = device or next(model.parameters()).device
+    if batch_size is None:
+        batch_size = 1024 if torch.device(device).type == "cuda" else fmt.cpu_generation_batch
+    rows = _generate_ids(model, encoded, eos_id=fmt.eos_id, pad_id=fmt.pad_id,
+                         max_new_tokens=max_new_tokens, num_samples=num_samples, greedy=greedy,
+                         temperature=temperature, seed=seed, batch_size=batch_size, device=device)
+    return [[Reply(fmt.decode(ids), ids, fin) for ids, fin in row] for row in rows]
 
 
 def _exact_sampler(max_new_tokens: int, greedy: bool, temperature: float, pad_id: int,
                    eos_id: int):
-    """The generation settings of :func:`generate_ids`: greedy argmax, or pure sampling at
+    """The generation settings of :func:`generate`: greedy argmax, or pure sampling at
     ``temperature`` (top_k=0, top_p=1: no truncation), and nothing else."""
     from transformers import GenerationConfig
 
@@ -202,32 +194,22 @@ def _exact_sampler(max_new_tokens: int, greedy: bool, temperature: float, pad_id
     )
 
 
-@torch.no_grad()
-def generate_ids(
+def _generate_ids(
     model: torch.nn.Module,
     prompt_ids: Sequence[Sequence[int]],
     *,
     eos_id: int,
     pad_id: int,
     max_new_tokens: int,
-    num_samples: int = 1,
-    greedy: bool = False,
-    temperature: float = 1.0,
-    seed: int = 0,
-    batch_size: int = 512,
-    device: torch.device | None = None,
+    num_samples: int,
+    greedy: bool,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
 ) -> list[list[tuple[list[int], bool]]]:
-    """``out[i][j] = (new token ids, finished)``: response j to the token sequence
-    ``prompt_ids[i]``; the ids stop before EOS (``finished``) or hold all ``max_new_tokens``.
-
-    Greedy decoding, or exact samples of π at ``temperature``: no top-k, top-p or any other
-    logits processor. transformers fills every generation setting left unset from the model's
-    ``generation_config`` (a checkpoint's ``generation_config.json``: repetition penalty,
-    suppressed tokens, top-k, ...) and then from its global defaults (top_k=50); so the model's
-    own config is set aside for the call and the sampler's settings are all given. Prompts are
-    grouped by length (no padding); ``batch_size`` counts sequences (prompts x samples).
-    Reproducible for a given ``seed`` (the global RNG is forked, not consumed).
-    """
+    """``out[i][j] = (new token ids, finished)`` for the token sequence ``prompt_ids[i]``
+    (:func:`generate` without the format)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if num_samples < 1:
@@ -236,7 +218,6 @@ def generate_ids(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     from transformers import GenerationConfig
 
-    device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     settings = _exact_sampler(max_new_tokens, greedy, temperature, pad_id, eos_id)
@@ -268,59 +249,3 @@ def generate_ids(
         model.generation_config = own_config
         model.train(was_training)
     return out
-
-
-def _raw_prompt_ids(tokenizer: Tokenizer, prompts: Sequence[str]) -> list[list[int]]:
-    return [([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + tokenizer.encode(p)
-            for p in prompts]
-
-
-def generate(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int,
-    num_samples: int = 1,
-    greedy: bool = False,
-    temperature: float = 1.0,
-    seed: int = 0,
-    batch_size: int = 512,
-    device: torch.device | None = None,
-) -> list[list[tuple[str, bool]]]:
-    """Responses per prompt: ``out[i][j] = (text, finished)``; ``finished`` is False if no EOS
-    came within ``max_new_tokens``.
-
-    Prompts are grouped by token length, so batches need no padding. Sampling is reproducible
-    for a given ``seed`` (the global RNG is forked, not consumed).
-    """
-    out = generate_ids(model, _raw_prompt_ids(tokenizer, prompts), eos_id=tokenizer.eos_id,
-                       pad_id=tokenizer.pad_id, max_new_tokens=max_new_tokens,
-                       num_samples=num_samples, greedy=greedy, temperature=temperature, seed=seed,
-                       batch_size=batch_size, device=device)
-    return [[(tokenizer.decode(ids), fin) for ids, fin in row] for row in out]
-
-
-def sample_sequences(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int,
-    num_samples: int,
-    seed: int,
-    batch_size: int = 512,
-    device: torch.device | None = None,
-) -> list[tuple[list[int], int]]:
-    """``num_samples`` responses per prompt sampled from the model at temperature 1 (no top-k or
-    top-p: exact samples of π), as ``(ids, n_prompt)`` sequences for :func:`make_batch` /
-    :func:`sequence_logps`: ``[BOS] prompt response EOS`` when EOS came within
-    ``max_new_tokens``, else ``[BOS] prompt`` and the ``max_new_tokens`` sampled tokens (the
-    event "the response starts with these tokens"). Token ids are kept as sampled (no
-    decode/encode round trip). Order: prompt by prompt, samples within a prompt."""
-    encoded = _raw_prompt_ids(tokenizer, prompts)
-    out = generate_ids(model, encoded, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-                       max_new_tokens=max_new_tokens, num_samples=num_samples, seed=seed,
-                       batch_size=batch_size, device=device)
-    return [(head + ids + ([tokenizer.eos_id] if fin else []), len(head))
-            for head, row in zip(encoded, out, strict=True) for ids, fin in row]

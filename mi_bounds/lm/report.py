@@ -11,7 +11,8 @@ Outputs (PNG and PDF written deterministically, numbers as JSON, tables also as 
   (:mod:`mi_bounds.decline.compare`).
 * ``lm_table``: per loss, final greedy accuracy on held-out and hard prompts (mean ± std over
   seeds), held-out reward accuracy, the chosen log-likelihood's change and drop from its peak
-  (``max c - c(T) ≥ 0``, :mod:`mi_bounds.decline.shape`), and how many seeds have each decline shape.
+  (``max c - c(T) ≥ 0``, :mod:`mi_bounds.decline.shape`), and how many seeds have each decline
+  shape.
 * ``lm_matched.md``: the chosen log-likelihood change at matched margin, KL and held-out reward
   accuracy, per loss and level.
 * ``lm_accuracy.md``: greedy held-out accuracy per task level, the base model (greedy and

@@ -42,11 +42,10 @@ from typing import Any
 
 import torch
 
-from mi_bounds.lm import _io
-from mi_bounds.lm import task as arith
+from mi_bounds.lm import _io, arithmetic
 from mi_bounds.lm.config import RunConfig
 from mi_bounds.lm.data import check_fits, read_pairs_jsonl
-from mi_bounds.lm.task_format import CHAT_MAX_NEW_TOKENS, TaskFormat, task_format
+from mi_bounds.lm.task_format import TaskFormat, task_format
 from mi_bounds.lm.tokenizer import CharTokenizer, load_tokenizer
 from mi_bounds.preference import get_loss
 
@@ -183,8 +182,8 @@ def open_run(
         longest = max(config.task.levels)
         big = 10**longest - 1
         for op in config.task.ops:  # the longest prompt and the response budget must fit
-            n = len(fmt.prompt_ids(arith.make_prompt(big, op, big)))
-            if n + max_new_tokens(config, fmt.kind) + 1 > context:
+            n = len(fmt.prompt_ids(arithmetic.make_prompt(big, op, big)))
+            if n + max_new_tokens(config, fmt) + 1 > context:
                 raise ValueError(f"task level {longest} with op {op!r}: a {n}-token prompt and "
                                  f"sample.max_new_tokens do not fit the model's context of "
                                  f"{context} tokens")
@@ -194,8 +193,8 @@ def open_run(
         longest = max(config.task.levels)
         for op in config.task.ops:  # the longest prompt and answer of the task must fit
             big = 10**longest - 1
-            prompt = arith.make_prompt(big, op, big)
-            check_fits(tokenizer, prompt, "-" + arith.answer(prompt), context,
+            prompt = arithmetic.make_prompt(big, op, big)
+            check_fits(tokenizer, prompt, "-" + arithmetic.answer(prompt), context,
                        f"task level {longest} with op {op!r}")
     sample_done = (out / "sample" / "data.json").is_file()
     user_pairs = (None if pp is None or sample_done
@@ -222,10 +221,10 @@ def open_run(
 def prompt_sets(config: RunConfig) -> tuple[list[str], list[str]]:
     """(held-out prompts, train prompts): disjoint, a pure function of the config's seed."""
     t, s = config.task, config.sample
-    heldout = arith.sample_prompts(random.Random(f"heldout-{config.seed}"), s.n_heldout_prompts,
-                                   t.levels, t.level_weights, t.ops)
-    train = arith.sample_prompts(random.Random(f"train-{config.seed}"), s.n_train_prompts,
-                                 t.levels, t.level_weights, t.ops, exclude=heldout)
+    heldout = arithmetic.sample_prompts(random.Random(f"heldout-{config.seed}"),
+                                        s.n_heldout_prompts, t.levels, t.level_weights, t.ops)
+    train = arithmetic.sample_prompts(random.Random(f"train-{config.seed}"), s.n_train_prompts,
+                                      t.levels, t.level_weights, t.ops, exclude=heldout)
     return heldout, train
 
 
@@ -247,14 +246,8 @@ def run_format(run: Run, tokenizer) -> TaskFormat:
     return task_format(tokenizer, run.config.task.format, run.config.task.system)
 
 
-def max_new_tokens(config: RunConfig, kind: str = "raw") -> int:
-    """Generation budget: ``sample.max_new_tokens`` if set; else, for the raw format, the
-    longest answer of the task plus EOS and one spare token, and for the chat format 64."""
-    if config.sample.max_new_tokens:
-        return config.sample.max_new_tokens
-    if kind == "chat":
-        return CHAT_MAX_NEW_TOKENS
-    longest = max(config.task.levels)
-    big = 10**longest - 1
-    return max(len(arith.answer(arith.make_prompt(big, op, big))) for op in config.task.ops) + 2
+def max_new_tokens(config: RunConfig, fmt: TaskFormat) -> int:
+    """Generation budget: ``sample.max_new_tokens`` if set, else the format's default (raw: the
+    longest answer of the task plus EOS and one spare token; chat: 64)."""
+    return config.sample.max_new_tokens or fmt.default_max_new_tokens(config.task)
 

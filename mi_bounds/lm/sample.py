@@ -23,9 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mi_bounds.lm import _io
-from mi_bounds.lm import task as arith
-from mi_bounds.lm.model import load_model_dir
+from mi_bounds.lm import _io, arithmetic
+from mi_bounds.lm.model import Reply, generate, load_model_dir
 from mi_bounds.lm.run_dir import (
     Run,
     base_model_dir,
@@ -34,7 +33,7 @@ from mi_bounds.lm.run_dir import (
     require_stage,
     run_format,
 )
-from mi_bounds.lm.task_format import Reply, TaskFormat
+from mi_bounds.lm.task_format import TaskFormat
 
 __all__ = ["run_sample"]
 
@@ -70,7 +69,7 @@ def _make_pairs(fmt: TaskFormat, prompt: str, samples: list[Reply], n_max: int, 
     for i in range(n):
         c, w = correct[i % len(correct)], wrong[i % len(wrong)]
         pair = {"prompt": prompt, "chosen": c.text, "rejected": w.text}
-        if fmt.kind == "chat":
+        if fmt.keeps_sampled_ids:
             if not gold:
                 pair["chosen_ids"] = c.ids
             pair["rejected_ids"] = w.ids
@@ -101,15 +100,15 @@ def run_sample(run: Run) -> dict[str, Any]:
     model, tokenizer = load_model_dir(base_model_dir(run))
     model.to(run.device)
     fmt = run_format(run, tokenizer)
-    max_new = max_new_tokens(cfg, fmt.kind)
+    max_new = max_new_tokens(cfg, fmt)
     t0 = time.perf_counter()
     if run.pairs_path is None:
         heldout, train = prompt_sets(cfg)
         run.log(f"sample: {sc.k} responses to each of {len(train)} train and {len(heldout)} "
                 f"held-out prompts ({fmt.kind} format, at most {max_new} new tokens)")
-        train_samples = fmt.replies(model, train, max_new_tokens=max_new, num_samples=sc.k,
-                                    temperature=sc.temperature, seed=cfg.seed + 1,
-                                    device=run.device)
+        train_samples = generate(model, fmt, train, max_new_tokens=max_new, num_samples=sc.k,
+                                 temperature=sc.temperature, seed=cfg.seed + 1,
+                                 device=run.device)
         train_pairs, train_gold = (
             [pr for p, s in zip(train, train_samples, strict=True)
              for pr in _make_pairs(fmt, p, s, sc.pairs_per_prompt, gold=gold)]
@@ -123,11 +122,11 @@ def run_sample(run: Run) -> dict[str, Any]:
         n_held = round(sc.heldout_fraction * len(rows))
         train_pairs, user_heldout = rows[n_held:], rows[:n_held]
         heldout = _unique([r["prompt"] for r in user_heldout
-                           if arith.parse_prompt(r["prompt"]) is not None])
+                           if arithmetic.parse_prompt(r["prompt"]) is not None])
         train, train_acc, train_gold = [], [], []
-    heldout_samples = fmt.replies(model, heldout, max_new_tokens=max_new, num_samples=sc.k,
-                                  temperature=sc.temperature, seed=cfg.seed + 2,
-                                  device=run.device) if heldout else []
+    heldout_samples = generate(model, fmt, heldout, max_new_tokens=max_new, num_samples=sc.k,
+                               temperature=sc.temperature, seed=cfg.seed + 2,
+                               device=run.device) if heldout else []
     if run.pairs_path is None:
         heldout_pairs = [pr for p, s in zip(heldout, heldout_samples, strict=True)
                          for pr in _make_pairs(fmt, p, s, sc.pairs_per_prompt)]
@@ -139,15 +138,15 @@ def run_sample(run: Run) -> dict[str, Any]:
             "response (the base model is right on all or on none); change the preset's base "
             "steps, k or prompts" if run.pairs_path is None else
             "empty pair set: no training pairs left after the held-out split")
-    greedy = fmt.replies(model, heldout, max_new_tokens=max_new, greedy=True,
-                         device=run.device) if heldout else []
+    greedy = generate(model, fmt, heldout, max_new_tokens=max_new, greedy=True,
+                      device=run.device) if heldout else []
     heldout_acc = _accuracy(fmt, heldout, heldout_samples)
     greedy_ok = [bool(g[0].finished and fmt.verify(p, g[0].text))
                  for p, g in zip(heldout, greedy, strict=True)]
     hard = [p for p, a in zip(heldout, heldout_acc, strict=True) if a <= sc.hard_threshold]
     by_level: dict[str, dict[str, float]] = {}
-    for lv in sorted({arith.level_of(p) for p in heldout}):
-        idx = [i for i, p in enumerate(heldout) if arith.level_of(p) == lv]
+    for lv in sorted({arithmetic.level_of(p) for p in heldout}):
+        idx = [i for i, p in enumerate(heldout) if arithmetic.level_of(p) == lv]
         by_level[str(lv)] = {"n": len(idx),
                              "greedy": sum(greedy_ok[i] for i in idx) / len(idx),
                              "sampled": sum(heldout_acc[i] for i in idx) / len(idx)}
