@@ -29,13 +29,14 @@ def _grid(monkeypatch, durations: dict[str, float], start: float = 0.0):
     logs: list[str] = []
     run = SimpleNamespace(log=logs.append, config=SimpleNamespace(grid=tuple(durations)))
 
-    def fake_align(sub, *, stop_after=None):
+    def fake_align(sub, *, stop_after=None, shared=()):
         clock.t += durations[sub]
         return [{"setting": sub, "ended_at": clock.t}]
 
     monkeypatch.setattr(grid, "time", clock)
     monkeypatch.setattr(grid, "grid_runs", lambda r: [(name, name) for name in durations])
     monkeypatch.setattr(grid, "run_align", fake_align)
+    monkeypatch.setattr(grid, "shared_align_dirs", lambda settings, name: [])
     return run, clock, logs
 
 
