@@ -10,7 +10,9 @@ in the same rounds.
 
 Cases: ``infonce_bound(S)``; ``dv_bound_from_scores(S)`` (the score-matrix DV/MINE estimate);
 the same DV through ``dv_bound(*split_scores(S))`` (which copies the K(K-1) negatives); JS,
-NWJ and SMILE through ``split_scores``; ``torch.logsumexp(S, -1)`` alone; and the NaN/inf check
+NWJ and SMILE through ``split_scores``, and their score-matrix forms that read the negatives in
+place (``nwj_bound_from_scores``, ``tuba_bound_from_scores``, ``js_bound_from_scores``,
+``smile_bound_from_scores``); ``torch.logsumexp(S, -1)`` alone; and the NaN/inf check
 (``aminmax``) alone. Accuracy: for InfoNCE and the score-matrix DV, the absolute difference of
 the float32 value from the float64 value on the same S, next to the same difference for the
 plain ``torch.logsumexp`` formula computed in float32.
@@ -51,6 +53,10 @@ def _cases(buf: torch.Tensor) -> dict[str, Callable[[torch.Tensor], object]]:
         "nwj_bound(*split_scores)": lambda s: B.nwj_bound(*B.split_scores(s)),
         "smile_bound(*split_scores, clip=5)": lambda s: B.smile_bound(*B.split_scores(s),
                                                                       clip=5.0),
+        "nwj_bound_from_scores": B.nwj_bound_from_scores,
+        "tuba_bound_from_scores": B.tuba_bound_from_scores,
+        "js_bound_from_scores": B.js_bound_from_scores,
+        "smile_bound_from_scores(clip=5)": lambda s: B.smile_bound_from_scores(s, clip=5.0),
         "torch.logsumexp(S, -1) alone": lambda s: torch.logsumexp(s, -1),
         "input check alone (aminmax)": all_finite,
     }
@@ -69,7 +75,27 @@ def _accuracy(s: torch.Tensor) -> dict[str, float]:
         "dv_split_scores_abs_error": abs(float(B.dv_bound(*B.split_scores(s))) - ref_dv),
         "infonce_float64": ref_nce,
         "dv_float64": ref_dv,
+        **_fused_accuracy(s),
     }
+
+
+#: fused score-matrix form -> its two-sample form through split_scores
+_FUSED = {
+    "nwj": (B.nwj_bound_from_scores, lambda s: B.nwj_bound(*B.split_scores(s))),
+    "js": (B.js_bound_from_scores, lambda s: B.js_bound(*B.split_scores(s))),
+    "smile5": (lambda s: B.smile_bound_from_scores(s, clip=5.0),
+               lambda s: B.smile_bound(*B.split_scores(s), clip=5.0)),
+}
+
+
+def _fused_accuracy(s: torch.Tensor) -> dict[str, float]:
+    """|float32 - float64| of the fused NWJ, JS and SMILE forms, beside their split forms'."""
+    out = {}
+    for name, (fused, split) in _FUSED.items():
+        ref = float(fused(s.double()))
+        out[f"{name}_abs_error"] = abs(float(fused(s)) - ref)
+        out[f"{name}_split_scores_abs_error"] = abs(float(split(s)) - ref)
+    return out
 
 
 def _cpu_name() -> str:
