@@ -11,11 +11,11 @@ Two forms::
                                  [--objectives js infonce ...] [--threads 1] [--table]
 
 The first trains one critic and prints its estimate with a standard error: on fresh evaluation
-batches for a task, on held-out test rows for ``--data`` (:mod:`mi_bounds.estimation.heldout`: split,
-standardise with train-row statistics, choose the checkpoint on validation rows; the train-row
-value is printed beside it). ``--bound ksg`` runs the non-neural KSG estimator
-(:mod:`mi_bounds.estimation.ksg`) instead. The second runs (or resumes) the staircase experiment of
-:mod:`mi_bounds.estimation.staircase`, one JSON per finished run.
+batches for a task, on held-out test rows for ``--data`` (:mod:`mi_bounds.estimation.heldout`:
+split, standardise with train-row statistics, choose the checkpoint on validation rows; the
+train-row value is printed beside it). ``--bound ksg`` runs the non-neural KSG estimator
+(:mod:`mi_bounds.estimation.ksg`) instead. The second runs (or resumes) the staircase experiment
+of :mod:`mi_bounds.estimation.staircase`, one JSON per finished run.
 
 Exit codes: 0 done; 2 bad input (message names the argument; nothing is trained); 1 the critic
 diverged (message says what to change; no estimate, no result file).
@@ -149,7 +149,8 @@ def _staircase_parser() -> argparse.ArgumentParser:
         "Song & Ermon 2020). Finished runs are skipped.",
     )
     p.add_argument("--plan", choices=list(PLANS), default="default",
-                   help="default: what fitted the shared CPU (see mi_bounds.estimation.staircase.PLANS); "
+                   help="default: what fitted the shared CPU (see "
+                   "mi_bounds.estimation.staircase.PLANS); "
                    "full: every task, critic and objective at 4000 steps/level; quick: a smoke "
                    "test" + D)
     p.add_argument("--objectives", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES),
@@ -176,8 +177,15 @@ def _staircase(argv: Sequence[str]) -> int:
     if not args.table:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        from mi_bounds._lock import LockHeld, run_lock
+
         specs = plan(args.plan, args.objectives, seed=args.seed)
-        run_grid(specs, args.out_dir, progress=args.progress, device=args.device)
+        try:
+            with run_lock(args.out_dir, "mi-bounds estimate staircase"):
+                run_grid(specs, args.out_dir, progress=args.progress, device=args.device)
+        except LockHeld as err:
+            print(f"mi-bounds estimate staircase: error: {err}", file=sys.stderr)
+            return 2
     print(bias_variance_table(load_runs(args.out_dir)))
     return 0
 
