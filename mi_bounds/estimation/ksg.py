@@ -26,9 +26,14 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
+from mi_bounds.estimation.degenerate import check_dependence
 from mi_bounds.estimation.tasks import Standardizer, check_samples
 
-__all__ = ["KSGEstimate", "ksg_mi", "ksg_pointwise"]
+__all__ = ["KSG_MAX_K_FRACTION", "KSGEstimate", "ksg_mi", "ksg_pointwise"]
+
+#: a KSG estimate with k above this fraction of the rows is flagged (Kraskov et al. use k from
+#: 1 to 10 on thousands of points)
+KSG_MAX_K_FRACTION = 0.1
 
 
 def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True) -> np.ndarray:
@@ -53,6 +58,12 @@ def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True)
         raise ValueError(f"k must be an int in [1, N - 1] = [1, {n - 1}], got {k!r}")
     if not isinstance(standardize, bool):
         raise TypeError(f"standardize must be a bool, got {type(standardize).__name__}")
+    report = check_dependence(xs, ys)
+    if report.duplicate_rows:
+        raise ValueError(
+            f"{report.duplicate_rows} duplicate rows among {n} (repeated rows: X and Y repeat an "
+            "earlier row): KSG needs continuous data (remove them, or add small noise)")
+    report.raise_if_unbounded(n)
     if standardize:
         xs, ys = Standardizer.fit(xs, ys)(xs, ys)
     joint = np.hstack([xs, ys])
@@ -80,12 +91,20 @@ class KSGEstimate:
             neighbours, so they are not independent; read it as the order of the error.
         n: number of points.
         k: neighbour order.
+        flags: reasons not to trust the estimate (empty: none): ``k > n / 10``
+            (:data:`KSG_MAX_K_FRACTION`), where every neighbourhood spans a sizeable part of the
+            sample and the estimate is pulled toward 0 whatever the dependence.
     """
 
     estimate: float
     stderr: float
     n: int
     k: int
+    flags: tuple[str, ...] = ()
+
+    @property
+    def reliable(self) -> bool:
+        return not self.flags
 
 
 def ksg_mi(x: object, y: object, *, k: int = 3, standardize: bool = True) -> KSGEstimate:
@@ -103,4 +122,8 @@ def ksg_mi(x: object, y: object, *, k: int = 3, standardize: bool = True) -> KSG
     """
     terms = ksg_pointwise(x, y, k=k, standardize=standardize)
     n = terms.size
-    return KSGEstimate(float(terms.mean()), float(terms.std(ddof=1) / math.sqrt(n)), n, int(k))
+    flags = ((f"k = {k} exceeds n / 10 (n = {n}): the neighbourhoods span a sizeable part of "
+              "the sample and pull the estimate toward 0; use k <= 10 and n >= 10 k",)
+             if k > KSG_MAX_K_FRACTION * n else ())
+    return KSGEstimate(float(terms.mean()), float(terms.std(ddof=1) / math.sqrt(n)), n, int(k),
+                       flags)

@@ -27,10 +27,11 @@ denominator of the DV gradient, ``∇Ẑ/Ẑ``, by ``∇Ẑ/EMA(Ẑ)``, where th
 ``EMA_t = m·EMA_{t-1} + (1-m)·Ẑ_t`` (kept in the log domain with ``logaddexp``) reduces the bias of
 the gradient; the reported value stays the plain DV estimate.
 
-Two sources of samples (docs/THEORY.md §4): a *sampler* (:class:`~mi_bounds.estimation.tasks.GaussianTask`,
-the staircase) gives a fresh batch at every step, and the final estimate comes from fresh
-batches too; a *finite sample* (:class:`~mi_bounds.estimation.tasks.ArrayTask`, arrays, ``--data``) is
-estimated by the held-out protocol of :mod:`mi_bounds.estimation.heldout`;
+Two sources of samples (docs/THEORY.md §4): a *sampler*
+(:class:`~mi_bounds.estimation.tasks.GaussianTask`, the staircase) gives a fresh batch at every
+step, and the final estimate comes from fresh batches too; a *finite sample*
+(:class:`~mi_bounds.estimation.tasks.ArrayTask`, arrays, ``--data``) is estimated by the
+held-out protocol of :mod:`mi_bounds.estimation.heldout`;
 :func:`mi_bounds.estimation.estimate_mi` (module :mod:`mi_bounds.estimation.estimate`, above both)
 dispatches to one or the other. Either way a critic whose values stop being finite or exceed
 ``max_abs_score`` stops the run with :class:`DivergenceError`.
@@ -285,6 +286,9 @@ class EstimateConfig:
             value T gives a positive pair of the fit rows, on the validation, test and fit
             rows (a critic like any other: DV, NWJ and InfoNCE of it are still bounds on I;
             it keeps pairs the critic extrapolates to from dominating log E_Q[e^T]).
+        duplicates: finite samples: rows whose X and Y repeat an earlier row: "refuse" (an
+            error with their count), "drop" (removed before the split, counted in the flags) or
+            "keep" (repeats that are real draws, e.g. discrete data; flagged).
     """
 
     bound: str = "smile"
@@ -305,6 +309,7 @@ class EstimateConfig:
     patience: int = 5
     max_abs_score: float | None = 1e4
     cap_scores: bool = True
+    duplicates: str = "refuse"
 
     def __post_init__(self) -> None:
         parse_estimator(self.bound, self.clip)
@@ -335,6 +340,9 @@ class EstimateConfig:
             raise ValueError(
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}"
             )
+        if self.duplicates not in ("refuse", "drop", "keep"):
+            raise ValueError(
+                f"duplicates must be 'refuse', 'drop' or 'keep', got {self.duplicates!r}")
         _check_int(self.eval_every, "eval_every", 1)
         _check_int(self.patience, "patience", 0)
         if self.max_abs_score is not None:
@@ -477,8 +485,8 @@ def train(critic: nn.Module, task: Task, config: EstimateConfig) -> EstimationRe
     initialisation is the caller's (:func:`estimate_mi` seeds it with ``seed``).
 
     Raises:
-        TypeError: ``task`` is a finite sample (:class:`~mi_bounds.estimation.tasks.ArrayTask`): its rows
-            are not fresh batches; use :func:`estimate_mi`, which holds out test rows.
+        TypeError: ``task`` is a finite sample (:class:`~mi_bounds.estimation.tasks.ArrayTask`):
+            its rows are not fresh batches; use :func:`estimate_mi`, which holds out test rows.
         DivergenceError: a critic value is non-finite or beyond ``config.max_abs_score``.
     """
     if isinstance(task, ArrayTask):
@@ -525,7 +533,8 @@ def fit_critic(
     if not isinstance(config, EstimateConfig):
         raise TypeError(f"config must be an EstimateConfig, got {type(config).__name__}")
     if not hasattr(critic, "scores"):
-        raise TypeError("critic must have a scores(x, y) -> [K, K] method (see mi_bounds.estimation.critics)")
+        raise TypeError("critic must have a scores(x, y) -> [K, K] method (see "
+                        "mi_bounds.estimation.critics)")
     device = torch_device(config.device)
     critic = critic.to(device)
     gen = torch.Generator(device=device).manual_seed(config.seed + 1)
