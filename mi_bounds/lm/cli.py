@@ -132,6 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads < 1:
         print("mi-bounds lm: --threads must be >= 1", file=sys.stderr)
         return 2
+    if args.report_dir is not None:
+        from mi_bounds._paths import check_output_dir
+
+        try:  # writable before any stage runs
+            check_output_dir(args.report_dir, "--report-dir")
+        except ValueError as err:
+            print(f"mi-bounds lm {args.command}: error: {err}", file=sys.stderr)
+            return 2
     torch.set_num_threads(args.threads)
 
     def log(message: str) -> None:
