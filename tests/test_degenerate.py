@@ -208,3 +208,30 @@ def test_cli_duplicates_flag(tmp_path, capsys) -> None:
     data = _npz(tmp_path, np.vstack([x, x[:7]]), np.vstack([y, y[:7]]))
     assert main(["estimate", "--data", data, "--no-progress"]) == 2
     assert "7 duplicate rows" in capsys.readouterr().err
+
+
+def test_interrupted_estimate_keeps_the_best_checkpoint(tmp_path, monkeypatch, capsys) -> None:
+    """Ctrl-C during training on a sample: the best checkpoint so far is reported (flagged),
+    written to --out, and the command ends with exit code 130 and a one-line note."""
+    from mi_bounds.estimation import tasks
+
+    real = tasks.ArrayTask.__call__
+
+    def interrupt_at_60(self, step, batch_size, gen):
+        if step == 60:
+            raise KeyboardInterrupt
+        return real(self, step, batch_size, gen)
+
+    monkeypatch.setattr(tasks.ArrayTask, "__call__", interrupt_at_60)
+    x = _x()
+    data = _npz(tmp_path, x, 0.8 * x + 0.6 * _noise())
+    out = tmp_path / "r.json"
+    code = main(["estimate", "--data", data, "--steps", "500", "--eval-every", "20",
+                 "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    assert "interrupted (Ctrl-C) at step 60" in err and "run the same command again" in err
+    rec = json.loads(out.read_text())
+    assert rec["selection"]["interrupted_at"] == 60 and rec["selection"]["step"] in (0, 20, 40, 60)
+    assert rec["final"]["smile"]["reliable"] is False
+    assert "interrupted" in rec["final"]["smile"]["flags"][-1]

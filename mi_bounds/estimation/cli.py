@@ -468,5 +468,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "js" in record["final"]:
             js = record["final"]["js"]
             js.update(label=JS_LABEL, jsd=_jsd(js["estimate"]))
-        return _write(args.out, record)
+        code = _write(args.out, record)
+        if code:
+            return code
+    if "interrupted_at" in result.selection:
+        print(f"mi-bounds estimate: interrupted (Ctrl-C) at step "
+              f"{result.selection['interrupted_at']}: the best checkpoint so far is reported "
+              "above (flagged)" + (f" and written to {args.out}" if args.out else "")
+              + "; run the same command again for the full run", file=sys.stderr)
+        return 130
     return 0

@@ -82,12 +82,12 @@ __all__ = [
 
 #: Training settings for a finite sample when the caller gives none (``estimate_mi_on_samples``
 #: without a config, ``mi-bounds estimate --data``); the batch size is at most the number of fit
-#: rows (``min(128, n_fit)``, so that 300 rows still run with the defaults). The sampler defaults of
-#: :class:`~mi_bounds.estimation.training.EstimateConfig` are the published staircase settings
-#: (batch 64, lr 5e-4, 4000 steps); on a finite sample ``steps`` is only a ceiling (early stopping on the
-#: validation rows), a larger batch gives more negatives per step and lr 1e-3 converges in
-#: fewer steps. Chosen on our own synthetic Gaussian and Student-t samples (docs/RESULTS.md),
-#: not on the bmi benchmark's.
+#: rows (``min(128, n_fit)``, so that 300 rows still run with the defaults). The sampler
+#: defaults of :class:`~mi_bounds.estimation.training.EstimateConfig` are the published staircase
+#: settings (batch 64, lr 5e-4, 4000 steps); on a finite sample ``steps`` is only a ceiling
+#: (early stopping on the validation rows), a larger batch gives more negatives per step and
+#: lr 1e-3 converges in fewer steps. Chosen on our own synthetic Gaussian and Student-t samples
+#: (docs/RESULTS.md), not on the bmi benchmark's.
 SAMPLE_DEFAULTS: dict[str, object] = {"batch_size": 128, "lr": 1e-3}
 
 #: Critic sizes for a finite sample when the caller gives none: a separable critic smaller than
@@ -249,6 +249,8 @@ def _choose_critic(
             diverged[name], error = str(err), err
             continue
         seconds += runs[name][1][2]
+        if "interrupted_at" in runs[name][1][3]:  # Ctrl-C: the other candidates are skipped
+            break
     if not runs:
         assert error is not None
         raise error
@@ -461,8 +463,14 @@ def estimate_mi_on_samples(
     final_train = rows_value(net, x_fit, y_fit, config.names, clip=config.clip, groups=0,
                              cap=cap, max_abs_score=config.max_abs_score,
                              where="on the fit rows")
-    flags: dict[str, list[str]] = {k: list(data.flags) for k in final}
-    warnings = [f"every estimate is flagged: {reason}" for reason in data.flags]
+    reasons = list(data.flags)
+    if "interrupted_at" in selection:
+        reasons.append(
+            f"training interrupted (Ctrl-C) after {selection['interrupted_at']} of "
+            f"{config.steps} steps: the best checkpoint so far (step {selection['step']}) is "
+            "reported; run the same command again for the full run")
+    flags: dict[str, list[str]] = {k: list(reasons) for k in final}
+    warnings = [f"every estimate is flagged: {reason}" for reason in reasons]
     for k, (_, se) in final.items():
         if se > UNSTABLE_STDERR:
             flags[k].append(f"stderr > {UNSTABLE_STDERR:g}")
