@@ -17,8 +17,17 @@ train-row value is printed beside it). ``--bound ksg`` runs the non-neural KSG e
 (:mod:`mi_bounds.estimation.ksg`) instead. The second runs (or resumes) the staircase experiment
 of :mod:`mi_bounds.estimation.staircase`, one JSON per finished run.
 
-Exit codes: 0 done; 2 bad input (message names the argument; nothing is trained); 1 the critic
-diverged (message says what to change; no estimate, no result file).
+Before anything is trained: the options are checked against the chosen estimator (KSG refuses
+what it would ignore), the ``--out`` destination is probed, sizes are checked against memory,
+and a ``--data`` sample is checked for degenerate dependence
+(:mod:`mi_bounds.estimation.degenerate`: infinite or unresolvable MI is refused with the
+reason; duplicate rows by ``--duplicates``). ``--bound js`` prints the JS bound with the JSD
+it implies (it is not MI).
+
+Exit codes: 0 done; 2 bad input (message names the argument; nothing is trained), including a
+degenerate sample; 1 the critic diverged (message says what to change; no estimate, no result
+file); 130 interrupted by Ctrl-C (with ``--data`` the best checkpoint so far is reported,
+flagged, and written to ``--out``).
 """
 
 from __future__ import annotations

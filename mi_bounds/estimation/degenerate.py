@@ -1,8 +1,9 @@
 r"""Degenerate samples, found before any estimator runs (docs/THEORY.md §4, "Misuse and edges").
 
 Some samples have no finite MI to estimate, or none that ``n`` rows can resolve, and every
-estimator would still print a finite number for them (on ``Y = X`` the neural bounds give 1.6
-to 3.7 nats and KSG 5.07 ± 0.00, all "reliable"). :func:`check_dependence` looks for:
+estimator would still print a finite number for them (on 1000 rows of a 2-d ``Y = X``, SMILE
+printed 4.67 ± 0.04 nats and KSG 5.98 ± 0.00 before these checks, neither flagged).
+:func:`check_dependence` looks for:
 
 * **An exact function of a continuous variable.** If a column ``Y_j`` takes a distinct value on
   every (distinct) row and is a function of ``X``, then ``h(Y_j | X) = -\infty`` while
