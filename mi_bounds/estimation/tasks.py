@@ -16,6 +16,10 @@
 A task is a callable ``task(step, batch_size, generator) -> (x [K, d_x], y [K, d_y])`` with a
 method ``true_mi(step) -> float | None`` and attributes ``x_dim``, ``y_dim``: the interface the
 trainer of :mod:`mi_bounds.estimation.training` uses (:class:`Task`).
+
+Why one module: the samplers, the finite-sample arrays with their checks, the row split and the
+standardiser are the data side of estimation, used together by every caller; split apart they
+would only import each other.
 """
 
 from __future__ import annotations

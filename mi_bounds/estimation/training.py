@@ -35,6 +35,11 @@ held-out protocol of :mod:`mi_bounds.estimation.heldout`;
 :func:`mi_bounds.estimation.estimate_mi` (module :mod:`mi_bounds.estimation.estimate`, above both)
 dispatches to one or the other. Either way a critic whose values stop being finite or exceed
 ``max_abs_score`` stops the run with :class:`DivergenceError`.
+
+Why one module: the estimator registry, the configuration, the divergence guard and the training
+loop change together (a new estimator is a registry entry, a config check and a loop case); the
+held-out protocol and the entry point live above it, in :mod:`mi_bounds.estimation.heldout` and
+:mod:`mi_bounds.estimation.estimate`.
 """
 
 from __future__ import annotations
