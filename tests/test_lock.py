@@ -25,11 +25,21 @@ from mi_bounds.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: the lock module loaded from its file alone (stdlib only): the helper processes start in a
+#: fraction of a second instead of importing the package (and torch)
+LOAD = textwrap.dedent(f"""
+    import importlib.util
+    _spec = importlib.util.spec_from_file_location("lock", {str(ROOT / "mi_bounds" / "_lock.py")!r})
+    lock = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(lock)
+    run_lock, LockHeld = lock.run_lock, lock.LockHeld
+""")
+
+
 def _holder(directory: Path, seconds: float = 60.0) -> subprocess.Popen:
     """A process that takes the lock of ``directory``, prints 'held' and sleeps."""
-    code = textwrap.dedent(f"""
+    code = LOAD + textwrap.dedent(f"""
         import sys, time
-        from mi_bounds._lock import run_lock
         with run_lock({str(directory)!r}, "test holder"):
             print("held", flush=True)
             time.sleep({seconds})
@@ -95,9 +105,8 @@ def test_lock_of_another_host_is_not_taken(tmp_path):
 def test_two_processes_racing_one_wins(tmp_path):
     """Eight processes started together on one fresh directory: exactly one holds it."""
     directory = tmp_path / "race"
-    code = textwrap.dedent(f"""
+    code = LOAD + textwrap.dedent(f"""
         import time
-        from mi_bounds._lock import LockHeld, run_lock
         time.sleep(max(0.0, {time.time() + 2.0} - time.time()))
         try:
             with run_lock({str(directory)!r}, "racer"):
