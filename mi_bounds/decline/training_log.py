@@ -83,6 +83,11 @@ FORMATS: dict[str, str] = {
 }
 
 
+#: every split prefix + metric name: the keys whose values must be numbers
+_STRICT_METRIC_KEYS = frozenset(p + m for ps in SPLIT_PREFIXES.values() for p in ps
+                                for m in METRICS)
+
+
 class LogError(ValueError):
     """A training log that cannot be read or diagnosed (``mi-bounds diagnose`` exits with 2)."""
 
@@ -218,8 +223,10 @@ def _number(value: object) -> float | None:
 
 
 def _strict_key(name: str) -> bool:
-    """A key whose value must be a number: a metric of :data:`METRICS` (any prefix) or a step."""
-    return name in STEP_KEYS or any(name.endswith(m) for m in METRICS)
+    """A key whose value must be a number: a step, or a metric of :data:`METRICS` under a split
+    prefix of :data:`SPLIT_PREFIXES` (``eval_logps/chosen``; not ``decline/logps/chosen``, the
+    verdict string that :mod:`mi_bounds.integrations.decline_callback` logs)."""
+    return name in STEP_KEYS or name in _STRICT_METRIC_KEYS
 
 
 def _flatten(entry: Mapping[str, Any], prefix: str = "", where: str = "") -> dict[str, float]:
