@@ -16,6 +16,11 @@ library itself (``mi_bounds``) never imports ``toy_models``, ``experiments``, ``
 ``figures/`` and ``proofs/`` are not installed into site-packages (their names are too generic):
 they are read from the source checkout, found beside the installed ``mi_bounds`` (an editable
 install) or in the working directory.
+
+Exit codes, every command: 0 done; 2 bad input (one line naming the option; argparse's own
+errors too); 130 Ctrl-C, with one line saying what was kept (:data:`INTERRUPTED`). Called
+in-process, :func:`main` returns the code instead of raising ``SystemExit`` (docs/THEORY.md,
+"Misuse and edges").
 """
 
 from __future__ import annotations

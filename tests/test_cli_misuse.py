@@ -338,3 +338,27 @@ def test_lm_truncated_model_then_a_corrected_model(tmp_path, capsys):
     assert main(["lm", "align", "--out", str(run)]) == 2
     err = capsys.readouterr().err
     assert "reference.pt is truncated or corrupt" in err and "Traceback" not in err
+
+
+def test_a_full_device_leaves_the_old_file_and_one_line(d, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing: the temporary file is removed, the old file is kept whole, and
+    `estimate` ends with one line and exit 2 (after the work, which cannot be helped)."""
+    import errno
+
+    from mi_bounds import _paths
+
+    target = tmp_path / "r.json"
+    target.write_text("old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_paths.os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        _paths.write_text_atomic(target, "new\n")
+    assert target.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [target]
+    code = main(["estimate", "--bound", "ksg", "--samples", "200", "--dim", "1",
+                 "--out", str(target)])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert target.read_text() == "old\n"
