@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from mi_bounds._paths import check_output_dir
+
 #: Where `mi-bounds figures` writes by default (the README gallery shows these files).
 DEFAULT_OUT = Path("docs/figures")
 
@@ -47,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out: {args.out} exists and is not a folder")
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:  # a writable folder, before any figure is computed
+        check_output_dir(args.out)
+    except ValueError as err:
+        parser.error(str(err))
     # One torch thread for every figure: the tensors are small, and a fixed thread count fixes
     # the order of every reduction, so the numbers (and files) do not depend on the machine's
     # core count. (`make run` also pins the BLAS threads and SOURCE_DATE_EPOCH.)

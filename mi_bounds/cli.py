@@ -18,6 +18,11 @@ is :mod:`toy_models.audit`: it needs the exact worlds).
 ``figures/`` and ``proofs/`` are not installed into site-packages (their names are too generic):
 they are read from the source checkout, found beside the installed ``mi_bounds`` (an editable
 install) or in the working directory.
+
+Exit codes, every command: 0 done; 2 bad input (one line naming the option; argparse's own
+errors too); 130 Ctrl-C, with one line saying what was kept (:data:`INTERRUPTED`). Called
+in-process, :func:`main` returns the code instead of raising ``SystemExit`` (docs/THEORY.md,
+"Misuse and edges").
 """
 
 from __future__ import annotations
@@ -38,6 +43,19 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lm": ("mi_bounds.lm.cli:main", "small transformer LM path: base, sample, align, report"),
     "diagnose": ("mi_bounds.decline.cli:main", "shape of a training log's chosen log-likelihood"),
     "audit": ("toy_models.audit:main", "audit a preference loss: MI reading, optimum, decline"),
+}
+
+
+#: What a Ctrl-C leaves, per command (the one line printed before exit code 130).
+RERUN = "nothing was written; run the command again"
+INTERRUPTED: dict[str, str] = {
+    "lm": "finished stages and (loss, seed) runs, and the last checkpoint, are kept; the same "
+          "command continues where it stopped",
+    "estimate": "no estimate was reported and no --out file written (a staircase keeps its "
+                "finished runs; the same command continues); run the command again",
+    "figures": "the figures already written are kept; run the command again (--only NAME "
+               "for the rest)",
+    "verify": "docs/PROOFS.md was not rewritten; run the command again",
 }
 
 
@@ -101,7 +119,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return int(getattr(module, func_name)(rest) or 0)
+    try:
+        return int(getattr(module, func_name)(rest) or 0)
+    except SystemExit as stop:  # argparse's error (2) and --help (0): an exit code, in-process
+        code = stop.code
+        if code is None or isinstance(code, int):
+            return int(code or 0)
+        print(code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print(f"\nmi-bounds {name}: interrupted (Ctrl-C); {INTERRUPTED.get(name, RERUN)}",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `mi-bounds ... | head`: the reader left
+        sys.stderr.close()
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

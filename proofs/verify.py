@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mi_bounds._paths import check_output_file, write_text_atomic
 from mi_bounds._validation import int_arg
 from proofs import discover
 from proofs._core import ProofResult
@@ -151,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.is_dir():
         parser.error(f"--out: {args.out} is a folder; give the path of the file to write")
+    if args.out is not None and not args.list:
+        try:  # before the proofs run, not after
+            check_output_file(args.out)
+        except ValueError as err:
+            parser.error(str(err))
 
     if args.list:
         for proof in discover():
@@ -191,8 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("not writing the document: " + ("--only given without --out" if args.only
                   else "not a source checkout; pass --out PATH"), file=sys.stderr)
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            try:
+                write_text_atomic(target, text)
+            except OSError as err:
+                print(f"mi-bounds verify: error: cannot write {target} "
+                      f"({err.strerror or err})", file=sys.stderr)
+                return 2
             print(f"wrote {target}")
     return 1 if failed else 0
 

@@ -15,8 +15,8 @@ command loads it on demand.
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mi_bounds._json import dumps
+from mi_bounds._paths import check_output_file, write_text_atomic
 from mi_bounds._validation import int_arg
 from toy_models import facts as F
 
@@ -144,7 +146,8 @@ def _verify(worlds: int, critics: int, seed: int) -> list[Row]:
 def format_table(rows: Sequence[Row]) -> str:
     """Fixed-width text table of the rows."""
     width = max(len(r.fact) for r in rows)
-    lines = [f"{'fact (docs/THEORY.md §1)':<{width}}  {'checks':>7}  {'worst':>11}  {'tol':>8}  status"]
+    head = "fact (docs/THEORY.md §1)"
+    lines = [f"{head:<{width}}  {'checks':>7}  {'worst':>11}  {'tol':>8}  status"]
     lines.append("-" * len(lines[0]))
     for r in rows:
         lines.append(f"{r.fact:<{width}}  {r.checks:>7}  {r.worst:>11.3e}  {r.tol:>8.1e}  "
@@ -164,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
         parser.error(f"--json: cannot write {args.json} (a folder, or in a missing folder)")
+    if args.json is not None:
+        try:  # writable, before the work
+            check_output_file(args.json, "--json")
+        except ValueError as err:
+            parser.error(str(err))
     rows = verify(args.worlds, args.critics, args.seed)
     print(f"mi-bounds verification report: {args.worlds} random (P, Q) pairs x {args.critics} "
           f"critics in [-50, 50], seed {args.seed}; exact expectations in float64 against scipy.")
@@ -173,5 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = [r.fact for r in rows if not r.ok]
     print(f"\n{len(rows) - len(failed)}/{len(rows)} facts hold.")
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) | {"ok": r.ok} for r in rows], indent=2) + "\n")
+        try:
+            write_text_atomic(args.json, dumps([asdict(r) | {"ok": r.ok} for r in rows],
+                                               indent=2) + "\n")
+        except OSError as err:
+            print(f"mi-bounds report: error: --json: cannot write {args.json} "
+                  f"({err.strerror or err})", file=sys.stderr)
+            return 2
     return 1 if failed else 0

@@ -5,13 +5,16 @@
 
 PATH is a TRL ``trainer_state.json`` (or the output/checkpoint directory holding it), a CSV with
 TRL's metric names as columns, or a mi-bounds align-run ``result.json``
-(:mod:`mi_bounds.decline.diagnose` lists what is read and how). The verdict is the shape of docs/THEORY.md §6
-(``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``) of ``logps/chosen``
-(else ``rewards/chosen``), with the peak step, the drop from the peak, the noise level and the
-reward margin's trend. Several PATHs are runs that differ only in their seed: the verdict is on
-their mean, judged against their paired spread (:func:`mi_bounds.decline.diagnose.diagnose_seeds`), with
-each seed's own verdict beside it. A file that cannot be read or diagnosed gives a message on
-stderr and exit code 2.
+(:mod:`mi_bounds.decline.diagnose` lists what is read and how). The verdict is the shape of
+docs/THEORY.md §6 (``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``) of
+``logps/chosen`` (else ``rewards/chosen``), with the peak step, the drop from the peak, the
+noise level and the reward margin's trend. Several PATHs are runs that differ only in their
+seed: the verdict is on their mean, judged against their paired spread
+(:func:`mi_bounds.decline.diagnose.diagnose_seeds`), with each seed's own verdict beside it.
+Logs that are not seeds of one run are refused (:func:`~mi_bounds.decline.training_log.check_seeds`:
+one file twice, identical records, or other recorded settings unless ``--allow-mixed``). A
+file that cannot be read or diagnosed (a step logged twice, a cell that is not a number) gives
+a message naming the file, row and column on stderr, and exit code 2.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mi_bounds._paths import plot_path
 from mi_bounds.decline.diagnose import (
     SPLITS,
     LogError,
@@ -31,6 +35,7 @@ from mi_bounds.decline.diagnose import (
     plot_diagnosis,
     read_log,
 )
+from mi_bounds.decline.training_log import check_seeds
 
 __all__ = ["main"]
 
@@ -47,7 +52,12 @@ def _parser() -> argparse.ArgumentParser:
                    "several paths = runs that differ only in their seed (the noise level is then "
                    "their spread, and the verdict is on their mean)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the curves with the verdict")
+    p.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="draw the curves with the verdict (a directory: DIR/diagnose.png; no "
+                   "extension: .png is added; the path written is printed)")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="average several PATHs even when their recorded settings differ (loss, "
+                   "beta, lr, steps): by default such logs are refused as not seeds of one run")
     p.add_argument("--series", choices=SPLITS, default=None,
                    help="which series to read (default: eval when the log has at least 3 eval "
                    "points, else train)")
@@ -65,10 +75,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mi-bounds diagnose``; returns the exit code (2 for a bad log)."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    plot = None
     try:
         if args.noise is not None and not args.noise >= 0:
             raise LogError(f"--noise must be a number >= 0, got {args.noise}")
+        if args.plot is not None:  # checked before any reading
+            plot = plot_path(args.plot, "diagnose.png")
         logs = [read_log(p) for p in args.path]
+        if len(logs) > 1:
+            check_seeds(logs, allow_mixed=args.allow_mixed)
         if len(logs) == 1:
             result = diagnose(logs[0], split=args.series, metric=args.metric, noise=args.noise,
                               min_points=args.min_points)
@@ -77,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = diagnose_seeds(logs, split=args.series, metric=args.metric,
                                     min_points=args.min_points)
-        if args.plot is not None:
-            plot_diagnosis(result, args.plot)
+        if plot is not None:
+            plot_diagnosis(result, plot)
     except (LogError, ValueError) as err:
         print(f"mi-bounds diagnose: error: {err}", file=sys.stderr)
         return 2
@@ -86,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, allow_nan=False))
     else:
         print(format_report(result))
-        if args.plot is not None:
-            print(f"plot: {args.plot}")
+        if plot is not None:
+            print(f"plot: {plot}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Say what the chosen log-likelihood of a preference-training log did (docs/THEORY.md §6).
 
-Logs are read by :mod:`mi_bounds.decline.training_log` (TRL's trainer_state.json, a CSV of TRL's metric
-names, or this toolkit's align-run result.json).
+Logs are read by :mod:`mi_bounds.decline.training_log` (TRL's trainer_state.json, a CSV of TRL's
+metric names, or this toolkit's align-run result.json).
 
 :func:`diagnose` classifies the chosen curve (``logps/chosen``, else ``rewards/chosen``) with
 :func:`mi_bounds.decline.decline_shape` — the one definition of the four shapes — and reads the
@@ -261,9 +261,18 @@ def diagnose_seeds(
     return jsonable(out)
 
 
+def _what(metric: str) -> str:
+    """The name of the curve read, for the explanation."""
+    if metric.endswith("logps/chosen"):
+        return f"chosen log-likelihood ({metric})"
+    if metric.endswith("rewards/chosen"):
+        return f"chosen implicit reward ({metric})"
+    return f"metric {metric!r}"
+
+
 def _reading(r: Mapping[str, Any]) -> str:
     """One paragraph on what the verdict means, from the shape and the margin's trend."""
-    what = "log-likelihood" if r["metric"].startswith("logps") else "implicit reward"
+    what = _what(r["metric"])
     if r["shape"] == "too-short":
         return (f"Too few logged steps ({r['n_points']}) for a verdict: the rule needs "
                 "--min-points, and at least 4 when the noise level is estimated from the curve "
@@ -273,9 +282,11 @@ def _reading(r: Mapping[str, Any]) -> str:
         caveat = (f" (Only {r['n_points']} points: the noise level estimated from them is rough;"
                   " --noise, e.g. the spread across seeds, makes the verdict firmer.)")
     if r["shape"] == "no-decline":
-        return f"The chosen {what} did not fall beyond the noise level.{caveat}"
+        return f"The {what} did not fall beyond the noise level.{caveat}"
     when = ("after rising to a peak" if r["shape"] == "rise-then-fall" else "from the start")
-    text = f"The chosen {what} fell {when}."
+    text = f"The {what} fell {when}."
+    if not what.startswith("chosen"):  # not the chosen response's curve: no margin reading
+        return text + caveat
     margin, rejected = r.get("margin_trend"), r.get("rejected_trend")
     if margin == "rising":
         faster = ""

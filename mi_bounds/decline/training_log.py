@@ -31,7 +31,7 @@ import io
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "LogError",
     "Series",
     "TrainingLog",
+    "check_seeds",
     "jsonable",
     "log_from_entries",
     "read_log",
@@ -80,6 +81,11 @@ FORMATS: dict[str, str] = {
     "align_result": "mi-bounds align-run result.json (history)",
     "seeds": "several seeds (noise level from their spread)",
 }
+
+
+#: every split prefix + metric name: the keys whose values must be numbers
+_STRICT_METRIC_KEYS = frozenset(p + m for ps in SPLIT_PREFIXES.values() for p in ps
+                                for m in METRICS)
 
 
 class LogError(ValueError):
@@ -118,22 +124,45 @@ class TrainingLog:
         format: a key of the formats listed in the module docstring (``trainer_state``, …).
         records: one flat ``{key: value}`` dict per log entry, in log order.
         step_key: the key holding the step, or ``None`` when the record index is used.
+        rows: where each record came from, for messages: the line of a CSV file (header =
+            line 1), the index of a JSON entry (empty: the record index).
+        row_label: ``"row"`` (CSV lines) or ``"entry"`` (JSON entries).
+        meta: the run's settings recorded beside the log (an align result's ``loss``,
+            ``beta``, ``lr``, ``seed``, …; a trainer_state's ``max_steps``,
+            ``train_batch_size``, …), compared by :func:`check_seeds`.
     """
 
     source: str
     format: str
     records: tuple[dict[str, float], ...]
     step_key: str | None
+    rows: tuple[int, ...] = ()
+    row_label: str = "entry"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def where(self, i: int) -> int:
+        """The row (CSV line) or entry number of record ``i``."""
+        return self.rows[i] if self.rows else i
 
     def keys(self) -> list[str]:
         """Every key that occurs in some record, sorted."""
         return sorted({k for r in self.records for k in r})
 
     def _points(self, key: str) -> Series | None:
+        """The points of ``key``; a step logged twice for it is a :class:`LogError` naming
+        both rows (a resumed run that logs some steps again, or two runs in one file)."""
         steps, values = [], []
+        seen: dict[float, int] = {}
         for i, rec in enumerate(self.records):
             if key in rec:
                 step = rec.get(self.step_key, math.nan) if self.step_key else float(i)
+                if step in seen:
+                    raise LogError(
+                        f"{self.source}: step {step:g} is logged twice for {key} "
+                        f"({self.row_label}s {self.where(seen[step])} and {self.where(i)}); "
+                        "remove the repeat (a resumed run logs some steps again) or split the "
+                        "runs into separate files")
+                seen[step] = i
                 steps.append(step)
                 values.append(rec[key])
         if not values:
@@ -193,15 +222,27 @@ def _number(value: object) -> float | None:
     return None
 
 
-def _flatten(entry: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a (nested) dict, nested keys joined with ``/``."""
+def _strict_key(name: str) -> bool:
+    """A key whose value must be a number: a step, or a metric of :data:`METRICS` under a split
+    prefix of :data:`SPLIT_PREFIXES` (``eval_logps/chosen``; not ``decline/logps/chosen``, the
+    verdict string that :mod:`mi_bounds.integrations.decline_callback` logs)."""
+    return name in STEP_KEYS or name in _STRICT_METRIC_KEYS
+
+
+def _flatten(entry: Mapping[str, Any], prefix: str = "", where: str = "") -> dict[str, float]:
+    """Numeric leaves of a (nested) dict, nested keys joined with ``/``. A metric or step key
+    (:func:`_strict_key`) whose value is neither a number nor null is a :class:`LogError`
+    (``where`` names the entry); other non-numeric leaves (names, flags) are skipped."""
     out: dict[str, float] = {}
     for key, value in entry.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "/"))
+            out.update(_flatten(value, name + "/", where))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = float(value)
+        elif value is not None and _strict_key(name):
+            raise LogError(f"{where}: {name} is {value!r}, not a number; fix or remove "
+                           "that entry")
     return out
 
 
@@ -215,32 +256,65 @@ def _step_key(records: Sequence[Mapping[str, float]]) -> str | None:
     return None
 
 
+def _keep_stepped(records: list[dict[str, float]], rows: list[int], key: str | None,
+                  source: str, label: str) -> tuple[list[dict[str, float]], list[int]]:
+    """Records that have the step; one without it that holds a metric is a LogError."""
+    if key is None:
+        return records, rows
+    for rec, row in zip(records, rows, strict=True):
+        if key not in rec and any(_strict_key(k) for k in rec):
+            raise LogError(f"{source}: {label} {row} logs "
+                           f"{', '.join(k for k in rec if _strict_key(k))} but no {key}; "
+                           "give every logged point its step")
+    kept = [(r, i) for r, i in zip(records, rows, strict=True) if key in r]
+    return [r for r, _ in kept], [i for _, i in kept]
+
+
 def log_from_entries(entries: Iterable[Mapping[str, Any]], *, source: str = "<entries>",
-                     format: str = "log_history") -> TrainingLog:
+                     format: str = "log_history",
+                     meta: Mapping[str, Any] | None = None) -> TrainingLog:
     """A :class:`TrainingLog` from log entries (TRL's ``log_history`` dicts, possibly nested).
 
     Entries without any numeric value (e.g. strings only) are dropped; nested dicts are
-    flattened with ``/``. Raises :class:`LogError` if an entry is not a dict.
+    flattened with ``/``. Raises :class:`LogError` if an entry is not a dict, if a metric or
+    step value is not a number (or null), or if an entry logs a metric without the step that
+    the others carry.
     """
-    records = []
+    records, rows = [], []
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise LogError(f"{source}: log entry {i} is a {type(entry).__name__}, not an object")
-        rec = _flatten(entry)
+        rec = _flatten(entry, where=f"{source}: entry {i}")
         if rec:
             records.append(rec)
+            rows.append(i)
     key = _step_key(records)
-    if key is not None:
-        records = [r for r in records if key in r]
-    return TrainingLog(source, format, tuple(records), key)
+    records, rows = _keep_stepped(records, rows, key, source, "entry")
+    return TrainingLog(source, format, tuple(records), key, tuple(rows), "entry",
+                       dict(meta or {}))
+
+
+#: trainer_state.json fields that describe the run's settings (compared across seeds)
+_TRAINER_STATE_META = ("max_steps", "train_batch_size", "logging_steps", "eval_steps",
+                       "num_train_epochs", "save_steps")
+#: align result.json fields that are not settings
+_ALIGN_NOT_META = ("history", "final", "shape", "throughput", "epochs", "n_train_pairs")
+
+
+def _scalars(data: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    return {k: data[k] for k in keys
+            if k in data and isinstance(data[k], (str, int, float, bool))}
 
 
 def _from_json(data: Any, source: str, fmt: str) -> TrainingLog:
     if isinstance(data, Mapping):
         if isinstance(data.get("log_history"), list):
-            return log_from_entries(data["log_history"], source=source, format="trainer_state")
+            return log_from_entries(data["log_history"], source=source, format="trainer_state",
+                                    meta=_scalars(data, _TRAINER_STATE_META))
         if isinstance(data.get("history"), list):
-            return log_from_entries(data["history"], source=source, format="align_result")
+            return log_from_entries(data["history"], source=source, format="align_result",
+                                    meta=_scalars(data, [k for k in data
+                                                         if k not in _ALIGN_NOT_META]))
         raise LogError(
             f"{source}: a JSON object with neither 'log_history' (a TRL trainer_state.json) nor "
             f"'history' (a mi-bounds align result.json); its keys: {', '.join(map(str, data))}")
@@ -250,6 +324,8 @@ def _from_json(data: Any, source: str, fmt: str) -> TrainingLog:
 
 
 def _from_csv(text: str, source: str) -> TrainingLog:
+    """A CSV log. Empty cells are "not logged"; in a column that holds numbers (and in any step
+    column), a cell that is not a number is a :class:`LogError` naming its line and column."""
     reader = csv.DictReader(io.StringIO(text))
     header = [h for h in (reader.fieldnames or []) if h is not None]
     if not any(h.endswith(m) for h in header for m in METRICS):
@@ -257,15 +333,59 @@ def _from_csv(text: str, source: str) -> TrainingLog:
         raise LogError(
             f"{source}: neither JSON nor a CSV with TRL metric columns (e.g. logps/chosen, "
             f"rewards/margins); first line's fields: {shown or '(none)'}")
-    rows = []
+    raw: list[tuple[int, dict[str, str]]] = []
     for row in reader:
-        rec = {k: x for k, v in row.items() if k is not None and (x := _number(v)) is not None}
+        raw.append((reader.line_num, {k: v for k, v in row.items()
+                                      if k is not None and isinstance(v, str)}))
+    numeric = {h for h in header
+               if h in STEP_KEYS or any(_number(r.get(h)) is not None for _, r in raw)}
+    rows, lines = [], []
+    for line, row in raw:
+        rec = {}
+        for k, v in row.items():
+            x = _number(v)
+            if x is not None:
+                rec[k] = x
+            elif k in numeric and v.strip():
+                raise LogError(f"{source}: row {line}, column {k}: {v.strip()!r} is not a "
+                               "number; fix the cell or empty it (an empty cell means not "
+                               "logged at that step)")
         if rec:
             rows.append(rec)
+            lines.append(line)
     key = _step_key(rows)
-    if key is not None:
-        rows = [r for r in rows if key in r]
-    return TrainingLog(source, "csv", tuple(rows), key)
+    rows, lines = _keep_stepped(rows, lines, key, source, "row")
+    return TrainingLog(source, "csv", tuple(rows), key, tuple(lines), "row")
+
+
+def check_seeds(logs: Sequence[TrainingLog], *, allow_mixed: bool = False) -> None:
+    """Refuse logs that are not seeds of one run: one file given twice, two files with
+    identical records (zero spread, a meaningless noise floor), or (unless ``allow_mixed``)
+    logs whose recorded settings differ apart from the seed (another loss, β, learning rate,
+    step count). Raises :class:`LogError` naming both files and the differences."""
+    first: dict[str, TrainingLog] = {}
+    contents: dict[tuple, TrainingLog] = {}
+    for log in logs:
+        where = str(Path(log.source).resolve()) if log.source else log.source
+        if where in first:
+            raise LogError(f"{log.source} is given twice (the same file): seeds must be "
+                           "different runs")
+        first[where] = log
+        body = tuple(tuple(sorted(r.items())) for r in log.records)
+        if body in contents:
+            raise LogError(f"{contents[body].source} and {log.source} hold identical records: "
+                           "the same run twice is not two seeds (their spread would be 0)")
+        contents[body] = log
+    if allow_mixed:
+        return
+    ref = logs[0]
+    for log in logs[1:]:
+        keys = sorted((set(ref.meta) | set(log.meta)) - {"seed"})
+        diffs = [f"{k} {ref.meta.get(k)!r} vs {log.meta.get(k)!r}" for k in keys
+                 if ref.meta.get(k) != log.meta.get(k)]
+        if diffs:
+            raise LogError(f"{ref.source} and {log.source} are not seeds of one run "
+                           f"({'; '.join(diffs)}); pass --allow-mixed to average them anyway")
 
 
 def _file_in_directory(d: Path) -> Path:

@@ -11,20 +11,28 @@ Two forms::
                                  [--objectives js infonce ...] [--threads 1] [--table]
 
 The first trains one critic and prints its estimate with a standard error: on fresh evaluation
-batches for a task, on held-out test rows for ``--data`` (:mod:`mi_bounds.estimation.heldout`: split,
-standardise with train-row statistics, choose the checkpoint on validation rows; the train-row
-value is printed beside it). ``--bound ksg`` runs the non-neural KSG estimator
-(:mod:`mi_bounds.estimation.ksg`) instead. The second runs (or resumes) the staircase experiment of
-:mod:`mi_bounds.estimation.staircase`, one JSON per finished run.
+batches for a task, on held-out test rows for ``--data`` (:mod:`mi_bounds.estimation.heldout`:
+split, standardise with train-row statistics, choose the checkpoint on validation rows; the
+train-row value is printed beside it). ``--bound ksg`` runs the non-neural KSG estimator
+(:mod:`mi_bounds.estimation.ksg`) instead. The second runs (or resumes) the staircase experiment
+of :mod:`mi_bounds.estimation.staircase`, one JSON per finished run.
 
-Exit codes: 0 done; 2 bad input (message names the argument; nothing is trained); 1 the critic
-diverged (message says what to change; no estimate, no result file).
+Before anything is trained: the options are checked against the chosen estimator (KSG refuses
+what it would ignore), the ``--out`` destination is probed, sizes are checked against memory,
+and a ``--data`` sample is checked for degenerate dependence
+(:mod:`mi_bounds.estimation.degenerate`: infinite or unresolvable MI is refused with the
+reason; duplicate rows by ``--duplicates``). ``--bound js`` prints the JS bound with the JSD
+it implies (it is not MI).
+
+Exit codes: 0 done; 2 bad input (message names the argument; nothing is trained), including a
+degenerate sample; 1 the critic diverged (message says what to change; no estimate, no result
+file); 130 interrupted by Ctrl-C (with ``--data`` the best checkpoint so far is reported,
+flagged, and written to ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -34,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from mi_bounds._json import dumps
+from mi_bounds._paths import check_memory, check_output_file, write_text_atomic
 from mi_bounds.estimation.estimate import estimate_mi
 from mi_bounds.estimation.marginals import MARGINALS
 from mi_bounds.estimation.training import ESTIMATORS, DivergenceError, EstimateConfig
@@ -130,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-cap-scores", action="store_true", help="evaluate the critic as it "
                    "is (default: capped at the largest value it gives a fit-row pair, so that "
                    "pairs it extrapolates to cannot decide the estimate; still a bound on I)")
+    g.add_argument("--duplicates", choices=["refuse", "drop", "keep"],
+                   default=defaults["duplicates"], help=_help("duplicates") + D)
     g.add_argument("--eval-every", type=int, default=defaults["eval_every"],
                    help=_help("eval_every") + D)
     g.add_argument("--patience", type=int, default=defaults["patience"],
@@ -154,7 +166,8 @@ def _staircase_parser() -> argparse.ArgumentParser:
         "Song & Ermon 2020). Finished runs are skipped.",
     )
     p.add_argument("--plan", choices=list(PLANS), default="default",
-                   help="default: what fitted the shared CPU (see mi_bounds.estimation.staircase.PLANS); "
+                   help="default: what fitted the shared CPU (see "
+                   "mi_bounds.estimation.staircase.PLANS); "
                    "full: every task, critic and objective at 4000 steps/level; quick: a smoke "
                    "test" + D)
     p.add_argument("--objectives", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES),
@@ -181,8 +194,15 @@ def _staircase(argv: Sequence[str]) -> int:
     if not args.table:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        from mi_bounds._lock import LockHeld, run_lock
+
         specs = plan(args.plan, args.objectives, seed=args.seed)
-        run_grid(specs, args.out_dir, progress=args.progress, device=args.device)
+        try:
+            with run_lock(args.out_dir, "mi-bounds estimate staircase"):
+                run_grid(specs, args.out_dir, progress=args.progress, device=args.device)
+        except LockHeld as err:
+            print(f"mi-bounds estimate staircase: error: {err}", file=sys.stderr)
+            return 2
     print(bias_variance_table(load_runs(args.out_dir)))
     return 0
 
@@ -200,14 +220,50 @@ def _check_threads(threads: int | None) -> None:
         raise ValueError(f"--threads must be an int >= 1, got {threads}")
 
 
-def _ksg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+#: options that --bound ksg does not use (it trains nothing and reads every row)
+KSG_IGNORES = ("--steps", "--test-fraction", "--validation-fraction", "--device", "--critic",
+               "--hidden-dim", "--embed-dim", "--layers", "--batch-size", "--lr", "--clip",
+               "--eval-batches", "--report", "--no-cap-scores", "--eval-every", "--patience",
+               "--max-abs-score", "--duplicates", "--no-progress", "--threads")
+#: options that only --bound ksg uses
+KSG_ONLY = ("--ksg-k", "--samples")
+
+
+def _given(argv: Sequence[str], parser: argparse.ArgumentParser) -> set[str]:
+    """The option strings given on the command line (abbreviations resolved by re-parsing
+    with every default replaced by a sentinel)."""
+    sentinel = object()
+    probe = _parser()
+    for action in probe._actions:
+        action.default = sentinel
+    ns = probe.parse_args(argv)
+    given = set()
+    for action in probe._actions:
+        if action.option_strings and getattr(ns, action.dest, sentinel) is not sentinel:
+            given.add(action.option_strings[0])
+    return given
+
+
+def _ksg(args: argparse.Namespace, parser: argparse.ArgumentParser, given: set[str]) -> int:
     """``--bound ksg``: the KSG estimate on every row of --data, or on --samples task rows."""
     from mi_bounds.estimation.ksg import ksg_mi
     from mi_bounds.estimation.tasks import GaussianTask, load_npz
 
+    ignored = [f for f in KSG_IGNORES if f in given and f not in ("--no-progress", "--threads")]
+    if ignored:
+        parser.error(f"{', '.join(ignored)}: not used by --bound ksg (it trains nothing, on "
+                     "every row of --data); drop them, or choose a neural --bound")
     try:
+        if args.data is not None and "--samples" in given:
+            raise ValueError("--samples: --bound ksg with --data uses every row of the file; "
+                             "drop --samples")
         if args.samples < 2:
             raise ValueError(f"--samples must be an int >= 2, got {args.samples}")
+        if args.data is None:
+            check_memory(8.0 * 12 * args.samples * 2 * args.dim,
+                         f"--samples {args.samples} with --dim {args.dim}")
+        if args.out is not None:
+            check_output_file(args.out)
         if args.data is not None:
             task = load_npz(args.data)
             x, y, true_mi = task.x_array, task.y_array, task.true_mi()
@@ -216,36 +272,81 @@ def _ksg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             gen = torch.Generator().manual_seed(args.seed + 2)
             xt, yt = task(0, args.samples, gen)
             x, y, true_mi = xt.double().numpy(), yt.double().numpy(), task.true_mi()
-        if not (1 <= args.ksg_k < x.shape[0]):
-            raise ValueError(f"--ksg-k must be an int in [1, n - 1] = [1, {x.shape[0] - 1}], "
-                             f"got {args.ksg_k}")
+        n = x.shape[0]
+        if not (1 <= args.ksg_k <= n // 2):
+            raise ValueError(f"--ksg-k must be an int in [1, n / 2] = [1, {n // 2}] for n = {n} "
+                             f"rows, got {args.ksg_k} (with k near n every neighbourhood is the "
+                             "whole sample and the estimate is about 0 whatever the "
+                             "dependence; use k <= 10)")
         t0 = time.perf_counter()
         est = ksg_mi(x, y, k=args.ksg_k, standardize=not args.no_standardize,
                      marginals=args.marginals)
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
     seconds = time.perf_counter() - t0
-    print(f"ksg: {est.estimate:.4f} ± {est.stderr:.4f} nats (k = {est.k}, all {est.n} rows; "
-          "± approximate standard error)")
+    tag = " UNRELIABLE" if est.flags else ""
+    print(f"ksg: {est.estimate:.4f} ± {est.stderr:.4f} nats{tag} (k = {est.k}, all {est.n} "
+          "rows; ± approximate standard error)")
     if true_mi is not None:
         print(f"true MI: {true_mi:.4f} nats")
+    sys.stdout.flush()
+    for flag in est.flags:
+        print(f"warning: ksg: UNRELIABLE: {flag}", file=sys.stderr)
     if args.out is not None:
         record = {
             "config": {"bound": "ksg", "k": est.k, "standardize": not args.no_standardize,
                        "marginals": args.marginals,
                        "seed": args.seed},
-            "final": {"ksg": {"estimate": est.estimate, "stderr": est.stderr}},
+            "final": {"ksg": {"estimate": est.estimate, "stderr": est.stderr,
+                              "reliable": est.reliable, "flags": list(est.flags)}},
             "true_mi": true_mi, "seconds": seconds, "n": est.n,
             "source": str(args.data) if args.data is not None else {
                 "task": args.task, "mi": args.mi, "dim": args.dim, "samples": args.samples},
         }
-        _write(args.out, record)
+        return _write(args.out, record)
     return 0
 
 
-def _write(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+def _write(path: Path, record: dict) -> int:
+    """Write ``record`` as strict JSON (atomically); 0, or 2 with a one-line message."""
+    try:
+        write_text_atomic(path, dumps(record, indent=1) + "\n")
+    except OSError as err:
+        print(f"mi-bounds estimate: error: --out: cannot write {path} ({err.strerror or err})",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+#: what the JS estimator's number is (it is not an MI value)
+JS_LABEL = "the JS bound 2·JSD − 2 log 2 (not MI); JSD = (JS + 2 log 2) / 2"
+
+
+def _jsd(js: float) -> float:
+    return (js + 2 * math.log(2)) / 2
+
+
+def _check_bound(args: argparse.Namespace) -> None:
+    from mi_bounds.estimation.training import parse_estimator
+
+    for flag, name in [("--bound", args.bound)] + [("--report", r) for r in args.report]:
+        try:
+            parse_estimator(name, args.clip)
+        except ValueError as err:
+            text = str(err)
+            if text.startswith("unknown estimator"):
+                text += "; ksg (--bound only: the non-neural KSG estimator)"
+            raise ValueError(f"{flag}: {text}") from None
+
+
+def _check_sizes(args: argparse.Namespace, config: EstimateConfig, x_dim: int,
+                 y_dim: int) -> None:
+    """Memory the run's arrays would need, refused beyond half of this machine's."""
+    n_est = len(config.names) + 1
+    check_memory(8.0 * n_est * config.steps, f"--steps {config.steps} (per-step records)")
+    k = config.batch_size
+    check_memory(4.0 * 8 * k * k + 4.0 * k * (x_dim + y_dim) * 64,
+                 f"--batch-size {k} (a {k} x {k} score matrix per step)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,8 +356,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _staircase(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
+    given = _given(argv, parser)
     if args.bound == "ksg":
-        return _ksg(args, parser)
+        return _ksg(args, parser, given)
+    stray = [f for f in KSG_ONLY if f in given]
+    if stray:
+        parser.error(f"{', '.join(stray)}: only used by --bound ksg")
     from mi_bounds.estimation.critics import make_critic
     from mi_bounds.estimation.heldout import SAMPLE_CRITIC, SAMPLE_DEFAULTS, prepare_samples
     from mi_bounds.estimation.tasks import GaussianTask, load_npz
@@ -273,6 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepared = None
     try:
         _check_threads(args.threads)
+        _check_bound(args)
+        if on_data and any(f in given for f in ("--mi", "--dim")):
+            raise ValueError("--mi and --dim describe --task; --data brings its own rows")
+        if not on_data and "--test-fraction" in given:
+            raise ValueError("--test-fraction: only for --data (a --task draws fresh batches)")
+        if args.out is not None:
+            check_output_file(args.out)
         config = EstimateConfig(
             bound=args.bound, clip=args.clip, steps=args.steps, report=tuple(args.report),
             device=args.device, seed=args.seed, eval_batches=args.eval_batches,
@@ -280,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             validation_fraction=args.validation_fraction, standardize=not args.no_standardize,
             marginals=args.marginals,
             eval_every=args.eval_every, patience=args.patience,
-            max_abs_score=args.max_abs_score, cap_scores=not args.no_cap_scores, **settings,
+            max_abs_score=args.max_abs_score, cap_scores=not args.no_cap_scores,
+            duplicates=args.duplicates, **settings,
         )
         torch_device(config.device)  # CUDA requested but absent: an error now, not after loading
         if on_data:
@@ -297,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepared = prepare_samples(task.x_array, task.y_array, config)
         else:
             task = GaussianTask(mi=args.mi, dim=args.dim, cubic=args.task == "cubic")
+        _check_sizes(args, config, task.x_dim, task.y_dim)
         for name, value in sizes.items():
             if isinstance(value, int) and value < (0 if name == "layers" else 1):
                 flag = "--" + name.replace("_", "-")
@@ -341,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"(± 1 standard error, {config.eval_batches} batches)")
         else:
             line = f"{name}: {result.estimates[name][-1]:.4f} nats (last training batch)"
+        if name == "js":
+            value = result.final[name][0] if name in result.final else result.estimates[name][-1]
+            line = line.replace(" nats", "", 1) + f"; {JS_LABEL}: JSD = {_jsd(value):.4f} nats"
         print(line)
     if on_data:
         sel = result.selection
@@ -365,5 +482,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["critic"] = {"name": args.critic, **sizes}
         if "critic" in result.selection:
             record["critic"]["chosen"] = result.selection["critic"]["chosen"]
-        _write(args.out, record)
+        if "js" in record["final"]:
+            js = record["final"]["js"]
+            js.update(label=JS_LABEL, jsd=_jsd(js["estimate"]))
+        code = _write(args.out, record)
+        if code:
+            return code
+    if "interrupted_at" in result.selection:
+        print(f"mi-bounds estimate: interrupted (Ctrl-C) at step "
+              f"{result.selection['interrupted_at']}: the best checkpoint so far is reported "
+              "above (flagged)" + (f" and written to {args.out}" if args.out else "")
+              + "; run the same command again for the full run", file=sys.stderr)
+        return 130
     return 0

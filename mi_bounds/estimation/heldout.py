@@ -7,15 +7,16 @@ same as bmi's (Czyż et al., "Beyond Normal: On the Evaluation of Mutual Informa
 Estimators", NeurIPS 2023), except that bmi reports the *best test value* over training (its
 early stopping reads the test rows) whereas here nothing but the final report reads them:
 
-1. **Split** the rows by a seeded permutation (:func:`~mi_bounds.estimation.tasks.split_rows`) into a
-   test part (``test_fraction``, default ½), and train rows, which are split again into a
+1. **Split** the rows by a seeded permutation (:func:`~mi_bounds.estimation.tasks.split_rows`)
+   into a test part (``test_fraction``, default ½), and train rows, which are split again into a
    validation part (``validation_fraction`` of them, default 0.2) and the fit part.
 2. **Standardise** every feature of X and Y with the mean and standard deviation of the train
    rows, and map heavy-tailed features (standardised train values beyond ±10) by ``asinh`` of
    a median/IQR standardisation instead (:class:`~mi_bounds.estimation.tasks.Standardizer`;
    ``standardize=False`` turns it all off). These maps are invertible, so they leave I(X; Y)
    unchanged.
-3. **Train** the critic on mini-batches of the fit rows (:func:`~mi_bounds.estimation.training.fit_critic`).
+3. **Train** the critic on mini-batches of the fit rows
+   (:func:`~mi_bounds.estimation.training.fit_critic`).
 4. **Cap** (``cap_scores``, on by default): a checkpoint's critic ``T`` is evaluated as
    ``min(T, b)``, with ``b`` the largest value ``T`` gives a positive pair of the fit rows
    (:func:`score_cap`). ``min(T, b)`` is a function of ``(x, y)`` like any critic, so DV, NWJ
@@ -52,6 +53,7 @@ import torch
 from torch import nn
 
 from mi_bounds.estimation.critics import make_critic, score_matrix
+from mi_bounds.estimation.degenerate import check_dependence, duplicate_rows
 from mi_bounds.estimation.marginals import RankGaussian
 from mi_bounds.estimation.tasks import ArrayTask, RowSplit, Standardizer, check_samples, split_rows
 from mi_bounds.estimation.training import (
@@ -81,12 +83,12 @@ __all__ = [
 
 #: Training settings for a finite sample when the caller gives none (``estimate_mi_on_samples``
 #: without a config, ``mi-bounds estimate --data``); the batch size is at most the number of fit
-#: rows (``min(128, n_fit)``, so that 300 rows still run with the defaults). The sampler defaults of
-#: :class:`~mi_bounds.estimation.training.EstimateConfig` are the published staircase settings (batch 64,
-#: lr 5e-4, 4000 steps); on a finite sample ``steps`` is only a ceiling (early stopping on the
-#: validation rows), a larger batch gives more negatives per step and lr 1e-3 converges in
-#: fewer steps. Chosen on our own synthetic Gaussian and Student-t samples (docs/RESULTS.md),
-#: not on the bmi benchmark's.
+#: rows (``min(128, n_fit)``, so that 300 rows still run with the defaults). The sampler
+#: defaults of :class:`~mi_bounds.estimation.training.EstimateConfig` are the published staircase
+#: settings (batch 64, lr 5e-4, 4000 steps); on a finite sample ``steps`` is only a ceiling
+#: (early stopping on the validation rows), a larger batch gives more negatives per step and
+#: lr 1e-3 converges in fewer steps. Chosen on our own synthetic Gaussian and Student-t samples
+#: (docs/RESULTS.md), not on the bmi benchmark's.
 SAMPLE_DEFAULTS: dict[str, object] = {"batch_size": 128, "lr": 1e-3}
 
 #: Critic sizes for a finite sample when the caller gives none: a separable critic smaller than
@@ -248,6 +250,8 @@ def _choose_critic(
             diverged[name], error = str(err), err
             continue
         seconds += runs[name][1][2]
+        if "interrupted_at" in runs[name][1][3]:  # Ctrl-C: the other candidates are skipped
+            break
     if not runs:
         assert error is not None
         raise error
@@ -260,8 +264,8 @@ def _choose_critic(
 
 
 class StandardizedCritic(nn.Module):
-    """A critic trained on mapped inputs (:class:`~mi_bounds.estimation.tasks.Standardizer`), applied to
-    raw ones and capped: ``scores(x, y) = min(critic.scores(*standardizer(x, y)), cap)``,
+    """A critic trained on mapped inputs (:class:`~mi_bounds.estimation.tasks.Standardizer`),
+    applied to raw ones and capped: ``scores(x, y) = min(critic.scores(*standardizer(x, y)), cap)``,
     likewise ``cross_scores`` and ``forward`` (``cap=None``: no cap).
     :func:`estimate_mi_on_samples` returns its critic wrapped in this, so the returned critic
     reads the data as the caller has it and gives the values the estimate was computed from.
@@ -299,6 +303,24 @@ class PreparedSample:
 
     def __init__(self, x: object, y: object, config: EstimateConfig) -> None:
         xs, ys = check_samples(x, y)
+        #: reasons (sentences) that every estimate of this sample is flagged with
+        self.flags: list[str] = []
+        dup = duplicate_rows(xs, ys)
+        n_dup, n_all = int(dup.sum()), int(xs.shape[0])
+        if n_dup and config.duplicates == "refuse":
+            raise ValueError(
+                f"{n_dup} duplicate rows among {n_all} (rows whose X and Y repeat an earlier "
+                "row): a held-out test row that copies a fit row is not held out. Use "
+                "--duplicates drop (duplicates='drop') to remove them, or --duplicates keep if "
+                "the repeats are real draws (discrete data)")
+        if n_dup and config.duplicates == "drop":
+            xs, ys = xs[~dup], ys[~dup]
+            self.flags.append(f"removed {n_dup} duplicate rows (of {n_all}) before the split")
+        elif n_dup:
+            self.flags.append(f"{n_dup} duplicate rows kept (of {n_all}): test rows may copy "
+                              "fit rows")
+        if xs.shape[0] < 2:
+            raise ValueError(f"X and Y need at least 2 distinct rows, got {xs.shape[0]}")
         n = xs.shape[0]
         self.split: RowSplit = split_rows(
             n, test_fraction=config.test_fraction,
@@ -313,13 +335,32 @@ class PreparedSample:
                 "fit); use a smaller batch size, more rows, or a smaller test/validation fraction"
             )
         train = self.split.train
+        self.dependence = check_dependence(xs, ys, train)
+        self.dependence.raise_if_unbounded(int(train.size))
         marginal_map = RankGaussian if config.marginals == "rank" else Standardizer
         self.standardizer = (marginal_map.fit(xs[train], ys[train]) if config.standardize
                              else Standardizer.identity(xs.shape[1], ys.shape[1]))
         xz, yz = self.standardizer(xs, ys)
+        xz32, yz32 = xz.astype(np.float32), yz.astype(np.float32)
+        for name, a64, a32 in (("X", xs, xz32), ("Y", ys, yz32)):
+            const64 = np.ptp(a64[train], axis=0) == 0
+            const32 = np.ptp(a32[train], axis=0) == 0
+            if const32.all():
+                reason = ("I(X; Y) = 0 exactly, nothing to estimate" if const64.all() else
+                          "it varies in float64 but not in float32, the critic's precision: "
+                          "rescale it" + ("" if config.standardize
+                                          else " or drop --no-standardize"))
+                raise ValueError(f"every column of {name} is constant on the train rows "
+                                 f"({reason})")
+            self.flags += [f"{name}[:, {j}] is constant on the train rows (it carries no "
+                           "information)" for j in np.flatnonzero(const64)]
+            self.flags += [f"{name}[:, {j}] varies on the train rows but is constant in "
+                           "float32 (the critic's precision): rescale it"
+                           + (" or drop --no-standardize" if not config.standardize else "")
+                           for j in np.flatnonzero(const32 & ~const64)]
         device = torch_device(config.device)
-        self.x = torch.from_numpy(xz.astype(np.float32)).to(device)
-        self.y = torch.from_numpy(yz.astype(np.float32)).to(device)
+        self.x = torch.from_numpy(xz32).to(device)
+        self.y = torch.from_numpy(yz32).to(device)
 
     def rows(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` of one part: ``"fit"``, ``"validation"`` or ``"test"``."""
@@ -331,8 +372,8 @@ def prepare_samples(x: object, y: object, config: EstimateConfig) -> PreparedSam
     """Validate, split and standardise a sample (every check that needs no training).
 
     Raises:
-        TypeError, ValueError: bad arrays (:func:`~mi_bounds.estimation.tasks.check_samples`), a split
-            that leaves too few rows, or a batch size larger than the fit part.
+        TypeError, ValueError: bad arrays (:func:`~mi_bounds.estimation.tasks.check_samples`),
+            a split that leaves too few rows, or a batch size larger than the fit part.
     """
     if not isinstance(config, EstimateConfig):
         raise TypeError(f"config must be an EstimateConfig, got {type(config).__name__}")
@@ -424,8 +465,14 @@ def estimate_mi_on_samples(
     final_train = rows_value(net, x_fit, y_fit, config.names, clip=config.clip, groups=0,
                              cap=cap, max_abs_score=config.max_abs_score,
                              where="on the fit rows")
-    flags: dict[str, list[str]] = {k: [] for k in final}
-    warnings = []
+    reasons = list(data.flags)
+    if "interrupted_at" in selection:
+        reasons.append(
+            f"training interrupted (Ctrl-C) after {selection['interrupted_at']} of "
+            f"{config.steps} steps: the best checkpoint so far (step {selection['step']}) is "
+            "reported; run the same command again for the full run")
+    flags: dict[str, list[str]] = {k: list(reasons) for k in final}
+    warnings = [f"every estimate is flagged: {reason}" for reason in reasons]
     for k, (_, se) in final.items():
         if se > UNSTABLE_STDERR:
             flags[k].append(f"stderr > {UNSTABLE_STDERR:g}")
@@ -442,6 +489,7 @@ def estimate_mi_on_samples(
         "standardize": config.standardize,
         "marginals": config.marginals,
         "standardizer": data.standardizer.describe(),
+        "degenerate": data.dependence.describe(),
         "evaluation": "value on the score matrix of all test rows (blocks of <= 4096 rows); "
                       "standard error: delete-a-group jackknife over 10 groups of rows",
     }

@@ -26,10 +26,15 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
+from mi_bounds.estimation.degenerate import check_dependence
 from mi_bounds.estimation.marginals import MARGINALS, RankGaussian
 from mi_bounds.estimation.tasks import Standardizer, check_samples
 
-__all__ = ["KSGEstimate", "ksg_mi", "ksg_pointwise"]
+__all__ = ["KSG_MAX_K_FRACTION", "KSGEstimate", "ksg_mi", "ksg_pointwise"]
+
+#: a KSG estimate with k above this fraction of the rows is flagged (Kraskov et al. use k from
+#: 1 to 10 on thousands of points)
+KSG_MAX_K_FRACTION = 0.1
 
 
 def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True,
@@ -61,6 +66,12 @@ def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True,
         raise TypeError(f"standardize must be a bool, got {type(standardize).__name__}")
     if marginals not in MARGINALS:
         raise ValueError(f"marginals must be one of {', '.join(MARGINALS)}, got {marginals!r}")
+    report = check_dependence(xs, ys)
+    if report.duplicate_rows:
+        raise ValueError(
+            f"{report.duplicate_rows} duplicate rows among {n} (repeated rows: X and Y repeat an "
+            "earlier row): KSG needs continuous data (remove them, or add small noise)")
+    report.raise_if_unbounded(n)
     if standardize:
         xs, ys = (RankGaussian if marginals == "rank" else Standardizer).fit(xs, ys)(xs, ys)
     joint = np.hstack([xs, ys])
@@ -88,12 +99,20 @@ class KSGEstimate:
             neighbours, so they are not independent; read it as the order of the error.
         n: number of points.
         k: neighbour order.
+        flags: reasons not to trust the estimate (empty: none): ``k > n / 10``
+            (:data:`KSG_MAX_K_FRACTION`), where every neighbourhood spans a sizeable part of the
+            sample and the estimate is pulled toward 0 whatever the dependence.
     """
 
     estimate: float
     stderr: float
     n: int
     k: int
+    flags: tuple[str, ...] = ()
+
+    @property
+    def reliable(self) -> bool:
+        return not self.flags
 
 
 def ksg_mi(x: object, y: object, *, k: int = 3, standardize: bool = True,
@@ -112,4 +131,8 @@ def ksg_mi(x: object, y: object, *, k: int = 3, standardize: bool = True,
     """
     terms = ksg_pointwise(x, y, k=k, standardize=standardize, marginals=marginals)
     n = terms.size
-    return KSGEstimate(float(terms.mean()), float(terms.std(ddof=1) / math.sqrt(n)), n, int(k))
+    flags = ((f"k = {k} exceeds n / 10 (n = {n}): the neighbourhoods span a sizeable part of "
+              "the sample and pull the estimate toward 0; use k <= 10 and n >= 10 k",)
+             if k > KSG_MAX_K_FRACTION * n else ())
+    return KSGEstimate(float(terms.mean()), float(terms.std(ddof=1) / math.sqrt(n)), n, int(k),
+                       flags)

@@ -22,6 +22,7 @@ stored settings differ from the requested ones is never silently reused (:func:`
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mi_bounds._json import dumps
 from mi_bounds.estimation.estimate import estimate_mi
 from mi_bounds.estimation.tasks import StaircaseTask
 from mi_bounds.estimation.training import EstimateConfig
@@ -195,7 +197,7 @@ def run_one(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.write_text(dumps(record, indent=1) + "\n")  # strict JSON: NaN as null
     tmp.replace(path)  # atomic: an interrupted run leaves no half-written result
     return path
 
@@ -287,7 +289,27 @@ def load_runs(out_dir: Path = DEFAULT_OUT) -> list[dict]:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
-    return [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    runs = []
+    for p in sorted(out_dir.glob("*.json")):
+        run = json.loads(p.read_text())
+        for key in ("stats", "curves"):  # strict JSON wrote NaN as null, ±inf as strings
+            if key in run:
+                run[key] = _floats(run[key])
+        runs.append(run)
+    return runs
+
+
+def _floats(obj: object) -> object:
+    """Undo :func:`mi_bounds._json.strict` on numbers: None -> NaN, "inf"/"-inf" -> ±inf."""
+    if isinstance(obj, dict):
+        return {k: _floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_floats(v) for v in obj]
+    if obj is None:
+        return math.nan
+    if obj in ("inf", "-inf"):
+        return float(obj)
+    return obj
 
 
 #: Display order and labels of the estimators.

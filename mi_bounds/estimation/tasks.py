@@ -257,8 +257,9 @@ class ArrayTask:
 
     A finite sample is *not* a source of fresh batches: a critic trained on these rows must be
     scored on other rows. :func:`mi_bounds.estimation.estimate_mi` therefore estimates on an
-    ``ArrayTask`` by the held-out protocol of :mod:`mi_bounds.estimation.heldout` (split, standardise, select
-    on validation rows, report on test rows), and :func:`mi_bounds.estimation.training.train` refuses one.
+    ``ArrayTask`` by the held-out protocol of :mod:`mi_bounds.estimation.heldout` (split,
+    standardise, select on validation rows, report on test rows), and
+    :func:`mi_bounds.estimation.training.train` refuses one.
 
     Args:
         x, y: float arrays (numpy or torch) of shape ``[n, d]`` with the same number of rows
@@ -318,6 +319,8 @@ _F32_MAX = float(np.finfo(np.float32).max)
 def _as_samples(a: object, name: str) -> np.ndarray:
     """``a`` as a float64 ``[n, d]`` array, or a ``TypeError``/``ValueError`` naming ``name``."""
     if isinstance(a, torch.Tensor):
+        if a.is_floating_point() and a.dtype not in (torch.float16, torch.float32, torch.float64):
+            a = a.detach().float()  # bfloat16 and float8 have no numpy dtype: upcast, exactly
         a = a.detach().cpu().numpy()
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(a).__name__}")
@@ -483,6 +486,18 @@ def split_rows(
 HEAVY_TAIL_Z = 10.0
 
 
+def _std(a: np.ndarray) -> np.ndarray:
+    """Per-column population standard deviation, without under/overflow: a column whose
+    magnitude is below 1e-100 or above 1e100 (where the squares leave float64's range: data
+    scaled by 1e-170 has variance 1e-340 = 0) is divided by its largest |value| first."""
+    big = np.abs(a).max(axis=0)
+    out = a.std(axis=0)
+    odd = (big > 0) & ((big < 1e-100) | (big > 1e100))
+    if odd.any():
+        out[odd] = (a[:, odd] / big[odd]).std(axis=0) * big[odd]
+    return out
+
+
 @dataclass(frozen=True)
 class Standardizer:
     """Per-feature invertible map fitted on train rows only: ``z = (x - center) / scale``, and
@@ -517,7 +532,7 @@ class Standardizer:
 
         def stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             a = np.asarray(a, dtype=np.float64)
-            mean, std = a.mean(axis=0), a.std(axis=0)
+            mean, std = a.mean(axis=0), _std(a)
             std = np.where(std > 0, std, 1.0)
             heavy = np.abs((a - mean) / std).max(axis=0) > HEAVY_TAIL_Z
             q25, median, q75 = np.percentile(a, [25, 50, 75], axis=0)

@@ -325,6 +325,9 @@ class EstimateConfig:
             value T gives a positive pair of the fit rows, on the validation, test and fit
             rows (a critic like any other: DV, NWJ and InfoNCE of it are still bounds on I;
             it keeps pairs the critic extrapolates to from dominating log E_Q[e^T]).
+        duplicates: finite samples: rows whose X and Y repeat an earlier row: "refuse" (an
+            error with their count), "drop" (removed before the split, counted in the flags) or
+            "keep" (repeats that are real draws, e.g. discrete data; flagged).
     """
 
     bound: str = "smile"
@@ -346,6 +349,7 @@ class EstimateConfig:
     patience: int = 5
     max_abs_score: float | None = 1e4
     cap_scores: bool = True
+    duplicates: str = "refuse"
 
     def __post_init__(self) -> None:
         parse_estimator(self.bound, self.clip)
@@ -379,6 +383,9 @@ class EstimateConfig:
             raise ValueError(
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}"
             )
+        if self.duplicates not in ("refuse", "drop", "keep"):
+            raise ValueError(
+                f"duplicates must be 'refuse', 'drop' or 'keep', got {self.duplicates!r}")
         _check_int(self.eval_every, "eval_every", 1)
         _check_int(self.patience, "patience", 0)
         if self.max_abs_score is not None:
@@ -565,7 +572,9 @@ def fit_critic(
         ``(per-step values {name: [steps_run]}, true MI [steps_run], seconds, selection)``,
         where ``selection`` is empty without ``validate`` and otherwise holds ``step`` (the
         number of updates of the chosen checkpoint), ``validation`` (``[[step, score], ...]``)
-        and ``stopped_at`` (updates made).
+        and ``stopped_at`` (updates made); a Ctrl-C (``KeyboardInterrupt``) during training
+        with ``validate`` stops it there like an early stop, keeps the best checkpoint so far
+        and records ``interrupted_at`` (without ``validate`` it propagates).
     """
     if not isinstance(config, EstimateConfig):
         raise TypeError(f"config must be an EstimateConfig, got {type(config).__name__}")
@@ -601,38 +610,44 @@ def fit_critic(
     bar = tqdm(range(config.steps), disable=not config.progress, desc=config.bound, leave=False)
     done = 0
     t0 = time.perf_counter()
-    for t in bar:
-        x, y = task(t, config.batch_size, gen)
-        scores = critic.scores(x, y)  # (K, K)
-        check_scores(scores, config.max_abs_score, f"at training step {t}")
-        # the scores were checked just above: the bounds need not read them again (each read
-        # is a host-device sync on a GPU); an overflow shows as a non-finite value instead
-        with skip_value_checks():
-            objective = training_objective(config.bound, scores, clip=config.clip, mine=mine)
-        value = float(objective.detach())
-        if not math.isfinite(value):
-            raise DivergenceError(
-                f"the {config.bound} objective is not finite at training step {t} (critic values "
-                "in [{:.3g}, {:.3g}]). No estimate is reported. Try a smaller learning rate "
-                "(--lr) or a clipped estimator (--bound smile --clip 5)".format(
-                    float(scores.min()), float(scores.max()))
-            )
-        opt.zero_grad(set_to_none=True)
-        (-objective).backward()
-        opt.step()
-        with torch.no_grad(), skip_value_checks():
-            per_step[config.bound][t] = value
-            for n in names[1:]:
-                per_step[n][t] = float(estimator_value(n, scores, clip=config.clip))
-        mi = task.true_mi(t)
-        if mi is not None:
-            true_mi[t] = mi
-        if config.progress and t % 100 == 0:
-            bar.set_postfix(estimate=f"{per_step[config.bound][t]:.3f}")
-        done = t + 1
-        if validate is not None and (done % config.eval_every == 0 or done == config.steps):
-            if check(done):
-                break
+    interrupted = False
+    try:
+        for t in bar:
+            x, y = task(t, config.batch_size, gen)
+            scores = critic.scores(x, y)  # (K, K)
+            check_scores(scores, config.max_abs_score, f"at training step {t}")
+            # the scores were checked just above: the bounds need not read them again (each read
+            # is a host-device sync on a GPU); an overflow shows as a non-finite value instead
+            with skip_value_checks():
+                objective = training_objective(config.bound, scores, clip=config.clip, mine=mine)
+            value = float(objective.detach())
+            if not math.isfinite(value):
+                raise DivergenceError(
+                    f"the {config.bound} objective is not finite at training step {t} (critic "
+                    "values in [{:.3g}, {:.3g}]). No estimate is reported. Try a smaller "
+                    "learning rate (--lr) or a clipped estimator (--bound smile --clip 5)".format(
+                        float(scores.min()), float(scores.max()))
+                )
+            opt.zero_grad(set_to_none=True)
+            (-objective).backward()
+            opt.step()
+            with torch.no_grad(), skip_value_checks():
+                per_step[config.bound][t] = value
+                for n in names[1:]:
+                    per_step[n][t] = float(estimator_value(n, scores, clip=config.clip))
+            mi = task.true_mi(t)
+            if mi is not None:
+                true_mi[t] = mi
+            if config.progress and t % 100 == 0:
+                bar.set_postfix(estimate=f"{per_step[config.bound][t]:.3f}")
+            done = t + 1
+            if validate is not None and (done % config.eval_every == 0 or done == config.steps):
+                if check(done):
+                    break
+    except KeyboardInterrupt:
+        if validate is None or best is None:
+            raise
+        interrupted = True  # finite sample: keep the best checkpoint so far (Ctrl-C)
     bar.close()
     seconds = time.perf_counter() - t0
     selection: dict[str, object] = {}
@@ -640,5 +655,7 @@ def fit_critic(
         assert best is not None  # check(0) ran
         critic.load_state_dict(best[2])
         selection = {"step": best[1], "validation": history, "stopped_at": done}
+        if interrupted:
+            selection["interrupted_at"] = done
     per_step = {n: v[:done] for n, v in per_step.items()}
     return per_step, true_mi[:done], seconds, selection

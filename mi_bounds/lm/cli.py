@@ -132,11 +132,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads < 1:
         print("mi-bounds lm: --threads must be >= 1", file=sys.stderr)
         return 2
+    if args.report_dir is not None:
+        from mi_bounds._paths import check_output_dir
+
+        try:  # writable before any stage runs
+            check_output_dir(args.report_dir, "--report-dir")
+        except ValueError as err:
+            print(f"mi-bounds lm {args.command}: error: {err}", file=sys.stderr)
+            return 2
     torch.set_num_threads(args.threads)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    from mi_bounds._lock import LockHeld, run_lock
+
+    try:
+        with run_lock(args.out, f"mi-bounds lm {args.command}"):
+            return _locked(args, stages, log)
+    except LockHeld as err:
+        print(f"mi-bounds lm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"mi-bounds lm {args.command}: error: cannot write the run directory "
+              f"{args.out}: {err.strerror or err}", file=sys.stderr)
+        return 2
+
+
+def _locked(args: argparse.Namespace, stages, log) -> int:
+    """Open the run directory and run the command, with the directory's lock held."""
     try:
         run = stages.open_run(args.out, _config(args), model_path=args.model,
                               pairs_path=args.pairs, device=args.device, log=log)

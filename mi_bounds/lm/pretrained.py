@@ -244,7 +244,8 @@ def load_gguf(path: str | Path) -> tuple[torch.nn.Module, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=str(p),
                                                   local_files_only=True)
     except (ValueError, NotImplementedError, KeyError) as err:
-        raise ValueError(f"transformers cannot read the GGUF file {str(p)!r}: {err}") from err
+        raise ValueError(f"transformers cannot read the GGUF file {str(p)!r}: {err} (a "
+                         "truncated or corrupt download? fetch the file again)") from err
     # The loaded model carries a GGUF quantiser (save_pretrained refuses it): copy its weights
     # into a fresh model of the same class whose config has no quantisation entry.
     config = copy.deepcopy(loaded.config)

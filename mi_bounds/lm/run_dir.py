@@ -53,6 +53,7 @@ __all__ = [
     "Run",
     "StageInterrupted",
     "base_model_dir",
+    "check_safetensors",
     "max_new_tokens",
     "open_run",
     "prompt_sets",
@@ -166,14 +167,22 @@ def open_run(
         if pp is None and old_inputs.get("pairs"):
             pp = Path(old_inputs["pairs"])
     inputs = {"model": None if mp is None else str(mp), "pairs": None if pp is None else str(pp)}
+    base_done = (out / "base" / "result.json").is_file()
+    new_model = False
     if old_inputs is not None and {k: old_inputs.get(k) for k in inputs} != inputs:
-        raise ValueError(f"{out} was started with inputs {old_inputs}, now {inputs}; "
-                         "use a new --out directory")
+        # a corrected --model is accepted while nothing has been built on the old one
+        only_model = old_inputs.get("pairs") == inputs["pairs"] and model_path is not None
+        if not (only_model and not base_done):
+            raise ValueError(f"{out} was started with inputs {old_inputs}, now {inputs}; "
+                             "use a new --out directory")
+        new_model = True
     if mp is not None:
         if not mp.is_dir():
             raise ValueError(f"model path {str(mp)!r} is not a directory")
         if not (mp / "config.json").is_file():
             raise ValueError(f"model path {str(mp)!r} has no config.json")
+        for weights in sorted(mp.glob("*.safetensors")):
+            check_safetensors(weights)
         tokenizer = load_tokenizer(mp)  # ValueError if there is none
         context = int(_io.read_json(mp / "config.json").get("max_position_embeddings", 0))
         if context <= 0:
@@ -214,7 +223,39 @@ def open_run(
         _io.write_json(out / "inputs.json",
                        {**inputs, "model_spec": None if spec is None else str(spec)})
         _io.write_text(stored, config.to_json())
+    if new_model:
+        log(f"{out}: the base stage never finished; using the corrected --model {spec}")
+        _io.write_json(out / "inputs.json",
+                       {**inputs, "model_spec": None if spec is None else str(spec)})
     return Run(out, config, mp, pp, user_pairs, dev, log)
+
+
+def check_safetensors(path: Path) -> None:
+    """``ValueError`` naming ``path`` if its size is not the one its header describes (a
+    truncated copy or download), checked without loading it: 8 bytes of header length ``N``,
+    ``N`` bytes of JSON header, then the tensors, whose ``data_offsets`` must end at the end of
+    the file."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    hint = ("re-copy, re-download or re-convert the model and pass it again with --model (a run "
+            "directory accepts a corrected --model until its base stage has finished)")
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if 8 + n > size:
+                raise ValueError(f"{path} is truncated or corrupt: its header alone is {n} "
+                                 f"bytes, the file has {size}: {hint}")
+            header = json.loads(fh.read(n))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
+                  default=0)
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
+            IndexError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err}): {hint}") from None
+    if 8 + n + end != size:
+        raise ValueError(f"{path} is truncated or corrupt: its header describes "
+                         f"{8 + n + end} bytes, the file has {size}: {hint}")
 
 
 
