@@ -41,7 +41,7 @@ from mi_bounds.estimation.tasks import GaussianTask
 
 ESTIMATORS = ("dv", "infonce", "nwj")
 SETTINGS = ({"dim": 3, "mi": 1.0, "rows": 500}, {"dim": 3, "mi": 1.0, "rows": 5000})
-FRESH_PAIRS = 40_000
+FRESH_PAIRS = 20_000
 BLOCK = 2000
 Z95 = 1.959963984540054
 
