@@ -290,7 +290,7 @@ def _decline(
         return DeclineShape("inconclusive", start, peak, final, float(s[k]), *est.tolist(),
                             _NAN, "none", w, n, frac, alpha)
     else:
-        fit = curve_noise(v, BETA_SHARE * alpha)
+        fit = curve_noise(v, BETA_SHARE * alpha, s)
         sigma_point, rho, source = fit.sigma, fit.rho, "estimated"
         levels = np.array(curve_levels(n, w, a0, alpha, noise=fit))
         half = z2 * np.array([diff_se(n, w, k, 0, fit.sigma, fit.rho),

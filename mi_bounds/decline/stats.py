@@ -4,40 +4,47 @@ Student-t levels over seeds, and a two-level (seeds × pairs) bootstrap (docs/TH
 **Noise of one curve.** A logged curve is a trend plus noise ``e_t`` that may be autocorrelated
 (consecutive evaluations share data, optimiser state, …). The model is a stationary Gaussian
 AR(1) in logging order, ``e_t = ρ e_{t-1} + √(1-ρ²) σ u_t``, marginal standard deviation ``σ``.
-The trend is removed by a local-linear fit with a uniform kernel of half-width
-``h = max(3, round(0.1 n))`` points; the residuals give a raw scale ``s`` (root mean square) and
-a raw lag-1 autocorrelation ``r``. Both are biased (the fit absorbs slow noise), so they are
-*calibrated by simulation*: for ``ρ`` on a grid 0, 0.05, …, 0.95 the same estimator is run on
-simulated AR(1) noise of the same length; ``ρ̃`` is the grid value (interpolated) whose mean
-``r`` equals the observed one (capped at 0.95), and ``σ̃ = s / E[s | ρ̃, σ = 1]``.
+The trend is removed by the least-squares continuous piecewise-linear fit in the steps with one knot
+(anywhere between the second and the second-to-last step): it follows a rise, a fall, a rise then a
+fall, a rise to a plateau, and — being stiff — leaves slow noise in the residuals (curvature it
+cannot follow is read as slow noise: conservative). The residuals give a raw scale ``s`` (root mean
+square) and a raw lag-1 autocorrelation ``r``.
+
+**Confidence bound on ρ.** ``r`` is simulated for AR(1) noise with ``ρ`` on a grid 0, 0.05, …,
+0.95 (same length, same fit). ``ρ_u`` is the largest ``ρ`` (interpolated) at which the observed
+``r`` is not in the lower ``β`` tail — the upper end of a one-sided ``1 − β`` confidence set;
+beyond 0.95 the grid ends (a random walk is not covered). Berger & Boos (1994, J. Am. Stat.
+Assoc. 89:1012): a test run at level ``α − β`` at the least favourable ``ρ`` of a ``1 − β``
+confidence set has level ``α``. Here ``β = α/2`` (:data:`BETA_SHARE`).
 
 **Calibrated levels.** With ``m`` the curve smoothed by the rule's moving average and ``A`` the
 admissible peak positions (after ``min_peak_fraction`` of training), the null distributions of
 
     D_rise = max_{a∈A} (m_a − m_0),  D_drop = max_{a∈A} (m_a − m_T),  D_fall = m_0 − m_T
 
-under pure noise are simulated, *studentized* by the same ``s`` computed on each simulated
-curve (so the uncertainty of the noise estimate is in the level), and their ``1 − α`` quantiles
-at ``ρ̃`` times the observed ``s`` are the levels. The maximum over ``A`` accounts for the peak
-being chosen from the data; under any non-decreasing trend ``m_a − m_T`` is at most its noise
-part, so ``P(drop > level) ≤ α`` there (likewise for the rise under a non-increasing trend).
-With the noise given (``noise=σ``, independent points), the same quantiles are taken
-unstudentized at ``ρ = 0`` and times ``σ``. Simulations use a fixed generator seed, so a
-verdict is a deterministic function of the curve; the tables are cached per
-``(n, w, h, first admissible index)``.
+under pure AR(1) noise at ``ρ_u`` are simulated, *studentized* by the ``s`` of each simulated
+curve (so the uncertainty of the noise estimate is in the level), and their ``1 − (α − β)``
+quantiles times the observed ``s`` are the levels. The maximum over ``A`` accounts for the peak
+being chosen from the data: under any non-decreasing trend ``m_a − m_T`` is at most its noise
+part, so ``P(drop > level) ≤ α`` there (likewise for the rise under a non-increasing trend);
+``rise-then-fall`` needs both (an intersection–union test). With the noise given
+(``noise=σ``, independent points) the quantiles are unstudentized, at ``ρ = 0``, times ``σ``.
+Simulations use a fixed generator seed, so a verdict is a deterministic function of the curve;
+the tables are cached per ``(n, w, first admissible index, ρ)``. Curves longer than
+:data:`MAX_POINTS` are first averaged in that many consecutive blocks.
 
-**Intervals.** A difference of two smoothed values ``m_a − m_b`` has, under the fitted AR(1),
-the variance ``σ̃² uᵀ R u`` (``u`` the two windows' weights, ``R_ij = ρ̃^|i−j|``); the
-``1 − α`` interval is ``± z_{1−α/2}`` standard errors around the estimate (conditional on the
-peak step found).
+**Intervals.** A difference of two smoothed values ``m_a − m_b`` has, under the fitted AR(1)
+(``σ`` at ``ρ_u``), the variance ``σ² uᵀ R u`` (``u`` the two windows' weights, ``R_ij =
+ρ_u^|i−j|``); the ``1 − α`` interval is ``± z_{1−α/2}`` standard errors around the estimate,
+conditional on the peak step found.
 
 **Seeds.** ``k`` seeds give per-seed differences ``d_i``; their level is
 ``t_{1−α, k−1} · sd(d)/√k`` (one-sided) and the interval ``± t_{1−α/2, k−1} · sd(d)/√k``.
 
-**Two levels.** :func:`two_level_bootstrap` resamples seeds and evaluation pairs independently
-(the seeds × pairs design is crossed: every seed is evaluated on the same pairs; Owen 2007, "The
-pigeonhole bootstrap", Ann. Appl. Stat. 1:386), so an interval reaches beyond both the seeds
-and the particular evaluation pairs.
+**Two levels.** :func:`two_level_bootstrap` and :func:`matched_bootstrap` resample seeds and
+evaluation pairs independently (the seeds × pairs design is crossed: every seed is evaluated on
+the same pairs; Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat. 1:386), so an interval
+reaches beyond both the seeds and the particular evaluation pairs.
 """
 
 from __future__ import annotations
@@ -75,7 +82,8 @@ MIN_POINTS_ESTIMATED = 10
 MAX_POINTS = 200
 #: share of α spent on the confidence bound of ρ (Berger–Boos): β = BETA_SHARE · α
 BETA_SHARE = 0.5
-_N_KNOTS = 30  # knot candidates of the trend fit
+_N_KNOTS = 30  # knot candidates of the trend fit in the simulations (interior indices)
+_N_KNOTS_FINE = 120  # knot candidates of the trend fit of an observed curve (anywhere)
 _N_MAP = 1000  # simulations per grid ρ of the residual autocorrelation r
 _N_NULL = 2000  # simulations for the null quantiles at one ρ
 _SEED = 20261206
@@ -102,16 +110,12 @@ def smooth(v: NDArray[np.float64], w: int) -> NDArray[np.float64]:
 
 
 def _fit_halfwidth(n: int) -> int:
-    """The number of knot candidates of the trend fit (the cache key of the tables)."""
+    """The number of knot candidates of the trend fit (part of the tables' cache key)."""
     return min(n - 2, _N_KNOTS)
 
 
-@lru_cache(maxsize=256)
-def _knot_bases(n: int) -> NDArray[np.float64]:
-    """Orthonormal bases ``[n_knots, n, 3]`` of ``{1, t, (t - κ)₊}`` for the candidate knots
-    ``κ`` (every interior index up to :data:`_N_KNOTS` of them, else evenly spaced)."""
-    t = np.arange(n, dtype=np.float64)
-    knots = np.unique(np.linspace(1, n - 2, min(n - 2, _N_KNOTS)).round())
+def _bases_at(t: NDArray[np.float64], knots: NDArray[np.float64]) -> NDArray[np.float64]:
+    n = t.size
     bases = []
     for kappa in knots:
         x = np.stack([np.ones(n), t, np.maximum(t - kappa, 0.0)], axis=1)
@@ -120,29 +124,46 @@ def _knot_bases(n: int) -> NDArray[np.float64]:
     return np.stack(bases)
 
 
-def _trend_residuals(v: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``v - f`` for ``f`` the least-squares continuous piecewise-linear trend with one knot
-    (the knot chosen by least squares), along the last axis: it fits a rise, a fall, a rise
+@lru_cache(maxsize=256)
+def _knot_bases(n: int) -> NDArray[np.float64]:
+    """Orthonormal bases ``[n_knots, n, 3]`` of ``{1, t, (t - κ)₊}`` for the candidate knots
+    ``κ`` (every interior index up to :data:`_N_KNOTS` of them, else evenly spaced)."""
+    idx = np.unique(np.linspace(1, n - 2, min(n - 2, _N_KNOTS)).round())
+    return _bases_at(np.arange(n, dtype=np.float64), idx)
+
+
+def _trend_residuals(v: NDArray[np.float64],
+                     steps: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+    """``v - f`` for ``f`` the least-squares continuous piecewise-linear trend in the steps with one
+    knot, chosen by least squares among :data:`_N_KNOTS_FINE` positions evenly spaced between the
+    second and the second-to-last step (default, for the simulations: equally spaced steps and up to
+    :data:`_N_KNOTS` knots at interior indices), along the last axis: it fits a rise, a fall, a rise
     then a fall and a rise to a plateau, and leaves the noise — slow noise included — in the
     residuals."""
     n = v.shape[-1]
-    q = _knot_bases(n)  # [K, n, 3]
+    if steps is None:
+        q = _knot_bases(n)  # [K, n, 3]
+    else:
+        t = (steps - steps[0]) / (steps[-1] - steps[0]) * (n - 1)
+        q = _bases_at(t, np.linspace(t[1], t[-2], _N_KNOTS_FINE))
     flat = v.reshape(-1, n)
-    coef = (flat @ q.transpose(1, 0, 2).reshape(n, -1)).reshape(flat.shape[0], -1, 3)
+    coef = (flat @ q.transpose(1, 0, 2).reshape(n, -1)).reshape(flat.shape[0], q.shape[0], -1)
     best = np.argmax(np.sum(coef * coef, axis=-1), axis=-1)  # most variance explained
     cb = coef[np.arange(flat.shape[0]), best]  # [B, 3]
     fit = np.sum(q[best] * cb[:, None, :], axis=-1)
     return (flat - fit).reshape(v.shape)
 
 
-def _raw_scale_and_r(v: NDArray[np.float64], h: int = 0) -> tuple[NDArray, NDArray]:
+def _raw_scale_and_r(v: NDArray[np.float64],
+                     steps: NDArray[np.float64] | None = None) -> tuple[NDArray, NDArray]:
     """Root-mean-square residual and lag-1 residual autocorrelation, along the last axis."""
-    r = _trend_residuals(v)
+    r = _trend_residuals(v, steps)
     ss = np.sum(r * r, axis=-1)
     s = np.sqrt(ss / r.shape[-1])
     lag = np.sum(r[..., 1:] * r[..., :-1], axis=-1)
+    fitted = ss > 1e-20 * np.sum(v * v, axis=-1)  # else: an exact fit, up to round-off
     with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(ss > 0, lag / np.where(ss > 0, ss, 1.0), 0.0)
+        rho = np.where(fitted, lag / np.where(fitted, ss, 1.0), 0.0)
     return s, rho
 
 
@@ -160,7 +181,7 @@ def _r_table(n: int, h: int, j: int) -> tuple[NDArray[np.float64], float]:
     """Sorted simulated residual autocorrelations ``r`` and the mean residual scale ``E[s]`` for
     unit-variance AR(1) noise at ``ρ = RHO_GRID[j]``."""
     rng = np.random.default_rng([_SEED, n, h, j])
-    s, r = _raw_scale_and_r(_ar1(rng, float(RHO_GRID[j]), (_N_MAP, n)), h)
+    s, r = _raw_scale_and_r(_ar1(rng, float(RHO_GRID[j]), (_N_MAP, n)))
     return np.sort(r), float(s.mean())
 
 
@@ -177,7 +198,7 @@ def _null_table(n: int, w: int, h: int, a0: int, j: int) -> dict[str, NDArray[np
     m = smooth(e, w)
     top = m[:, a0:].max(axis=1)
     raw = {"rise": top - m[:, 0], "drop": top - m[:, -1], "fall": m[:, 0] - m[:, -1]}
-    s, _ = _raw_scale_and_r(e, h)
+    s, _ = _raw_scale_and_r(e)
     s = np.maximum(s, 1e-12)
     out = {k: np.sort(v) for k, v in raw.items()}
     out.update({f"{k}_t": np.sort(v / s) for k, v in raw.items()})
@@ -198,8 +219,11 @@ class CurveNoise:
     r: float
 
 
-def curve_noise(v: NDArray[np.float64], beta: float) -> CurveNoise:
-    """Fit the AR(1) noise of one curve (module docstring); ``n ≥ 4`` points.
+def curve_noise(v: NDArray[np.float64], beta: float,
+                steps: NDArray[np.float64] | None = None) -> CurveNoise:
+    """Fit the AR(1) noise of one curve at ``steps`` (increasing; default equally spaced)
+    (module docstring); ``n ≥ 4`` points. The trend is fitted in the steps, the noise is AR(1)
+    in logging order.
 
     ``rho`` is the largest ``ρ`` on the grid (interpolated) at which the observed residual
     autocorrelation ``r`` is not in the lower ``β`` tail of its simulated distribution — the
@@ -210,7 +234,7 @@ def curve_noise(v: NDArray[np.float64], beta: float) -> CurveNoise:
     """
     n = v.size
     h = _fit_halfwidth(n)
-    s, r = (float(x) for x in _raw_scale_and_r(v, h))
+    s, r = (float(x) for x in _raw_scale_and_r(v, steps))
     last = RHO_GRID.size - 1
     if _r_quantile(n, h, 0, beta) > r:
         pos = 0.0
@@ -363,7 +387,7 @@ def two_level_bootstrap(
     lv = q1 * se
     if n >= MIN_POINTS_ESTIMATED:  # and the one-curve test of the mean curve (its roughness)
         a0 = int(np.searchsorted((s - s[0]) / (s[-1] - s[0]), min_peak_fraction, "left"))
-        fit = curve_noise(x.mean(axis=(0, 1)), BETA_SHARE * float(alpha))
+        fit = curve_noise(x.mean(axis=(0, 1)), BETA_SHARE * float(alpha), s)
         curve = curve_levels(n, w, a0, float(alpha), noise=fit)
         lv = np.maximum(lv, np.array(curve))
     if frac >= min_peak_fraction and est[0] > lv[0] and est[1] > lv[1]:
