@@ -39,10 +39,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from mi_bounds.decline.shape import shapes_over_seeds, value_at_first_crossing
-from mi_bounds.decline.stats import matched_bootstrap, two_level_bootstrap
+from mi_bounds.decline.stats import matched_bootstrap, t_quantile, two_level_bootstrap
 
 __all__ = [
     "MATCH_ON",
@@ -151,7 +150,7 @@ def _seed_interval(got: np.ndarray, alpha: float) -> list[float]:
     """``mean ± t_{1−α/2, k−1} · std/√k`` over ``k ≥ 2`` values; NaN for fewer."""
     if got.size < 2:
         return [float("nan"), float("nan")]
-    half = float(sps.t.ppf(1 - alpha / 2, got.size - 1)) * got.std(ddof=1) / math.sqrt(got.size)
+    half = t_quantile(1 - alpha / 2, got.size - 1) * got.std(ddof=1) / math.sqrt(got.size)
     return [float(got.mean() - half), float(got.mean() + half)]
 
 

@@ -59,7 +59,6 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats as sps
 
 from mi_bounds.decline.stats import (
     BETA_SHARE,
@@ -71,6 +70,7 @@ from mi_bounds.decline.stats import (
     diff_se,
     seed_levels,
     smooth,
+    t_quantile,
 )
 
 __all__ = [
@@ -276,7 +276,7 @@ def _decline(
     start, peak, final = float(m[0]), float(m[k]), float(m[-1])
     est = np.array([peak - start, peak - final, final - start])
     a0 = _first_admissible(s, float(min_peak_fraction))
-    z2 = float(sps.norm.ppf(1 - alpha / 2))
+    z2 = t_quantile(1 - alpha / 2, 0)
     sigma_point, rho, half = _NAN, _NAN, np.full(3, _NAN)
     if given_levels is not None:
         levels, source = np.array(given_levels), "threshold"

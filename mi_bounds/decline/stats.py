@@ -55,8 +55,7 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import signal
-from scipy import stats as sps
+from scipy import special
 
 __all__ = [
     "BETA_SHARE",
@@ -71,6 +70,7 @@ __all__ = [
     "matched_bootstrap",
     "seed_levels",
     "smooth",
+    "t_quantile",
     "two_level_bootstrap",
 ]
 
@@ -173,7 +173,14 @@ def _ar1(rng: np.random.Generator, rho: float, size: tuple[int, int]) -> NDArray
     if rho == 0.0:
         return u
     u[:, 1:] *= math.sqrt(1.0 - rho * rho)
-    return signal.lfilter([1.0], [1.0, -rho], u, axis=-1)
+    for t in range(1, size[1]):  # e_t = ρ e_{t-1} + √(1-ρ²) u_t, vectorised over the sims
+        u[:, t] += rho * u[:, t - 1]
+    return u
+
+
+def t_quantile(q: float, df: int) -> float:
+    """Student-t quantile (normal for ``df < 1``)."""
+    return float(special.stdtrit(df, q)) if df >= 1 else float(special.ndtri(q))
 
 
 @lru_cache(maxsize=1024)
@@ -311,7 +318,7 @@ def seed_levels(diffs: NDArray[np.float64], alpha: float) -> tuple[NDArray, NDAr
     the seed mean of each row of ``diffs`` (``[3, k]``, ``k ≥ 2`` seeds)."""
     k = diffs.shape[1]
     se = diffs.std(axis=1, ddof=1) / math.sqrt(k)
-    return sps.t.ppf(1 - alpha, k - 1) * se, sps.t.ppf(1 - alpha / 2, k - 1) * se
+    return t_quantile(1 - alpha, k - 1) * se, t_quantile(1 - alpha / 2, k - 1) * se
 
 
 def two_level_bootstrap(
@@ -382,8 +389,7 @@ def two_level_bootstrap(
     boot = np.stack([mb[:, k] - mb[:, 0], mb[:, k] - mb[:, -1], mb[:, -1] - mb[:, 0]])
     se = boot.std(axis=1, ddof=1)
     df = n_seeds - 1
-    q1 = float(sps.t.ppf(1 - alpha, df)) if df >= 1 else float(sps.norm.ppf(1 - alpha))
-    q2 = float(sps.t.ppf(1 - alpha / 2, df)) if df >= 1 else float(sps.norm.ppf(1 - alpha / 2))
+    q1, q2 = t_quantile(1 - alpha, df), t_quantile(1 - alpha / 2, df)
     lv = q1 * se
     if n >= MIN_POINTS_ESTIMATED:  # and the one-curve test of the mean curve (its roughness)
         a0 = int(np.searchsorted((s - s[0]) / (s[-1] - s[0]), min_peak_fraction, "left"))
@@ -469,6 +475,6 @@ def matched_bootstrap(
     reps = np.where(got, vals, 0.0).sum(axis=1)[count > 0] / count[count > 0]
     se = float(reps.std(ddof=1)) if reps.size > 1 else float("nan")
     df = n_seeds - 1
-    q = float(sps.t.ppf(1 - alpha / 2, df)) if df >= 1 else float(sps.norm.ppf(1 - alpha / 2))
+    q = t_quantile(1 - alpha / 2, df)
     return {"mean": mean, "ci": [mean - q * se, mean + q * se], "se": se,
             "n_reached": int(ok.sum()), "n_seeds": n_seeds, "n_pairs": n_pairs}
