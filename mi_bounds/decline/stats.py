@@ -132,6 +132,15 @@ def _knot_bases(n: int) -> NDArray[np.float64]:
     return _bases_at(np.arange(n, dtype=np.float64), idx)
 
 
+@lru_cache(maxsize=64)
+def _fine_bases(steps_bytes: bytes) -> NDArray[np.float64]:
+    """The bases of :func:`_trend_residuals` for a curve's own steps (cached by their bytes)."""
+    steps = np.frombuffer(steps_bytes, dtype=np.float64)
+    n = steps.size
+    t = (steps - steps[0]) / (steps[-1] - steps[0]) * (n - 1)
+    return _bases_at(t, np.linspace(t[1], t[-2], _N_KNOTS_FINE))
+
+
 def _trend_residuals(v: NDArray[np.float64],
                      steps: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
     """``v - f`` for ``f`` the least-squares continuous piecewise-linear trend in the steps with one
@@ -144,8 +153,7 @@ def _trend_residuals(v: NDArray[np.float64],
     if steps is None:
         q = _knot_bases(n)  # [K, n, 3]
     else:
-        t = (steps - steps[0]) / (steps[-1] - steps[0]) * (n - 1)
-        q = _bases_at(t, np.linspace(t[1], t[-2], _N_KNOTS_FINE))
+        q = _fine_bases(np.asarray(steps, dtype=np.float64).tobytes())
     flat = v.reshape(-1, n)
     coef = (flat @ q.transpose(1, 0, 2).reshape(n, -1)).reshape(flat.shape[0], q.shape[0], -1)
     best = np.argmax(np.sum(coef * coef, axis=-1), axis=-1)  # most variance explained
