@@ -231,3 +231,23 @@ def test_long_logs_are_block_averaged_and_fast() -> None:
     assert r.n_points == st.MAX_POINTS
     assert r.shape == "rise-then-fall"
     assert r.peak_step == pytest.approx(400, abs=20)
+
+
+def test_exact_toy_curves_get_the_old_verdicts() -> None:
+    """Toy C3 reads exact curves raw with noise 0 and the level min_noise = 0.01: there the
+    calibrated rule is the old one — rise and drop beyond 0.01 with the peak after 10 % of
+    training, else a fall beyond 0.01 (computed here by hand) — so every committed toy verdict
+    stands."""
+    rng = np.random.default_rng(9)
+    for _ in range(300):
+        n = int(rng.integers(3, 60))
+        c = np.cumsum(rng.normal(0, 0.02, n)) * rng.choice([0.1, 1.0, 10.0])
+        k = int(np.argmax(c))
+        frac = k / (n - 1)
+        if frac >= 0.1 and c[k] - c[0] > 0.01 and c[k] - c[-1] > 0.01:
+            want = "rise-then-fall"
+        elif c[0] - c[-1] > 0.01:
+            want = "fall-from-start"
+        else:
+            want = "no-decline"
+        assert decline_shape(c, noise=0.0, window=1, min_noise=0.01).shape == want

@@ -282,7 +282,8 @@ def _decline(
         levels, source = np.array(given_levels), "threshold"
     elif noise is not None:
         sigma_point, rho, source = float(noise), 0.0, "given"
-        levels = np.array(curve_levels(n, w, a0, alpha, given_sigma=sigma_point))
+        levels = (np.zeros(3) if sigma_point == 0.0  # an exact curve: min_noise alone
+                  else np.array(curve_levels(n, w, a0, alpha, given_sigma=sigma_point)))
         half = z2 * np.array([diff_se(n, w, k, 0, sigma_point, 0.0),
                               diff_se(n, w, k, n - 1, sigma_point, 0.0),
                               diff_se(n, w, n - 1, 0, sigma_point, 0.0)])
