@@ -20,7 +20,8 @@ seeds), copied below so that the before/after is one script. Run (about 3 CPU-mi
     OMP_NUM_THREADS=1 python benchmarks/bench_decline_oc.py --rule new
     OMP_NUM_THREADS=1 python benchmarks/bench_decline_oc.py --rule old
 
-Both write into ``benchmarks/results/decline_oc.json`` (one entry per rule).
+Both write into ``benchmarks/results/decline_oc.json`` (one entry per rule); ``--markdown``
+prints the tables of docs/THEORY.md §6 from it.
 """
 
 from __future__ import annotations
@@ -160,14 +161,68 @@ def cells() -> list[dict]:
     return out
 
 
+def _pct(r: dict) -> str:
+    return f"{100 * r['rate']:.1f} [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+
+
+def markdown(data: dict) -> str:
+    """The tables of docs/THEORY.md §6 from the stored results: per null family and seed
+    set-up the worst cell over n ∈ {30, 60, 200} (and n = 20 apart), old rule against new;
+    the random walk; power per alternative."""
+    rules = [r for r in ("old", "new") if r in data]
+    cells = {r: data[r]["cells"] for r in rules}
+    out = ["| null family | seeds | " + " | ".join(
+        f"{r} rule: worst FPR % n ≥ 30 [95 % CI] | {r}: n = 20" for r in rules) + " |",
+        "|---|---|" + "---|---|" * len(rules)]
+    setups = [(1, False), (3, False), (3, True), (8, False), (8, True)]
+    for kind in ("flat", "rising", "saturating"):
+        for rho in (0.0, 0.5, 0.8):
+            for seeds, shared in setups:
+                row = [f"{kind}, ρ = {rho}",
+                       f"{seeds}{', shared' if shared else ''}"]
+                for r in rules:
+                    sel = [c for c in cells[r] if c["null"] and not c["walk"]
+                           and c["kind"] == kind and c["rho"] == rho and c["seeds"] == seeds
+                           and c["shared"] == shared]
+                    big = max((c for c in sel if c["n"] >= 30), key=lambda c: c["ci95"][1])
+                    small = next(c for c in sel if c["n"] == 20)
+                    row += [f"{_pct(big)} (n = {big['n']})", _pct(small)]
+                out.append("| " + " | ".join(row) + " |")
+    out += ["", "| random walk | n | seeds | " + " | ".join(f"{r}: FPR %" for r in rules) + " |",
+            "|---|---|---|" + "---|" * len(rules)]
+    for c in (c for c in cells[rules[0]] if c["walk"]):
+        row = ["unit innovations", str(c["n"]), str(c["seeds"])]
+        for r in rules:
+            m = next(x for x in cells[r] if x["walk"] and x["n"] == c["n"]
+                     and x["seeds"] == c["seeds"])
+            row.append(_pct(m))
+        out.append("| " + " | ".join(row) + " |")
+    out += ["", "| alternative | size (noise SDs) | ρ | n | seeds | " + " | ".join(
+        f"{r}: power %" for r in rules) + " |", "|---|---|---|---|---|" + "---|" * len(rules)]
+    for c in (c for c in cells[rules[0]] if not c["null"]):
+        row = [c["kind"], f"{c['size']:g}", f"{c['rho']:g}", str(c["n"]), str(c["seeds"])]
+        for r in rules:
+            m = next(x for x in cells[r] if not x["null"] and x["kind"] == c["kind"]
+                     and x["size"] == c["size"] and x["rho"] == c["rho"] and x["n"] == c["n"]
+                     and x["seeds"] == c["seeds"])
+            row.append(_pct(m))
+        out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rule", choices=("new", "old"), default="new")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the tables of the stored results (no simulation)")
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--curves", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     t0 = time.perf_counter()
     rows = []
     for i, c in enumerate(cells()):

@@ -8,7 +8,7 @@ the old verdict (the rule before calibration: z = 3 paired standard errors over 
 curve's rise, drop from the peak and change and their ``1 − α`` intervals, and the matched
 readings (chosen change at the largest common train margin) with their intervals over seeds.
 
-    python experiments/decline_verdicts.py [--alpha 0.05] [--json out.json]
+    python experiments/decline_verdicts.py --json results/decline_verdicts.json
 """
 
 from __future__ import annotations
@@ -50,6 +50,20 @@ def _ci(m: dict, name: str) -> str:
     lo, hi = m[f"{name}_ci"]
     return f"{value:+.2f} [{lo:+.2f}, {hi:+.2f}]" if name == "change" else \
         f"{value:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _welch(a: dict, b: dict, alpha: float) -> dict:
+    """Difference of two seed means with a Welch–Satterthwaite ``1 − α`` interval."""
+    from scipy import special
+
+    x = np.array([v for v in a["per_seed"] if np.isfinite(v)])
+    y = np.array([v for v in b["per_seed"] if np.isfinite(v)])
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = float(np.sqrt(va + vb))
+    df = float((va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1)))
+    half = float(special.stdtrit(df, 1 - alpha / 2)) * se
+    d = float(x.mean() - y.mean())
+    return {"diff": d, "ci": [d - half, d + half], "se": se, "df": df}
 
 
 def main() -> None:
@@ -99,10 +113,18 @@ def main() -> None:
             interval = "" if lo is None or not np.isfinite(lo) else f" [{lo:+.2f}, {hi:+.2f}]"
             cells.append(f"{loss} {r['mean']:+.2f}{interval} ({r['n_reached']}/{r['n_seeds']})")
         print(f"- {setting}, margin {mm['levels'][-1]:.3g}: " + "; ".join(cells))
+        rows = {loss: r[-1] for loss, r in mm["train"].items()}
+        if {"dpo", "mio"} <= set(rows) and min(rows[k]["n_reached"] for k in ("dpo", "mio")) > 1:
+            diff = _welch(rows["dpo"], rows["mio"], args.alpha)
+            d["dpo_minus_mio_at_top_margin"] = diff
+            print(f"  dpo − mio: {diff['diff']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]"
+                  f" (Welch, {diff['df']:.1f} df)")
     if args.json is not None:
         from mi_bounds._json import rounded
+        from mi_bounds.decline.training_log import jsonable
 
-        args.json.write_text(json.dumps(rounded(out), indent=1, allow_nan=False) + "\n")
+        args.json.write_text(json.dumps(jsonable(rounded(out, 6)), indent=1, allow_nan=False)
+                             + "\n")
 
 
 if __name__ == "__main__":
