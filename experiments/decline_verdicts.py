@@ -48,6 +48,8 @@ def _old_rule():
 def _ci(m: dict, name: str) -> str:
     value = m["drop_from_peak" if name == "drop" else name]
     lo, hi = m[f"{name}_ci"]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{value:+.2f} (no interval)" if name == "change" else f"{value:.2f} (no interval)"
     return f"{value:+.2f} [{lo:+.2f}, {hi:+.2f}]" if name == "change" else \
         f"{value:.2f} [{lo:.2f}, {hi:.2f}]"
 
