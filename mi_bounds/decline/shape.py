@@ -1,43 +1,37 @@
 """The shape of a chosen-log-likelihood trajectory, and comparisons at matched margin.
 
 One definition serves the toy worlds, the small-LM runs, the figures and external training logs
-(docs/THEORY.md §6). A trajectory ``c(s_0), …, c(s_T)`` at (possibly irregular) steps ``s_t`` with a
-noise level ``σ`` has exactly one of four shapes:
+(docs/THEORY.md §6). A trajectory ``c(s_0), …, c(s_T)`` at (possibly irregular) steps ``s_t``,
+smoothed to ``m`` (a centred moving average of ``w`` points: 1 below 20 points, else about 5 %
+of them, odd, truncated at the ends), with ``k`` the step of the maximum of ``m``, has exactly
+one of five shapes at a level ``alpha`` (default 0.05):
 
-* ``rise-then-fall``: the maximum of ``c`` is reached at a step ``s*`` with
-  ``s* - s_0 ≥ 0.1 (s_T - s_0)`` (after at least 10 % of training), and
-  ``max c - c(s_0) > σ`` and ``max c - c(s_T) > σ``;
-* ``fall-from-start``: not the above, and ``c(s_0) - c(s_T) > σ``;
+* ``rise-then-fall``: ``s_k - s_0 ≥ 0.1 (s_T - s_0)`` (after at least 10 % of training), and the
+  rise ``m_k - m_0`` and the drop ``m_k - m_T`` each exceed their level;
+* ``fall-from-start``: not the above, and ``m_0 - m_T`` exceeds its level;
 * ``no-decline``: neither;
-* ``too-short``: fewer than ``min_points`` (default 3) points — or fewer than 4 when σ is
-  estimated from the curve itself: 3 points have one second difference, whose MAD is 0 whatever
-  the data, so the estimate would always be the floor ``min_noise``.
+* ``too-short``: fewer than ``min_points`` (default 3) points — or fewer than 4 when the noise is
+  estimated from the curve itself;
+* ``inconclusive``: 4 to 9 points and the noise estimated: too few to calibrate it.
 
-**Drop** is always ``max c - c(s_T) ≥ 0`` in nats (how far the curve ends below its peak);
-**change** is ``c(s_T) - c(s_0)`` (negative when it ended below its start). These are the only
+**Drop** is always ``max m - m(s_T) ≥ 0`` in nats (how far the curve ends below its peak);
+**change** is ``m(s_T) - m(s_0)`` (negative when it ended below its start). These are the only
 sign conventions used in the toolkit.
 
-**Noise.** The curve is first smoothed by a centred moving average of ``w`` points (``w = 1``,
-no smoothing, for fewer than 20 points; otherwise about 5 % of the points, odd), truncated at
-the ends, so that one noisy logging step can neither make a peak nor an end. ``σ`` is the
-level a difference of two smoothed values must exceed:
-
-    σ = max(z · √2 · σ_point / √n_end, min_noise),
-
-where ``σ_point`` is the noise of one raw point, ``n_end = (w + 1) / 2`` is the number of raw
-points in the smoothing window at either end (the noisiest smoothed values), ``z = 3`` and
-``min_noise = 1e-6`` nats by default. ``σ_point`` is what the caller passes, or a robust
-estimate from the curve itself: ``1.4826 · MAD(Δ²c) / √6``, the median absolute deviation of
-second differences (a linear trend cancels in ``Δ²c``, and for independent noise of standard
-deviation σ the second difference has variance ``6σ²``).
+**Levels** (:mod:`mi_bounds.decline.stats`). Each level is the ``1 - α`` quantile of the
+statistic under pure noise: AR(1) noise fitted to the curve (residuals of a one-knot
+piecewise-linear trend, with an upper confidence bound on the autocorrelation), the maximum over
+admissible peaks (the peak is chosen from the data), studentized by the noise estimate of each
+simulated curve. Given a per-point ``noise`` (independent points) the levels are white-noise
+quantiles times it; ``noise=0`` (an exact toy curve) leaves only the floor ``min_noise``.
+Every verdict carries its rise, drop and change with ``1 - α`` intervals.
 
 **Seeds.** With several seeds (:func:`shapes_over_seeds`) each seed's curve gets its own verdict
-as above, and the seed-mean curve — the loss's verdict — is judged with levels from the seeds
-(:func:`seed_thresholds`): each of its three comparisons (rise, drop, change) must exceed ``z``
-times its own paired standard error across seeds, read at the mean curve's start, peak and end.
-A small rise that every seed shows is then a rise, however far the seeds drift apart later (the
-median across-seed spread over all steps, a first version of this rule, was dominated by that
-late drift and hid such rises).
+as above, and the seed-mean curve — the loss's verdict — must pass, for each comparison, both its
+own one-curve level (noise that the seeds share shows as roughness of the mean curve) and the
+Student-t level over seeds (:func:`seed_thresholds`: ``t_{1-α, k-1}`` times the paired standard
+error of the per-seed differences at the mean curve's start, peak and end). A small rise that
+every seed shows passes the second however far the seeds drift apart later.
 
 **Matched comparisons.** :func:`value_at_first_crossing` reads a curve (say, the chosen
 log-likelihood) at the first step where another curve (say, the reward margin) reaches a level,
