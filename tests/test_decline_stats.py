@@ -141,9 +141,17 @@ def test_seed_rule_needs_both_tests() -> None:
     assert res["mean"]["shape"] == "rise-then-fall"
     lo, hi = res["mean"]["drop_ci"]
     assert lo < res["mean"]["drop_from_peak"] < hi
-    # its interval is at least the Student-t one over seeds
-    per = np.array([[p["peak"] for p in res["per_seed"]]])
-    assert per.shape == (1, 3)
+    # its interval is at least the Student-t one over seeds: t_{0.975, 2} · sd/√3 of the
+    # per-seed drops at the mean curve's peak (no smoothing at 40 points: w = 3)
+    m = res["mean"]
+    c = hump + np.random.default_rng(0).standard_normal((3, 40))  # same form, by hand:
+    sm = st.smooth(c, 3)
+    k = int(np.argmax(sm.mean(0)))
+    drops = sm[:, k] - sm[:, -1]
+    half_t = 4.302653 * drops.std(ddof=1) / math.sqrt(3)
+    out2 = shapes_over_seeds(c)["mean"]
+    assert out2["drop_ci"][1] - out2["drop_from_peak"] >= half_t - 1e-9
+    assert m["noise_source"] == "seeds"
 
 
 def test_seed_thresholds_alpha() -> None:

@@ -286,13 +286,13 @@ def _reading(r: Mapping[str, Any]) -> str:
                 "(pass --noise, e.g. the spread across seeds, to classify 3 points).")
     if r["shape"] == "inconclusive":
         return (f"Inconclusive: {r['n_points']} logged steps are too few to calibrate the "
-                "curve's own noise (the rule needs 10; docs/THEORY.md §6). Log more often, "
-                "pass several seeds' logs, or pass --noise (the sd of one logged point).")
-    caveat = ""
+                "curve's own noise (the rule needs 10, with one seed or several; docs/THEORY.md "
+                "§6). Evaluate more often, or pass --noise (the sd of one logged point, if "
+                "known).")
     if r["shape"] == "no-decline":
         return (f"The chosen {what} did not fall beyond the level of a test at "
                 f"alpha = {r['alpha']:g} (which is not proof that it did not fall: see the "
-                f"intervals).{caveat}")
+                "intervals).")
     when = ("after rising to a peak" if r["shape"] == "rise-then-fall" else "from the start")
     text = f"The chosen {what} fell {when}."
     margin, rejected = r.get("margin_trend"), r.get("rejected_trend")
@@ -313,7 +313,7 @@ def _reading(r: Mapping[str, Any]) -> str:
                  "growing margin: check the learning rate, β and the data.")
     else:
         text += " The log has no reward margin to compare with."
-    return text + caveat
+    return text
 
 
 def format_report(r: Mapping[str, Any]) -> str:
