@@ -24,11 +24,11 @@ once probability mass has moved to a response that lies further along ``phi_w - 
 ``phi_w`` does, the chosen likelihood falls while the margin still grows. With high overlap,
 ``phi_w · (phi_w - phi_l) = 1 - ρ`` is small, so such a response exists more often.
 
-**The measure** (docs/THEORY.md §6, :mod:`mi_bounds.decline.shape`): ``drop = max_t c_t - c_T ≥ 0`` for
-``c_t`` the mean chosen log-likelihood, and the curve's *shape* (``rise-then-fall``,
-``fall-from-start``, ``no-decline``) by :func:`mi_bounds.decline.decline_shape` on the raw curve
-(no smoothing: the dynamics are exact, noise-free) with the noise level :data:`TOY_NOISE` =
-0.01 nats — a rise or fall counts when it exceeds 0.01 nats (:func:`curve_shape`).
+**The measure** (docs/THEORY.md §6, :mod:`mi_bounds.decline.shape`): ``drop = max_t c_t - c_T ≥ 0``
+for ``c_t`` the mean chosen log-likelihood, and the curve's *shape* (``rise-then-fall``,
+``fall-from-start``, ``no-decline``) by :func:`mi_bounds.decline.decline_shape` on the raw curve (no
+smoothing: the dynamics are exact, noise-free) with the noise level :data:`TOY_NOISE` = 0.01 nats —
+a rise or fall counts when it exceeds 0.01 nats (:func:`curve_shape`).
 
 **Matched comparisons** (:func:`matched_comparison`, :func:`matched_grid`). A loss that moves
 the policy less also lowers the chosen likelihood less, so each loss's chosen change is read
@@ -640,7 +640,7 @@ def matched_grid(grid: C3Grid | None = None, *, reference: str = "mio") -> dict[
             float("nan")
         summary[key] = entry
     summary["shape_counts"] = {name: {sh: sum(r["shape"][name] == sh for r in ok)
-                                      for sh in SHAPES if sh != "too-short"}
+                                      for sh in SHAPES[:3]}
                                for name in names}
     return {"grid": {"beta": list(grid.betas), "lr": list(grid.lrs),
                      "n_responses": list(grid.n_responses), "overlap": list(grid.overlaps),
