@@ -259,3 +259,23 @@ def test_exact_toy_curves_get_the_old_verdicts() -> None:
         else:
             want = "no-decline"
         assert decline_shape(c, noise=0.0, window=1, min_noise=0.01).shape == want
+
+
+def test_verdicts_are_affine_equivariant() -> None:
+    """Shifting a curve changes nothing, scaling it by a > 0 scales every number (levels,
+    effects, intervals, point noise) by a and keeps the verdict and ρ: the rule has no hidden
+    unit."""
+    rng = np.random.default_rng(12)
+    t = np.linspace(0, 1, 45)
+    for _ in range(10):
+        c = np.where(t <= 0.4, 3 * t, 1.2 - 2 * (t - 0.4)) * rng.uniform(0, 3) \
+            + _ar1(rng, 0.3, (45,))
+        a, b = rng.uniform(0.01, 100), rng.normal(0, 50)
+        r, q = decline_shape(c), decline_shape(a * c + b)
+        assert q.shape == r.shape and q.rho == pytest.approx(r.rho)
+        assert np.allclose(q.levels, a * np.array(r.levels), rtol=1e-6)
+        for name in ("rise_ci", "drop_ci", "change_ci"):
+            # differences of the curve: the shift b cancels
+            assert np.allclose(getattr(q, name), a * np.array(getattr(r, name)), rtol=1e-6,
+                               atol=1e-9)
+        assert q.noise_point == pytest.approx(a * r.noise_point, rel=1e-6)
