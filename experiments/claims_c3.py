@@ -355,7 +355,7 @@ def matched_grid(grid: C3Grid | None = None, *, reference: str = "mio") -> dict[
             float("nan")
         summary[key] = entry
     summary["shape_counts"] = {name: {sh: sum(r["shape"][name] == sh for r in ok)
-                                      for sh in SHAPES if sh != "too-short"}
+                                      for sh in SHAPES[:3]}
                                for name in names}
     return {"grid": {"beta": list(grid.betas), "lr": list(grid.lrs),
                      "n_responses": list(grid.n_responses), "overlap": list(grid.overlaps),

@@ -344,3 +344,36 @@ def test_seeds_at_other_steps_or_with_noise_are_refused(tmp_path, capsys):
     assert code == 2 and "other steps" in err
     code, _, err = _run(capsys, *a, "--noise", "0.1")
     assert code == 2 and "several seeds" in err
+
+
+def test_alpha_and_intervals_in_json_and_text(tmp_path, capsys):
+    """--alpha sets the level of every test and the 1 - alpha intervals; both reach the JSON and
+    the text report; a bad alpha is exit code 2 with one line."""
+    path = _write_trainer_state(tmp_path / "s.json",
+                                _log_history("rise-then-fall", "rise-then-fall", 0))
+    r05 = _json(capsys, path, "--series", "train")
+    r01 = _json(capsys, path, "--series", "train", "--alpha", "0.01")
+    assert r05["alpha"] == 0.05 and r01["alpha"] == 0.01
+    assert all(a > b for a, b in zip(r01["levels"], r05["levels"], strict=True))
+    for name, value in (("rise", "rise"), ("drop", "drop_from_peak"), ("change", "change")):
+        lo, hi = r05[f"{name}_ci"]
+        assert lo < r05[value] < hi
+        lo1, hi1 = r01[f"{name}_ci"]
+        assert lo1 < lo and hi < hi1  # 99 % intervals are wider
+    code, out, _ = _run(capsys, path, "--series", "train")
+    assert code == 0 and "95 % intervals" in out and "levels at alpha 0.05" in out
+    for bad in ("0", "0.5", "1.2", "-0.1"):
+        code, out, err = _run(capsys, path, "--alpha", bad)
+        assert code == 2 and "--alpha" in err and err.count("\n") == 1 and not out
+
+
+def test_few_points_are_inconclusive(tmp_path, capsys):
+    """4 to 9 logged steps cannot calibrate the curve's own noise: inconclusive, said so; with
+    --noise they are classified."""
+    entries = [{"logps/chosen": -1.0 - 0.5 * s, "step": s} for s in range(6)]
+    path = _write_trainer_state(tmp_path / "s.json", entries)
+    r = _json(capsys, path)
+    assert r["shape"] == "inconclusive" and "Inconclusive" in r["reading"]
+    code, out, _ = _run(capsys, path)
+    assert code == 0 and "inconclusive" in out
+    assert _json(capsys, path, "--noise", "0.1")["shape"] == "fall-from-start"

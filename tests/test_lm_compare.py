@@ -77,6 +77,57 @@ def test_shape_counts_use_the_seed_noise():
     assert out["train"]["per_seed"][0]["drop_from_peak"] == pytest.approx(3.0)
 
 
+def test_matched_readings_have_student_t_intervals():
+    """Three seeds reaching the level with chosen changes -1, -2, -3 at margin 1: mean -2,
+    interval -2 ± t_{0.975, 2} · 1/√3 (t = 4.302653, tables)."""
+    t = np.arange(6.0)
+    runs = [_run("dpo", k, t, -(k + 1) * t, t) for k in range(3)]
+    row = compare.matched_chosen(compare.by_loss(runs), "margin", [1.0])["dpo"][0]
+    assert row["mean"] == pytest.approx(-2.0)
+    half = 4.302653 / math.sqrt(3)
+    assert row["ci"] == pytest.approx([-2.0 - half, -2.0 + half], rel=1e-6)
+    one = compare.matched_chosen(compare.by_loss(runs[:1]), "margin", [1.0])["dpo"][0]
+    assert all(math.isnan(x) for x in one["ci"])  # one seed: no interval over seeds
+
+
+def _per_pair_run(loss, seed, steps, chosen_pp, margin_pp):
+    """A run whose history also logs every pair's chosen log-prob and margin."""
+    r = _run(loss, seed, steps, chosen_pp.mean(0), margin_pp.mean(0))
+    for i, h in enumerate(r["history"]):
+        h["train"]["logps/chosen/per_pair"] = chosen_pp[:, i].tolist()
+        h["train"]["rewards/margins/per_pair"] = margin_pp[:, i].tolist()
+    return r
+
+
+def test_per_pair_logs_switch_on_the_two_level_bootstrap():
+    """Where pairs are logged one by one, shape_counts and the matched readings add the
+    seeds-and-pairs bootstrap (mi_bounds.decline.stats); without them they do not."""
+    from mi_bounds.decline.stats import matched_bootstrap, two_level_bootstrap
+
+    rng = np.random.default_rng(0)
+    s = np.arange(21.0)
+    hump = np.where(s <= 8, s / 8, 1 - 2 * (s - 8) / 12)
+    runs, chosen, margin = [], [], []
+    for k in range(3):
+        c = hump[None] + 0.3 * rng.standard_normal((16, 21))
+        m = 0.1 * s[None] * rng.uniform(0.5, 1.5, (16, 1))
+        runs.append(_per_pair_run("dpo", k, s, c, m))
+        chosen.append(c)
+        margin.append(m)
+    out = compare.shape_counts(runs)
+    want = two_level_bootstrap(np.array(chosen), s)
+    assert out["train"]["two_level"] == want
+    assert "two_level" not in out["heldout"]  # held-out pairs not logged one by one
+    row = compare.matched_chosen(compare.by_loss(runs), "margin", [1.0])["dpo"][0]
+    assert row["two_level"] == matched_bootstrap(np.array(margin), np.array(chosen), 1.0)
+    assert row["two_level"]["mean"] == pytest.approx(row["mean"])
+    plain = [_run("dpo", k, s, hump, 0.1 * s) for k in range(3)]
+    assert "two_level" not in compare.shape_counts(plain)["train"]
+    # a run that lacks the per-pair values at one evaluation: no two-level reading
+    del runs[1]["history"][3]["train"]["logps/chosen/per_pair"]
+    assert "two_level" not in compare.shape_counts(runs)["train"]
+
+
 def test_runs_with_different_steps_are_refused():
     a = _run("dpo", 0, [0, 1, 2], [0, 1, 0], [0, 1, 2])
     b = _run("dpo", 1, [0, 2, 4], [0, 1, 0], [0, 1, 2])
@@ -123,3 +174,30 @@ def test_grid_entries_are_validated():
         cfg.replace(grid=[{"lr": 1e-4}, {"lr": 1e-4, "losses": ["dpo"]}])
     with pytest.raises(TypeError, match="grid"):
         cfg.replace(grid=[3])
+
+
+def test_report_tables_carry_the_intervals():
+    """lm/report.py on the committed three-epoch SmolLM2 runs: the table has the seed-mean
+    rise and drop with their intervals, the matched table an interval per reading."""
+    pytest.importorskip("matplotlib")
+    import json
+    from pathlib import Path
+
+    from mi_bounds.lm.report import _table_rows, effect_label, matched_markdown, summarise
+
+    folder = Path(__file__).resolve().parents[1] / "results/lm-smollm2-cpu/long/align_runs"
+    if not folder.is_dir():
+        pytest.skip("no committed runs")
+    results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    summary = summarise(results)
+    header, rows = _table_rows(summary, {})
+    assert "drop, seed mean [95 % CI]" in header
+    dpo = next(r for r in rows if r[0] == "dpo")
+    mean = summary["dpo"]["shapes"]["train"]["mean"]
+    lo, hi = mean["drop_ci"]
+    assert dpo[header.index("drop, seed mean [95 % CI]")] == \
+        f"{mean['drop_from_peak']:.2f} [{lo:.2f}, {hi:.2f}]"
+    assert lo < mean["drop_from_peak"] < hi
+    md = matched_markdown(compare.compare(results))
+    assert md.count(" [") >= 6  # every reading of dpo and mio at the 3 margins has one
+    assert effect_label({}) == "-"

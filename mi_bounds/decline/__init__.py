@@ -2,6 +2,8 @@
 
 Modules, from the bottom up (each imports only those above it in this list):
 
+- :mod:`~mi_bounds.decline.stats`: its statistics (AR(1) noise, calibrated levels, Student-t
+  levels over seeds, the two-level seeds × pairs bootstrap);
 - :mod:`~mi_bounds.decline.shape`: the shape rule (docs/THEORY.md §6) for one curve or seeds;
 - :mod:`~mi_bounds.decline.compare`: losses compared at matched margin, KL and accuracy;
 - :mod:`~mi_bounds.decline.training_log`: reading TRL / JSONL / CSV / align logs;

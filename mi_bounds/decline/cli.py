@@ -2,19 +2,22 @@
 
     mi-bounds diagnose PATH [PATH ...] [--json] [--plot FILE.png] [--series train|eval]
                                        [--metric NAME] [--noise SIGMA] [--min-points N]
+                                       [--alpha A]
 
 PATH is a TRL ``trainer_state.json`` (or the output/checkpoint directory holding it), a CSV with
 TRL's metric names as columns, or a mi-bounds align-run ``result.json``
 (:mod:`mi_bounds.decline.diagnose` lists what is read and how). The verdict is the shape of
-docs/THEORY.md §6 (``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``) of
-``logps/chosen`` (else ``rewards/chosen``), with the peak step, the drop from the peak, the
-noise level and the reward margin's trend. Several PATHs are runs that differ only in their
-seed: the verdict is on their mean, judged against their paired spread
-(:func:`mi_bounds.decline.diagnose.diagnose_seeds`), with each seed's own verdict beside it.
-Logs that are not seeds of one run are refused (:func:`~mi_bounds.decline.training_log.check_seeds`:
-one file twice, identical records, or other recorded settings unless ``--allow-mixed``). A
-file that cannot be read or diagnosed (a step logged twice, a cell that is not a number) gives
-a message naming the file, row and column on stderr, and exit code 2.
+docs/THEORY.md §6 (``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``,
+``inconclusive``) of ``logps/chosen`` (else ``rewards/chosen``) at level ``--alpha`` (default
+0.05), with the peak step, the rise, the drop from the peak and the change, each with its
+``1 - alpha`` interval, the levels and the reward margin's trend. Several PATHs are runs that
+differ only in their seed: the verdict is on their mean, judged against its own noise and the
+seeds' paired spread (:func:`mi_bounds.decline.diagnose.diagnose_seeds`), with each seed's own
+verdict beside it. Logs that are not seeds of one run are refused
+(:func:`~mi_bounds.decline.training_log.check_seeds`: one file twice, identical records, or
+other recorded settings unless ``--allow-mixed``). A file that cannot be read or diagnosed (a
+step logged twice, a cell that is not a number) gives a message naming the file, row and column
+on stderr, and exit code 2.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=None,
                    help="noise (standard deviation) of one logged point, e.g. across seeds "
                    "(default: estimated from the curve)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="one-sided level of each test of the rule (rise, drop, fall) and 1 - alpha "
+                   "intervals (default: 0.05)")
     p.add_argument("--min-points", type=int, default=3,
                    help="fewer logged steps than this (>= 3) give too-short (default: 3)")
     return p
@@ -77,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     plot = None
     try:
+        if not 0.0 < args.alpha < 0.5:
+            raise LogError(f"--alpha must lie in (0, 0.5), got {args.alpha}")
         if args.noise is not None and not args.noise >= 0:
             raise LogError(f"--noise must be a number >= 0, got {args.noise}")
         if args.plot is not None:  # checked before any reading
@@ -86,12 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_seeds(logs, allow_mixed=args.allow_mixed)
         if len(logs) == 1:
             result = diagnose(logs[0], split=args.series, metric=args.metric, noise=args.noise,
-                              min_points=args.min_points)
+                              min_points=args.min_points, alpha=args.alpha)
         elif args.noise is not None:
             raise LogError("--noise cannot be given with several seeds: their spread is the noise")
         else:
             result = diagnose_seeds(logs, split=args.series, metric=args.metric,
-                                    min_points=args.min_points)
+                                    min_points=args.min_points, alpha=args.alpha)
         if plot is not None:
             plot_diagnosis(result, plot)
     except (LogError, ValueError) as err:

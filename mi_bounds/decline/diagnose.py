@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mi_bounds.decline.shape import SHAPES, DeclineShape, _as_curve, decline_shape, seed_thresholds
+from mi_bounds.decline.shape import (
+    SHAPES,
+    DeclineShape,
+    _as_curve,
+    decline_shape,
+    shapes_over_seeds,
+)
 from mi_bounds.decline.training_log import (
     CHOSEN_METRICS,
     FORMATS,
@@ -56,13 +62,15 @@ __all__ = [
 
 
 def trend(shape: DeclineShape) -> str | None:
-    """``rising`` / ``falling`` / ``flat``: the smoothed ``final - start`` against ``±σ``
-    (``None`` for a ``too-short`` curve)."""
-    if shape.shape == "too-short":
+    """``rising`` / ``falling`` / ``flat``: the smoothed ``final - start`` against ``±`` the
+    fall's level (the one-sided test of ``-change`` at ``alpha``, and its mirror image);
+    ``None`` for a ``too-short`` or ``inconclusive`` curve."""
+    if shape.shape in ("too-short", "inconclusive"):
         return None
-    if shape.change > shape.noise:
+    level = shape.levels[2]
+    if shape.change > level:
         return "rising"
-    if -shape.change > shape.noise:
+    if -shape.change > level:
         return "falling"
     return "flat"
 
@@ -103,7 +111,7 @@ def diagnose(
     noise: float | None = None,
     threshold: float | tuple[float, float, float] | None = None,
     min_points: int = 3,
-    z: float = 3.0,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """The shape of a log's chosen curve and the trends beside it, as one JSON-ready dict.
 
@@ -115,14 +123,15 @@ def diagnose(
             verbatim (e.g. ``eval_test_logps/chosen``); default ``logps/chosen``, else
             ``rewards/chosen``.
         noise: per-point noise σ of the curve; default: estimated from it.
-        threshold: the level σ itself, or (rise, drop, change) levels (e.g.
-            :func:`~mi_bounds.decline.seed_thresholds`); overrides ``noise``.
+        threshold: the levels themselves, one or (rise, drop, fall); overrides ``noise``.
         min_points: fewer distinct steps (but at least 3) give ``too-short``.
-        z: passed to :func:`~mi_bounds.decline.decline_shape`.
+        alpha: one-sided level of each test, and ``1 - alpha`` intervals
+            (:func:`~mi_bounds.decline.decline_shape`).
 
     Returns:
         Every field of :class:`~mi_bounds.decline.DeclineShape` for the chosen curve (``shape``,
-        ``peak_step``, ``drop_from_peak``, ``noise``, …; NaN as ``None``), and ``source``,
+        ``peak_step``, ``drop_from_peak``, ``noise``, ``levels``, ``rise_ci``, ``drop_ci``,
+        ``change_ci``, ``alpha``, …; NaN as ``None``), and ``source``,
         ``format``, ``split``, ``metric``, ``key``, ``step_source``, ``margin_trend`` and
         ``margin_change`` (of ``rewards/margins``; ``None`` if not logged), ``rejected_trend``
         and ``rejected_change`` (of ``logps/rejected``, or ``rewards/rejected`` when the chosen
@@ -156,7 +165,7 @@ def diagnose(
                            f"(metric keys in the log: {known or 'none'})")
     chosen = _checked(chosen, src)
     result_shape = decline_shape(chosen.values, chosen.steps, noise=noise, threshold=threshold,
-                                 z=z, min_points=min_points)
+                                 alpha=alpha, min_points=min_points)
     series = {chosen.metric: chosen.to_dict()}
     out: dict[str, Any] = {
         "source": src, "format": log.format, "split": used_split, "metric": chosen.metric,
@@ -170,8 +179,8 @@ def diagnose(
         if s is None or np.unique(s.steps).size < 3:  # not logged (enough): no trend
             continue
         s = _checked(s, src)
-        sh = decline_shape(s.values, s.steps, z=z)
-        if sh.shape != "too-short":
+        sh = decline_shape(s.values, s.steps, alpha=alpha)
+        if trend(sh) is not None:
             out[f"{label}_trend"], out[f"{label}_change"] = trend(sh), sh.change
         series[name] = s.to_dict()
     out["reading"] = _reading(out)
@@ -185,27 +194,29 @@ def diagnose_seeds(
     split: str | None = None,
     metric: str | None = None,
     min_points: int = 3,
-    z: float = 3.0,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
-    """Several runs that differ only in their seed, with the noise level taken from the seeds.
+    """Several runs that differ only in their seed: the rule of
+    :func:`mi_bounds.decline.shapes_over_seeds`.
 
-    The rule of :func:`mi_bounds.decline.shapes_over_seeds`: each seed is classified with its
-    own noise estimate, and the mean curve (chosen, margin and rejected averaged across seeds)
-    with the levels of :func:`~mi_bounds.decline.seed_thresholds` of the chosen curves (its rise,
-    drop and change each against ``z`` times its paired standard error across seeds).
+    Each seed is classified as one curve (its own noise), and the mean chosen curve must pass
+    both its own one-curve level and the Student-t level over seeds
+    (:func:`~mi_bounds.decline.seed_thresholds`); its intervals are the wider of the two. Margin
+    and rejected curves are averaged across seeds and their trends read as one curve.
 
     Returns:
         :func:`diagnose`'s fields for the mean curve (``source`` lists the files), plus
-        ``seeds`` (n), ``seed_thresholds`` ({rise, drop, change}), ``counts`` (``{shape:
-        number of seeds}``) and ``per_seed`` (each seed's ``source``, ``shape``, ``peak_step``,
-        ``drop_from_peak``, ``noise``, ``margin_trend``, ``rejected_trend``).
+        ``seeds`` (n), ``seed_thresholds`` ({rise, drop, fall} Student-t levels), ``counts``
+        (``{shape: number of seeds}``) and ``per_seed`` (each seed's ``source``, ``shape``,
+        ``peak_step``, ``drop_from_peak``, ``drop_ci``, ``noise``, ``margin_trend``,
+        ``rejected_trend``).
 
     Raises:
         LogError: fewer than 2 logs, a log without the series, or seeds logged at other steps.
     """
     if len(logs) < 2:
         raise LogError(f"several seeds need at least 2 logs, got {len(logs)}")
-    first = diagnose(logs[0], split=split, metric=metric, min_points=min_points, z=z)
+    first = diagnose(logs[0], split=split, metric=metric, min_points=min_points, alpha=alpha)
     used_split, used_metric = first["split"], metric or first["metric"]
     grid: NDArray[np.float64] | None = None
     curves: dict[str, list[NDArray[np.float64]]] = {}
@@ -234,9 +245,10 @@ def diagnose_seeds(
                     keys[name] = side.key
     assert grid is not None
     matrix = np.stack(curves[first["metric"]])  # (n_seeds, n_steps)
-    levels = seed_thresholds(matrix, grid, z=z)
-    per_seed = [diagnose(log, split=used_split, metric=used_metric, min_points=min_points, z=z)
-                for log in logs]
+    verdict = shapes_over_seeds(matrix, grid, alpha=alpha, min_points=min_points,
+                                per_seed=False)
+    per_seed = [diagnose(log, split=used_split, metric=used_metric, min_points=min_points,
+                         alpha=alpha) for log in logs]
     n = len(logs)
     mean_entries = [{"step": float(st)} for st in grid]
     for name, rows in curves.items():
@@ -247,16 +259,20 @@ def diagnose_seeds(
     mean_log = TrainingLog(f"mean of {n} seeds", "seeds", tuple(mean_entries), "step")
     out = diagnose(mean_log, split=used_split, metric=keys[first["metric"]] if verbatim
                    else first["metric"],
-                   threshold=levels, min_points=min_points, z=z)
+                   min_points=min_points, alpha=alpha)
+    out.update(jsonable(verdict["mean"]))  # the verdict of the seed rule, not of one curve
+    out["reading"] = _reading(out)
     counts = {sh: sum(r["shape"] == sh for r in per_seed) for sh in SHAPES}
+    levels = verdict["thresholds"]
     out.update(
-        source=sources, seeds=n, counts=counts,
-        seed_thresholds=dict(zip(("rise", "drop", "change"), levels, strict=True)),
-        per_seed=[{k: r[k] for k in ("source", "shape", "peak_step", "drop_from_peak", "noise",
-                                     "margin_trend", "rejected_trend")} for r in per_seed])
+        source=sources, seeds=n, counts=counts, seed_thresholds=levels,
+        per_seed=[{k: r[k] for k in ("source", "shape", "peak_step", "drop_from_peak", "drop_ci",
+                                     "noise", "margin_trend", "rejected_trend")}
+                  for r in per_seed])
     out["reading"] = (
-        f"Mean of {n} seeds, judged against their paired spread (levels rise {levels[0]:.3g}, "
-        f"drop {levels[1]:.3g}, change {levels[2]:.3g}); per seed (own noise): "
+        f"Mean of {n} seeds, each comparison against both its own noise and the seeds' paired "
+        f"spread (Student-t levels over seeds: rise {levels['rise']:.3g}, drop "
+        f"{levels['drop']:.3g}, fall {levels['fall']:.3g}); per seed (own noise): "
         + ", ".join(f"{c} {sh}" for sh, c in counts.items() if c) + ". " + out["reading"])
     return jsonable(out)
 
@@ -277,16 +293,18 @@ def _reading(r: Mapping[str, Any]) -> str:
         return (f"Too few logged steps ({r['n_points']}) for a verdict: the rule needs "
                 "--min-points, and at least 4 when the noise level is estimated from the curve "
                 "(pass --noise, e.g. the spread across seeds, to classify 3 points).")
-    caveat = ""
-    if r["noise_source"] == "estimated" and r["n_points"] < 10:
-        caveat = (f" (Only {r['n_points']} points: the noise level estimated from them is rough;"
-                  " --noise, e.g. the spread across seeds, makes the verdict firmer.)")
+    if r["shape"] == "inconclusive":
+        return (f"Inconclusive: {r['n_points']} logged steps are too few to calibrate the "
+                "curve's own noise (the rule needs 10, with one seed or several; docs/THEORY.md "
+                "§6). Evaluate more often, or pass --noise (the sd of one logged point, if "
+                "known).")
     if r["shape"] == "no-decline":
-        return f"The {what} did not fall beyond the noise level.{caveat}"
+        return (f"The {what} did not fall beyond the level of a test at alpha = {r['alpha']:g} "
+                "(which is not proof that it did not fall: see the intervals).")
     when = ("after rising to a peak" if r["shape"] == "rise-then-fall" else "from the start")
     text = f"The {what} fell {when}."
     if not what.startswith("chosen"):  # not the chosen response's curve: no margin reading
-        return text + caveat
+        return text
     margin, rejected = r.get("margin_trend"), r.get("rejected_trend")
     if margin == "rising":
         faster = ""
@@ -305,7 +323,7 @@ def _reading(r: Mapping[str, Any]) -> str:
                  "growing margin: check the learning rate, β and the data.")
     else:
         text += " The log has no reward margin to compare with."
-    return text + caveat
+    return text
 
 
 def format_report(r: Mapping[str, Any]) -> str:
@@ -325,12 +343,27 @@ def format_report(r: Mapping[str, Any]) -> str:
     ]
     if r["shape"] != "too-short":
         frac = r.get("peak_fraction")
-        lines += [
+        lines.append(
             f"  start {num(r['start'])}, peak {num(r['peak'])} at step {num(r['peak_step'], 'g')}"
             f" ({num(None if frac is None else 100 * frac, '.0f')} % of training), "
-            f"final {num(r['final'])}",
-            f"  drop from peak {num(r['drop_from_peak'])}{unit}, noise level "
-            f"{num(r['noise'])} ({r['noise_source']}; smoothing window {r['window']})",
+            f"final {num(r['final'])}")
+    if r["shape"] not in ("too-short", "inconclusive"):
+        conf = f"{100 * (1 - r['alpha']):g} %"
+
+        def ci(name: str) -> str:
+            lo_hi = r.get(f"{name}_ci") or [None, None]
+            if lo_hi[0] is None:
+                return ""
+            return f" [{num(lo_hi[0])}, {num(lo_hi[1])}]"
+
+        levels = r.get("levels") or [None] * 3
+        lines += [
+            f"  rise {num(r['rise'])}{ci('rise')}, drop from peak {num(r['drop_from_peak'])}"
+            f"{ci('drop')}, change {num(r['change'], '+.4g')}{ci('change')}{unit} "
+            f"({conf} intervals)",
+            f"  levels at alpha {r['alpha']:g}: rise {num(levels[0])}, drop {num(levels[1])}, "
+            f"fall {num(levels[2])} ({r['noise_source']}; point noise {num(r.get('noise_point'))}"
+            f", AR(1) rho <= {num(r.get('rho'), '.2f')}; smoothing window {r['window']})",
         ]
     side = [f"{name}: {r[f'{label}_trend']} ({num(r[f'{label}_change'], '+.4g')})"
             for label, name in (("margin", "rewards/margins"), ("rejected", "rejected"))
@@ -371,9 +404,11 @@ def plot_diagnosis(r: Mapping[str, Any], path: str | Path) -> Path:
         ax.plot([r["peak_step"]], [r["peak"]], "o", color="C3", label="peak")
     ax.set_ylabel(r["metric"])
     title = f"{r['shape']}"
-    if r["shape"] != "too-short":
-        title += (f": peak at step {r['peak_step']:g}, drop {r['drop_from_peak']:.3g} "
-                  f"(noise {r['noise']:.2g})")
+    if r["shape"] not in ("too-short", "inconclusive"):
+        lo, hi = r.get("drop_ci") or (None, None)
+        interval = "" if lo is None else f" [{lo:.3g}, {hi:.3g}]"
+        title += (f": peak at step {r['peak_step']:g}, drop {r['drop_from_peak']:.3g}"
+                  f"{interval} (alpha {r['alpha']:g})")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="best")
     if others:

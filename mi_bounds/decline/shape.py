@@ -1,43 +1,37 @@
 """The shape of a chosen-log-likelihood trajectory, and comparisons at matched margin.
 
 One definition serves the toy worlds, the small-LM runs, the figures and external training logs
-(docs/THEORY.md §6). A trajectory ``c(s_0), …, c(s_T)`` at (possibly irregular) steps ``s_t`` with a
-noise level ``σ`` has exactly one of four shapes:
+(docs/THEORY.md §6). A trajectory ``c(s_0), …, c(s_T)`` at (possibly irregular) steps ``s_t``,
+smoothed to ``m`` (a centred moving average of ``w`` points: 1 below 20 points, else about 5 %
+of them, odd, truncated at the ends), with ``k`` the step of the maximum of ``m``, has exactly
+one of five shapes at a level ``alpha`` (default 0.05):
 
-* ``rise-then-fall``: the maximum of ``c`` is reached at a step ``s*`` with
-  ``s* - s_0 ≥ 0.1 (s_T - s_0)`` (after at least 10 % of training), and
-  ``max c - c(s_0) > σ`` and ``max c - c(s_T) > σ``;
-* ``fall-from-start``: not the above, and ``c(s_0) - c(s_T) > σ``;
+* ``rise-then-fall``: ``s_k - s_0 ≥ 0.1 (s_T - s_0)`` (after at least 10 % of training), and the
+  rise ``m_k - m_0`` and the drop ``m_k - m_T`` each exceed their level;
+* ``fall-from-start``: not the above, and ``m_0 - m_T`` exceeds its level;
 * ``no-decline``: neither;
-* ``too-short``: fewer than ``min_points`` (default 3) points — or fewer than 4 when σ is
-  estimated from the curve itself: 3 points have one second difference, whose MAD is 0 whatever
-  the data, so the estimate would always be the floor ``min_noise``.
+* ``too-short``: fewer than ``min_points`` (default 3) points — or fewer than 4 when the noise is
+  estimated from the curve itself;
+* ``inconclusive``: 4 to 9 points and the noise estimated: too few to calibrate it.
 
-**Drop** is always ``max c - c(s_T) ≥ 0`` in nats (how far the curve ends below its peak);
-**change** is ``c(s_T) - c(s_0)`` (negative when it ended below its start). These are the only
+**Drop** is always ``max m - m(s_T) ≥ 0`` in nats (how far the curve ends below its peak);
+**change** is ``m(s_T) - m(s_0)`` (negative when it ended below its start). These are the only
 sign conventions used in the toolkit.
 
-**Noise.** The curve is first smoothed by a centred moving average of ``w`` points (``w = 1``,
-no smoothing, for fewer than 20 points; otherwise about 5 % of the points, odd), truncated at
-the ends, so that one noisy logging step can neither make a peak nor an end. ``σ`` is the
-level a difference of two smoothed values must exceed:
-
-    σ = max(z · √2 · σ_point / √n_end, min_noise),
-
-where ``σ_point`` is the noise of one raw point, ``n_end = (w + 1) / 2`` is the number of raw
-points in the smoothing window at either end (the noisiest smoothed values), ``z = 3`` and
-``min_noise = 1e-6`` nats by default. ``σ_point`` is what the caller passes, or a robust
-estimate from the curve itself: ``1.4826 · MAD(Δ²c) / √6``, the median absolute deviation of
-second differences (a linear trend cancels in ``Δ²c``, and for independent noise of standard
-deviation σ the second difference has variance ``6σ²``).
+**Levels** (:mod:`mi_bounds.decline.stats`). Each level is the ``1 - α`` quantile of the
+statistic under pure noise: AR(1) noise fitted to the curve (residuals of a one-knot
+piecewise-linear trend, with an upper confidence bound on the autocorrelation), the maximum over
+admissible peaks (the peak is chosen from the data), studentized by the noise estimate of each
+simulated curve. Given a per-point ``noise`` (independent points) the levels are white-noise
+quantiles times it; ``noise=0`` (an exact toy curve) leaves only the floor ``min_noise``.
+Every verdict carries its rise, drop and change with ``1 - α`` intervals.
 
 **Seeds.** With several seeds (:func:`shapes_over_seeds`) each seed's curve gets its own verdict
-as above, and the seed-mean curve — the loss's verdict — is judged with levels from the seeds
-(:func:`seed_thresholds`): each of its three comparisons (rise, drop, change) must exceed ``z``
-times its own paired standard error across seeds, read at the mean curve's start, peak and end.
-A small rise that every seed shows is then a rise, however far the seeds drift apart later (the
-median across-seed spread over all steps, a first version of this rule, was dominated by that
-late drift and hid such rises).
+as above, and the seed-mean curve — the loss's verdict — must pass, for each comparison, both its
+own one-curve level (noise that the seeds share shows as roughness of the mean curve) and the
+Student-t level over seeds (:func:`seed_thresholds`: ``t_{1-α, k-1}`` times the paired standard
+error of the per-seed differences at the mean curve's start, peak and end). A small rise that
+every seed shows passes the second however far the seeds drift apart later.
 
 **Matched comparisons.** :func:`value_at_first_crossing` reads a curve (say, the chosen
 log-likelihood) at the first step where another curve (say, the reward margin) reaches a level,
@@ -55,10 +49,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from mi_bounds.decline.stats import (
+    BETA_SHARE,
+    MAX_POINTS,
+    MIN_POINTS_ESTIMATED,
+    auto_window,
+    curve_levels,
+    curve_noise,
+    diff_se,
+    seed_levels,
+    smooth,
+    t_quantile,
+)
 
 __all__ = [
     "SHAPES",
@@ -69,10 +76,12 @@ __all__ = [
     "value_at_first_crossing",
 ]
 
-Shape = Literal["rise-then-fall", "fall-from-start", "no-decline", "too-short"]
-SHAPES: tuple[Shape, ...] = ("rise-then-fall", "fall-from-start", "no-decline", "too-short")
+Shape = Literal["rise-then-fall", "fall-from-start", "no-decline", "too-short", "inconclusive"]
+SHAPES: tuple[Shape, ...] = ("rise-then-fall", "fall-from-start", "no-decline", "too-short",
+                             "inconclusive")
 
-_MAD_TO_SD = 1.4826  # 1 / Φ^{-1}(3/4): MAD → standard deviation for Gaussian noise
+_NAN = float("nan")
+_NAN_CI = (_NAN, _NAN)
 
 
 @dataclass(frozen=True)
@@ -83,16 +92,23 @@ class DeclineShape:
         shape: one of :data:`SHAPES`.
         start, peak, final: smoothed values at the first step, the maximum, and the last step.
         peak_step: the step of the (smoothed) maximum.
-        rise: ``peak - start ≥ 0``.
+        rise: ``peak - start``.
         drop_from_peak: ``peak - final ≥ 0`` (the toolkit's one "drop").
         change: ``final - start``.
-        noise: the level σ a difference had to exceed.
-        noise_source: ``"given"`` (per-point noise passed), ``"seeds"`` (levels passed as
-            ``threshold``, e.g. :func:`seed_thresholds`; ``noise`` is then the largest of the
-            three), ``"estimated"`` or ``"floor"`` (σ is ``min_noise``).
+        noise: the largest of the three levels (rise, drop, fall) a difference had to exceed.
+        noise_source: ``"estimated"`` (AR(1) noise fitted to the curve), ``"given"`` (per-point
+            noise passed), ``"threshold"`` (levels passed), ``"seeds"`` (the seed rule:
+            the larger of the mean curve's own level and the Student-t level over seeds),
+            ``"floor"`` (every level is ``min_noise``) or ``"none"`` (too short).
         window: the smoothing window ``w`` (1 = none).
-        n_points: number of (distinct-step) points read.
+        n_points: number of (distinct-step) points read (after block averaging, if any).
         peak_fraction: ``(peak_step - s_0) / (s_T - s_0)``.
+        alpha: the one-sided level of each test; intervals are two-sided ``1 - alpha``.
+        levels: ``(rise, drop, fall)``: what rise, drop and ``-change`` had to exceed.
+        rise_ci, drop_ci, change_ci: two-sided ``1 - alpha`` intervals (NaN when the noise is
+            given as a threshold or the curve is too short).
+        noise_point: the fitted (or given) standard deviation of one raw point.
+        rho: the fitted lag-1 autocorrelation of the noise (0 when the noise is given).
     """
 
     shape: Shape
@@ -108,10 +124,17 @@ class DeclineShape:
     window: int
     n_points: int
     peak_fraction: float
+    alpha: float = 0.05
+    levels: tuple[float, float, float] = (_NAN, _NAN, _NAN)
+    rise_ci: tuple[float, float] = _NAN_CI
+    drop_ci: tuple[float, float] = _NAN_CI
+    change_ci: tuple[float, float] = _NAN_CI
+    noise_point: float = _NAN
+    rho: float = _NAN
 
-    def to_dict(self) -> dict[str, float | str | int]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def _as_curve(
@@ -136,61 +159,61 @@ def _as_curve(
     return uniq, v
 
 
-def _smooth(v: NDArray[np.float64], w: int) -> NDArray[np.float64]:
-    """Centred moving average of odd width ``w``, truncated (not padded) at both ends."""
-    if w <= 1:
-        return v.copy()
-    h = w // 2
-    c = np.concatenate([[0.0], np.cumsum(v)])
-    i = np.arange(v.size)
-    lo, hi = np.maximum(i - h, 0), np.minimum(i + h + 1, v.size)
-    return (c[hi] - c[lo]) / (hi - lo)
+def _blocks(x: NDArray[np.float64], n_max: int = MAX_POINTS) -> NDArray[np.float64]:
+    """Means of ``n_max`` consecutive blocks along the last axis (unchanged if not longer)."""
+    n = x.shape[-1]
+    if n <= n_max:
+        return x
+    edges = np.linspace(0, n, n_max + 1).round().astype(int)
+    c = np.concatenate([np.zeros((*x.shape[:-1], 1)), np.cumsum(x, axis=-1)], axis=-1)
+    return (c[..., edges[1:]] - c[..., edges[:-1]]) / np.diff(edges)
 
 
-def _auto_window(n: int) -> int:
-    """About 5 % of the points, odd; 1 (no smoothing) below 20 points."""
-    if n < 20:
-        return 1
-    w = max(1, round(0.05 * n))
-    return w if w % 2 == 1 else w + 1
+# the old private names (diagnose's plot uses them)
+_smooth = smooth
+_auto_window = auto_window
 
 
-def _point_noise(v: NDArray[np.float64]) -> float:
-    """Robust per-point noise from second differences: 1.4826·MAD(Δ²v)/√6 (0 if < 3 points)."""
-    if v.size < 3:
-        return 0.0
-    d2 = np.diff(v, 2)
-    return float(_MAD_TO_SD * np.median(np.abs(d2 - np.median(d2))) / math.sqrt(6.0))
+def _check_alpha(alpha: float) -> float:
+    if not (isinstance(alpha, (int, float, np.integer, np.floating)) and 0.0 < alpha < 0.5):
+        raise ValueError(f"alpha must be a number in (0, 0.5), got {alpha!r}")
+    return float(alpha)
+
+
+def _first_admissible(s: NDArray[np.float64], min_peak_fraction: float) -> int:
+    span = s[-1] - s[0]
+    return int(np.searchsorted((s - s[0]) / span, min_peak_fraction - 1e-12, "left"))
 
 
 def decline_shape(
     values: ArrayLike,
     steps: ArrayLike | None = None,
     *,
+    alpha: float = 0.05,
     noise: float | None = None,
     threshold: float | tuple[float, float, float] | None = None,
     window: int | None = None,
-    z: float = 3.0,
     min_noise: float = 1e-6,
     min_points: int = 3,
     min_peak_fraction: float = 0.1,
 ) -> DeclineShape:
-    """Classify a chosen-log-likelihood trajectory (module docstring: the rule and σ).
+    """Classify a chosen-log-likelihood trajectory (module docstring: the rule; its statistics
+    in :mod:`mi_bounds.decline.stats`).
 
     Args:
         values: the curve, shape ``[n]`` (e.g. mean chosen log-probability per evaluation).
         steps: its steps, shape ``[n]``, any order, may repeat (repeats are averaged); default
             ``0, 1, …, n-1``.
-        noise: standard deviation of one raw point; ``None`` estimates it from the curve's
-            second differences.
-        threshold: σ itself (the level a difference must exceed), or one level for each of
-            (rise, drop, change), e.g. from the seeds (:func:`seed_thresholds`); overrides
-            ``noise``. ``min_noise`` still floors each.
+        alpha: one-sided level of each test (rise, drop, fall), in (0, 0.5); default 0.05.
+        noise: standard deviation of one raw point, the points independent (``0`` for an exact
+            curve: the levels are then ``min_noise``); ``None`` fits AR(1) noise to the curve.
+        threshold: the levels themselves, one or (rise, drop, fall); overrides ``noise``.
+            ``min_noise`` still floors each.
         window: smoothing width (odd, ≥ 1); ``None`` chooses it (1 below 20 points).
-        z: how many standard deviations of a difference count as a real change.
-        min_noise: floor of σ in the curve's units (nats).
+        min_noise: floor of every level in the curve's units (nats).
         min_points: fewer distinct steps than this give ``too-short`` (and fewer than 4 when
-            ``noise`` is ``None``: σ cannot be estimated from one second difference).
+            ``noise`` is ``None``); with ``noise`` ``None`` and 4 to 9 points the noise cannot
+            be calibrated: ``inconclusive``.
         min_peak_fraction: the peak must come after this fraction of training (0.1).
 
     Returns:
@@ -199,15 +222,28 @@ def decline_shape(
     Raises:
         ValueError: values/steps of different shapes, NaN or inf, or invalid parameters.
     """
-    for name, val, lo in (("z", z, 0.0), ("min_noise", min_noise, 0.0)):
-        if not (isinstance(val, (int, float, np.integer, np.floating)) and math.isfinite(val)
-                and val >= lo):
-            raise ValueError(f"{name} must be a finite number >= {lo}, got {val!r}")
-    levels = None
+    return _decline(values, steps, alpha=alpha, noise=noise, threshold=threshold, window=window,
+                    min_noise=min_noise, min_points=min_points,
+                    min_peak_fraction=min_peak_fraction)
+
+
+def _decline(
+    values: ArrayLike, steps: ArrayLike | None, *, alpha: float, noise: float | None,
+    threshold: float | tuple[float, float, float] | None, window: int | None,
+    min_noise: float, min_points: int, min_peak_fraction: float,
+    seed_rule: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
+) -> DeclineShape:
+    """:func:`decline_shape`; ``seed_rule`` = (levels, half-widths) from the seeds, combined
+    with the curve's own by the larger of each."""
+    alpha = _check_alpha(alpha)
+    if not (isinstance(min_noise, (int, float, np.integer, np.floating))
+            and math.isfinite(min_noise) and min_noise >= 0):
+        raise ValueError(f"min_noise must be a finite number >= 0, got {min_noise!r}")
+    given_levels = None
     if threshold is not None:
-        levels = tuple(float(x) for x in np.broadcast_to(np.asarray(threshold, float), (3,)))
+        given_levels = tuple(float(x) for x in np.broadcast_to(np.asarray(threshold, float), (3,)))
     for name, vals in (("noise", () if noise is None else (noise,)),
-                       ("threshold", levels or ())):
+                       ("threshold", given_levels or ())):
         if not all(math.isfinite(float(val)) and float(val) >= 0 for val in vals):
             raise ValueError(f"{name} must be finite and >= 0 (or None), got {vals!r}")
     given = noise is not None or threshold is not None
@@ -215,45 +251,63 @@ def decline_shape(
         raise ValueError(f"min_peak_fraction must lie in [0, 1), got {min_peak_fraction!r}")
     if int(min_points) < 3:
         raise ValueError(f"min_points must be >= 3 (start, peak, end), got {min_points!r}")
+    if window is not None and (int(window) < 1 or int(window) % 2 == 0):
+        raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
     s, v = _as_curve(values, steps)
+    s, v = _blocks(s), _blocks(v)
     n = v.size
     if n < (int(min_points) if given else max(int(min_points), 4)):
-        nan = float("nan")
-        first = float(v[0]) if n else nan
-        last = float(v[-1]) if n else nan
-        peak = float(v.max()) if n else nan
-        return DeclineShape("too-short", first, peak, last, float(s[np.argmax(v)]) if n else nan,
-                            peak - first, peak - last, last - first, nan, "none", 1, n, nan)
-    w = _auto_window(n) if window is None else int(window)
-    if w < 1 or w % 2 == 0:
-        raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
-    m = _smooth(v, w)
-    if levels is not None:
-        source = "seeds"
-    else:
-        if noise is None:
-            sigma_point, source = _point_noise(v), "estimated"
-        else:
-            sigma_point, source = float(noise), "given"
-        sig = z * math.sqrt(2.0) * sigma_point / math.sqrt((min(w, n) + 1) / 2)
-        levels = (sig, sig, sig)
-    if max(levels) < min_noise:
-        source = "floor"
-    sig_rise, sig_drop, sig_change = (max(x, float(min_noise)) for x in levels)
-    sigma = max(sig_rise, sig_drop, sig_change)
+        first = float(v[0]) if n else _NAN
+        last = float(v[-1]) if n else _NAN
+        peak = float(v.max()) if n else _NAN
+        return DeclineShape("too-short", first, peak, last, float(s[np.argmax(v)]) if n else _NAN,
+                            peak - first, peak - last, last - first, _NAN, "none", 1, n, _NAN,
+                            alpha)
+    w = auto_window(n) if window is None else int(window)
+    m = smooth(v, w)
     k = int(np.argmax(m))  # first index of the maximum
-    span = s[-1] - s[0]
-    frac = float((s[k] - s[0]) / span)
+    frac = float((s[k] - s[0]) / (s[-1] - s[0]))
     start, peak, final = float(m[0]), float(m[k]), float(m[-1])
-    rise, drop = peak - start, peak - final
-    if frac >= min_peak_fraction and rise > sig_rise and drop > sig_drop:
+    est = np.array([peak - start, peak - final, final - start])
+    a0 = _first_admissible(s, float(min_peak_fraction))
+    z2 = t_quantile(1 - alpha / 2, 0)
+    sigma_point, rho, half = _NAN, _NAN, np.full(3, _NAN)
+    if given_levels is not None:
+        levels, source = np.array(given_levels), "threshold"
+    elif noise is not None:
+        sigma_point, rho, source = float(noise), 0.0, "given"
+        levels = (np.zeros(3) if sigma_point == 0.0  # an exact curve: min_noise alone
+                  else np.array(curve_levels(n, w, a0, alpha, given_sigma=sigma_point)))
+        half = z2 * np.array([diff_se(n, w, k, 0, sigma_point, 0.0),
+                              diff_se(n, w, k, n - 1, sigma_point, 0.0),
+                              diff_se(n, w, n - 1, 0, sigma_point, 0.0)])
+    elif n < MIN_POINTS_ESTIMATED:
+        return DeclineShape("inconclusive", start, peak, final, float(s[k]), *est.tolist(),
+                            _NAN, "none", w, n, frac, alpha)
+    else:
+        fit = curve_noise(v, BETA_SHARE * alpha, s)
+        sigma_point, rho, source = fit.sigma, fit.rho, "estimated"
+        levels = np.array(curve_levels(n, w, a0, alpha, noise=fit))
+        half = z2 * np.array([diff_se(n, w, k, 0, fit.sigma, fit.rho),
+                              diff_se(n, w, k, n - 1, fit.sigma, fit.rho),
+                              diff_se(n, w, n - 1, 0, fit.sigma, fit.rho)])
+    if seed_rule is not None:
+        levels = np.maximum(levels, seed_rule[0])
+        half = np.fmax(half, seed_rule[1])
+        source = "seeds"
+    if levels.max() < min_noise:
+        source = "floor"
+    lv_rise, lv_drop, lv_fall = (max(float(x), float(min_noise)) for x in levels)
+    if frac >= min_peak_fraction and est[0] > lv_rise and est[1] > lv_drop:
         shape: Shape = "rise-then-fall"
-    elif start - final > sig_change:
+    elif -est[2] > lv_fall:
         shape = "fall-from-start"
     else:
         shape = "no-decline"
-    return DeclineShape(shape, start, peak, final, float(s[k]), rise, drop, final - start,
-                        sigma, source, w, n, frac)
+    ci = [(float(e - h), float(e + h)) for e, h in zip(est, half, strict=True)]
+    return DeclineShape(shape, start, peak, final, float(s[k]), *est.tolist(),
+                        max(lv_rise, lv_drop, lv_fall), source, w, n, frac, alpha,
+                        (lv_rise, lv_drop, lv_fall), ci[0], ci[1], ci[2], sigma_point, rho)
 
 
 def _seed_matrix(
@@ -269,73 +323,98 @@ def _seed_matrix(
     return rows[0][0], np.stack([v for _, v in rows])
 
 
+def _seed_diffs(
+    c: NDArray[np.float64], w: int
+) -> tuple[NDArray[np.float64], int]:
+    """Each seed's (rise, drop, change) at the mean curve's smoothed peak: ``[3, k]``."""
+    sm = smooth(c, w)
+    k = int(np.argmax(sm.mean(0)))
+    return np.stack([sm[:, k] - sm[:, 0], sm[:, k] - sm[:, -1], sm[:, -1] - sm[:, 0]]), k
+
+
 def seed_thresholds(
     curves: ArrayLike, steps: ArrayLike | None = None, *, window: int | None = None,
-    z: float = 3.0,
+    alpha: float = 0.05,
 ) -> tuple[float, float, float]:
-    """The levels (rise, drop, change) for the seed-mean curve, from the paired spread of seeds.
+    """The Student-t levels (rise, drop, fall) of the seed mean, from the paired spread of seeds.
 
     Read every seed's smoothed curve at the three points the verdict compares — the first
     step, the step of the mean curve's maximum, the last step — and form each seed's rise
     ``c_i(s*) - c_i(s_0)``, drop ``c_i(s*) - c_i(s_T)`` and change ``c_i(s_T) - c_i(s_0)``.
-    The standard error of the seed mean of each is ``sd_i / √n``; its level is ``z`` times
-    that. Differences are paired within a seed, so a rise every seed shows is a rise, however
-    far the seeds drift apart later in training.
+    The level of each is ``t_{1-α, k-1} · sd_i / √k`` for ``k`` seeds (the fall's is that of
+    ``-change``). Differences are paired within a seed, so a rise every seed shows is a rise,
+    however far the seeds drift apart later in training.
 
     Args:
         curves: ``[n_seeds ≥ 2, n_steps]``, one step grid for all seeds.
         steps: ``[n_steps]``; default ``0 … n_steps-1``.
-        window, z: as in :func:`decline_shape` (``window=None``: the same automatic width).
+        window: as in :func:`decline_shape` (``None``: the same automatic width).
+        alpha: one-sided level.
     """
+    alpha = _check_alpha(alpha)
     _, c = _seed_matrix(curves, steps)
+    c = _blocks(c)
     if c.shape[0] < 2:
         raise ValueError(f"seed_thresholds needs at least 2 seeds, got {c.shape[0]}")
-    w = _auto_window(c.shape[1]) if window is None else int(window)
+    w = auto_window(c.shape[1]) if window is None else int(window)
     if w < 1 or w % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
-    sm = np.stack([_smooth(row, w) for row in c])
-    k = int(np.argmax(sm.mean(0)))
-    diffs = np.stack([sm[:, k] - sm[:, 0], sm[:, k] - sm[:, -1], sm[:, -1] - sm[:, 0]])
-    rise, drop, change = z * diffs.std(axis=1, ddof=1) / math.sqrt(c.shape[0])
-    return float(rise), float(drop), float(change)
+    levels, _ = seed_levels(_seed_diffs(c, w)[0], alpha)
+    return float(levels[0]), float(levels[1]), float(levels[2])
 
 
 def shapes_over_seeds(
-    curves: ArrayLike, steps: ArrayLike | None = None, **kwargs: object
-) -> dict[str, object]:
-    """The verdict of each seed, and of the loss (the seed-mean curve) with σ from the seeds.
+    curves: ArrayLike, steps: ArrayLike | None = None, *, per_seed: bool = True,
+    **kwargs: Any
+) -> dict[str, Any]:
+    """The verdict of each seed, and of the loss (the seed-mean curve) with levels that hold
+    for shared and for seed-specific noise.
 
-    Each seed's curve is classified with its own noise level (estimated from its second
-    differences, as for any one curve: that run's verdict). The seed-mean curve is classified
-    with the levels of :func:`seed_thresholds` — its rise, drop and change each against its own
-    paired standard error across seeds — so the loss's verdict says whether the shape is
-    reproducible over seeds.
+    Each seed's curve is classified as one curve (its own AR(1) noise: that run's verdict). The
+    seed-mean curve — the loss's verdict — must pass two tests for each comparison (rise, drop,
+    fall): its own one-curve level (which sees noise the seeds share, e.g. which pairs are in
+    the evaluation set, as roughness of the mean curve) *and* the Student-t level over seeds
+    (:func:`seed_thresholds`: the shape is reproducible over seeds). Its intervals are the wider
+    of the two (one-curve ``± z·se``; ``± t_{1-α/2,k-1}·sd/√k`` over seeds).
 
     Args:
-        curves: ``[n_seeds, n_steps]``; with one seed the mean is that curve, classified with its
-            own noise estimate.
+        curves: ``[n_seeds, n_steps]``; with one seed the mean is that curve.
         steps: ``[n_steps]``, shared by the seeds.
-        **kwargs: passed to :func:`decline_shape` (not ``noise``/``threshold``).
+        per_seed: also classify each seed alone (``False``: only the loss's verdict; the
+            ``per_seed`` list is then empty and ``counts`` all 0).
+        **kwargs: passed to :func:`decline_shape` (``alpha``, ``window``, …; not
+            ``noise``/``threshold``).
 
     Returns:
-        ``{"thresholds": {"rise", "drop", "change"} levels of the mean curve, or None (one
-        seed), "per_seed":
-        [DeclineShape.to_dict(), …], "counts": {shape: number of seeds}, "mean":
-        DeclineShape.to_dict() of the seed mean}``.
+        ``{"thresholds": {"rise", "drop", "fall"} Student-t levels over seeds, or None (one
+        seed), "per_seed": [DeclineShape.to_dict(), …], "counts": {shape: number of seeds},
+        "mean": DeclineShape.to_dict() of the seed mean, "n_seeds"}``.
     """
     if "noise" in kwargs or "threshold" in kwargs:
         raise TypeError("shapes_over_seeds takes its noise from the seeds; do not pass noise")
+    opts = {"alpha": 0.05, "noise": None, "threshold": None, "window": None, "min_noise": 1e-6,
+            "min_points": 3, "min_peak_fraction": 0.1}
+    unknown = set(kwargs) - set(opts)
+    if unknown:
+        raise TypeError(f"unknown arguments {sorted(unknown)}")
+    opts.update(kwargs)
+    alpha = _check_alpha(opts["alpha"])
     s, c = _seed_matrix(curves, steps)
-    per = [decline_shape(row, s, **kwargs) for row in c]  # type: ignore[arg-type]
+    per = [_decline(row, s, **opts) for row in c] if per_seed else []
+    rule = None
     thr = None
-    if c.shape[0] >= 2:
-        thr = seed_thresholds(c, s, window=kwargs.get("window"),  # type: ignore[arg-type]
-                              z=float(kwargs.get("z", 3.0)))  # type: ignore[arg-type]
-    mean = decline_shape(c.mean(0), s, threshold=thr, **kwargs)  # type: ignore[arg-type]
+    sb, cb = _blocks(s), _blocks(c)
+    if c.shape[0] >= 2 and cb.shape[1] >= 3:
+        w = auto_window(cb.shape[1]) if opts["window"] is None else int(opts["window"])
+        diffs, _ = _seed_diffs(cb, w)
+        diffs[2] = -diffs[2]  # the fall is -change
+        levels, half = seed_levels(diffs, alpha)
+        rule = (levels, half)
+        thr = dict(zip(("rise", "drop", "fall"), (float(x) for x in levels), strict=True))
+    mean = _decline(cb.mean(0), sb, **opts, seed_rule=rule)
     counts = {sh: sum(p.shape == sh for p in per) for sh in SHAPES}
-    named = None if thr is None else dict(zip(("rise", "drop", "change"), thr, strict=True))
-    return {"thresholds": named, "per_seed": [p.to_dict() for p in per], "counts": counts,
-            "mean": mean.to_dict()}
+    return {"thresholds": thr, "per_seed": [p.to_dict() for p in per], "counts": counts,
+            "mean": mean.to_dict(), "n_seeds": int(c.shape[0])}
 
 
 def value_at_first_crossing(

@@ -4,10 +4,11 @@
     trainer = DPOTrainer(..., callbacks=[DeclineCallback()])   # or MIDPOTrainer, or any Trainer
 
 At every log that carries a watched metric (default ``logps/chosen``, ``rewards/chosen`` and
-``rewards/margins``, and their ``eval_`` variants — :data:`mi_bounds.decline.diagnose.SPLIT_PREFIXES`
-lists the names recognised), the metric's curve so far is classified with
-:func:`mi_bounds.decline.decline_shape` (docs/THEORY.md §6: ``rise-then-fall``, ``fall-from-start``,
-``no-decline``, ``too-short``) and the verdict is logged three ways:
+``rewards/margins``, and their ``eval_`` variants —
+:data:`mi_bounds.decline.diagnose.SPLIT_PREFIXES` lists the names recognised), the metric's curve so
+far is classified with :func:`mi_bounds.decline.decline_shape` (docs/THEORY.md §6:
+``rise-then-fall``, ``fall-from-start``, ``no-decline``, ``too-short``) and the verdict is logged
+three ways:
 
 * into the same log entry, under ``decline/<key>`` (the shape, a string) and
   ``decline/<key>/peak_step`` — so it is printed with the other metrics and saved in
@@ -47,11 +48,11 @@ class DeclineCallback(TrainerCallback):
 
     Args:
         metrics: TRL metric names to watch (each under every prefix of
-            :data:`~mi_bounds.decline.diagnose.SPLIT_PREFIXES`, and TRL's ``eval_<name>_<metric>`` for
-            named eval sets).
+            :data:`~mi_bounds.decline.diagnose.SPLIT_PREFIXES`, and TRL's
+            ``eval_<name>_<metric>`` for named eval sets).
         noise: per-point noise σ (e.g. from seeds); ``None`` estimates it from each curve.
         min_points: fewer logged steps give ``too-short``.
-        z: passed to :func:`~mi_bounds.decline.decline_shape`.
+        alpha: the rule's level, passed to :func:`~mi_bounds.decline.decline_shape`.
 
     Attributes:
         verdicts: ``{logged key: DeclineShape}``, the latest verdict per curve.
@@ -59,7 +60,7 @@ class DeclineCallback(TrainerCallback):
     """
 
     def __init__(self, metrics: Sequence[str] = DEFAULT_METRICS, *, noise: float | None = None,
-                 min_points: int = 3, z: float = 3.0) -> None:
+                 min_points: int = 3, alpha: float = 0.05) -> None:
         if isinstance(metrics, str) or not metrics:
             raise ValueError(f"metrics must be a non-empty sequence of names, got {metrics!r}")
         if int(min_points) < 3:
@@ -67,7 +68,9 @@ class DeclineCallback(TrainerCallback):
         if noise is not None and not (math.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise must be a finite number >= 0 or None, got {noise!r}")
         self.metrics = tuple(metrics)
-        self.noise, self.min_points, self.z = noise, int(min_points), float(z)
+        if not 0.0 < alpha < 0.5:
+            raise ValueError(f"alpha must lie in (0, 0.5), got {alpha!r}")
+        self.noise, self.min_points, self.alpha = noise, int(min_points), float(alpha)
         self.verdicts: dict[str, DeclineShape] = {}
         self.curves: dict[str, tuple[list[float], list[float]]] = {}
 
@@ -96,7 +99,7 @@ class DeclineCallback(TrainerCallback):
             values.append(float(value))
             if not all(math.isfinite(v) for v in values):
                 continue  # a NaN/inf was logged: no shape from here on (diagnose says where)
-            verdict = decline_shape(values, steps, noise=self.noise, z=self.z,
+            verdict = decline_shape(values, steps, noise=self.noise, alpha=self.alpha,
                                     min_points=self.min_points)
             before = self.verdicts.get(key)
             self.verdicts[key] = verdict

@@ -11,10 +11,11 @@ Outputs (PNG and PDF written deterministically, numbers as JSON, tables also as 
   (:mod:`mi_bounds.decline.compare`).
 * ``lm_table``: per loss, final greedy accuracy on held-out and hard prompts (mean ± std over
   seeds), held-out reward accuracy, the chosen log-likelihood's change and drop from its peak
-  (``max c - c(T) ≥ 0``, :mod:`mi_bounds.decline.shape`), and how many seeds have each decline
-  shape.
+  (``max c - c(T) ≥ 0``, :mod:`mi_bounds.decline.shape`), the seed-mean curve's rise and drop
+  with their 95 % intervals, and how many seeds have each decline shape.
 * ``lm_matched.md``: the chosen log-likelihood change at matched margin, KL and held-out reward
-  accuracy, per loss and level.
+  accuracy, per loss and level, with its 95 % interval over seeds (and over evaluation pairs
+  too where they are logged per pair).
 * ``lm_accuracy.md``: greedy held-out accuracy per task level, the base model (greedy and
   sampled) against each loss's final model.
 
@@ -39,15 +40,15 @@ from mi_bounds.lm import _io
 from mi_bounds.lm.config import RunConfig
 from mi_bounds.lm.run_dir import Run, require_stage
 
-__all__ = ["accuracy_markdown", "matched_markdown", "run_report", "save_figure", "shape_label",
-           "summarise", "write_report"]
+__all__ = ["accuracy_markdown", "effect_label", "matched_markdown", "run_report", "save_figure",
+           "shape_label", "summarise", "write_report"]
 
 _COLORS = {"dpo": "#1f77b4", "mio": "#2ca02c", "nca_pair": "#bcbd22", "ipo": "#7f7f7f",
            "bco_pair": "#17becf", "infonce": "#d62728", "nwj": "#ff7f0e", "rpo": "#9467bd",
            "sft": "#8c564b"}
 #: abbreviations of the decline shapes in tables
 SHAPE_ABBREV = {"rise-then-fall": "rf", "fall-from-start": "fs", "no-decline": "nd",
-                "too-short": "ts"}
+                "too-short": "ts", "inconclusive": "inc"}
 
 
 def _color(loss: str, i: int) -> str:
@@ -223,25 +224,51 @@ def _fmt_value(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def effect_label(shapes: dict[str, Any], name: str = "drop", digits: int = 2) -> str:
+    """``"1.23 [0.45, 2.01]"``: the seed-mean curve's ``rise`` / ``drop`` / ``change`` with its
+    interval (:func:`mi_bounds.decline.shapes_over_seeds`); ``-`` if there is none."""
+    mean = shapes.get("mean")
+    if not mean:
+        return "-"
+    value = mean["drop_from_peak" if name == "drop" else name]
+    lo, hi = mean.get(f"{name}_ci") or (None, None)
+    if value is None or not np.isfinite(value):
+        return "-"
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def _table_rows(summary: dict, base_acc: dict) -> tuple[list[str], list[list[str]]]:
     header = ["loss", "seeds", "acc held-out", "acc hard", "reward acc (held-out)",
-              "chosen Δ (final-start)", "chosen drop (peak-final)", "shape train",
+              "chosen Δ (final-start)", "chosen drop (peak-final)",
+              "rise, seed mean [95 % CI]", "drop, seed mean [95 % CI]", "shape train",
               "shape held-out"]
     rows = [["base", "-", _fmt_value(base_acc.get("heldout_greedy")),
-             _fmt_value(base_acc.get("hard_greedy")), "-", "-", "-", "-", "-"]]
+             _fmt_value(base_acc.get("hard_greedy")), "-", "-", "-", "-", "-", "-", "-"]]
     for loss, e in summary.items():
         sh = e.get("shapes", {})
         rows.append([loss, str(len(e["seeds"])), _fmt(e["acc_heldout"]), _fmt(e["acc_hard"]),
                      _fmt(e["heldout_reward_accuracy"]), _fmt(e["chosen_change"]),
                      _fmt(e["chosen_drop_from_peak"]),
+                     effect_label(sh.get("train", {}), "rise"),
+                     effect_label(sh.get("train", {}), "drop"),
                      shape_label(sh.get("train", {})), shape_label(sh.get("heldout", {}))])
     return header, rows
 
 
 def matched_markdown(comparison: dict, section: str = "train") -> str:
     """The matched tables of :func:`mi_bounds.decline.compare.compare` as Markdown: per quantity,
-    the chosen log-likelihood change (``section`` pairs) at each level, ``mean ± std (k/n)``
-    with k of n seeds reaching the level."""
+    the chosen log-likelihood change (``section`` pairs) at each level, ``mean ± std [lo, hi]
+    (k/n)`` with the ``1 − alpha`` interval over seeds (the two-level one, seeds and pairs,
+    where pairs are logged one by one) and k of n seeds reaching the level."""
+
+    def interval(r: dict[str, Any]) -> str:
+        ci = (r.get("two_level") or {}).get("ci") or r.get("ci")
+        if not ci or ci[0] is None or not (np.isfinite(ci[0]) and np.isfinite(ci[1])):
+            return ""
+        return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
     lines = []
     titles = {"margin": "reward margin (train pairs)", "kl": "KL(π‖π_ref) (sampled, held-out "
               "prompts)", "heldout_reward_accuracy": "held-out reward accuracy"}
@@ -255,8 +282,8 @@ def matched_markdown(comparison: dict, section: str = "train") -> str:
                      + " |")
         lines.append("|---|" + "---|" * len(m["levels"]))
         for loss, rows in m[section].items():
-            cells = [(f"{r['mean']:.3f} ± {r['std']:.3f}" if r["n_reached"] else "n/a")
-                     + f" ({r['n_reached']}/{r['n_seeds']})" for r in rows]
+            cells = [(f"{r['mean']:.3f} ± {r['std']:.3f}{interval(r)}" if r["n_reached"]
+                      else "n/a") + f" ({r['n_reached']}/{r['n_seeds']})" for r in rows]
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -330,8 +357,8 @@ def write_report(results: Sequence[dict], sample: dict, config: RunConfig,
     table.set_fontsize(8)
     table.scale(1, 1.3)
     ax.set_title("Final greedy accuracy and chosen log-likelihood change (mean ± std over seeds);"
-                 " shapes: rf rise-then-fall, fs fall-from-start, nd no-decline;"
-                 " CAPITALS = seed mean", fontsize=9)
+                 " shapes: rf rise-then-fall, fs fall-from-start, nd no-decline, inc "
+                 "inconclusive; CAPITALS = seed mean (alpha 0.05)", fontsize=9)
     paths += save_figure(fig, out_dir, "lm_table")
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
