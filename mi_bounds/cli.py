@@ -8,6 +8,7 @@ Subcommands::
     mi-bounds estimate   estimate MI from samples with a neural critic
     mi-bounds lm         the small-LM path (needs the ``lm`` extra)
     mi-bounds diagnose   shape of a training log's chosen log-likelihood (TRL or mi-bounds logs)
+    mi-bounds ches       which preference pairs will displace the chosen likelihood (CHES)
 
 Each subcommand lives in its own module and is imported only when it is called, so that the
 library itself (``mi_bounds``) never imports ``toy_models``, ``experiments``, ``figures`` or
@@ -35,6 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("mi_bounds.estimation.cli:main", "estimate MI from samples with a neural critic"),
     "lm": ("mi_bounds.lm.cli:main", "small transformer LM path: base, sample, align, report"),
     "diagnose": ("mi_bounds.decline.cli:main", "shape of a training log's chosen log-likelihood"),
+    "ches": ("mi_bounds.decline.ches_cli:main", "score preference pairs by CHES before training"),
 }
 
 
