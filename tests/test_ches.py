@@ -148,18 +148,21 @@ class _NoDecoder(torch.nn.Module):
 
 
 @pytest.mark.parametrize("kind", ["raw", "chat"])
-@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("side", ["right", "left", "shared-prompt"])
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_ches_equals_the_unbatched_reference(raw, chat, kind, side, batch_size):
     """Both variants equal the direct per-sequence computation from output_hidden_states
-    (relative 1e-5 of the scale ‖H⁺‖²), for either padding side and batch size, and the
-    output_hidden_states fallback gives the same values."""
+    (relative 1e-5 of the scale ‖H⁺‖²), for either padding side (each sequence in full) and
+    with the prompt computed once (its KV cache shared by both responses), for either batch
+    size; the output_hidden_states fallback gives the same values."""
     model, tok = (raw[0], raw[1]) if kind == "raw" else (chat[0], chat[1])
     _, pairs = _encoded(tok, kind)
     ches, norm = _reference(model, pairs)
-    got = ches_scores(model, pairs, tok.pad_id, batch_size=batch_size, side=side)
+    shared = side == "shared-prompt"
+    got = ches_scores(model, pairs, tok.pad_id, batch_size=batch_size,
+                      side="right" if shared else side, share_prompt=shared)
     fallback = ches_scores(_NoDecoder(model), pairs, tok.pad_id, batch_size=batch_size,
-                           side=side)
+                           side="left" if shared else side)
     assert got.ches.dtype == torch.float64 and got.ches.shape == (len(PAIRS),)
     scale = np.abs(ches).max()
     np.testing.assert_allclose(got.ches.numpy(), ches, rtol=0, atol=1e-5 * scale)
@@ -199,14 +202,16 @@ def test_positions_token_by_token(raw, chat, kind):
             assert predicted == list(s_ids[s_prompt:]) and predicted[-1] == tok.eos_id
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("side", ["right", "left", "shared-prompt"])
 def test_identical_responses_give_exactly_zero(raw, side):
     """y⁺ = y⁻ gives CHES = CHES_norm = 0.0 exactly, alone or in a batch with other pairs."""
     model, tok = raw
     _, pairs = _encoded(tok, "raw")
     assert pairs[3][0] == pairs[3][1]
+    shared = side == "shared-prompt"
     for batch in (pairs, [pairs[3]]):
-        got = ches_scores(model, batch, tok.pad_id, batch_size=3, side=side)
+        got = ches_scores(model, batch, tok.pad_id, batch_size=3, share_prompt=shared,
+                          side="right" if shared else side)
         i = 3 if len(batch) > 1 else 0
         assert got.ches[i].item() == 0.0 and got.ches_normalized[i].item() == 0.0
 
@@ -274,6 +279,11 @@ def test_cli_scores_every_pair_in_order(raw, model_dir, tmp_path, capsys):
     code, err = _run(capsys, "--model", model_dir, "--pairs", pairs, "--out", out,
                      "--batch-size", 2, "--threads", 1, "--no-progress")
     assert code == 0, err
+    unshared = tmp_path / "unshared.jsonl"
+    assert _run(capsys, "--model", model_dir, "--pairs", pairs, "--out", unshared,
+                "--no-share-prompt", "--padding", "left", "--no-progress")[0] == 0
+    np.testing.assert_allclose([r["ches"] for r in read_ches_scores(unshared)],
+                               [r["ches"] for r in read_ches_scores(out)], rtol=1e-5)
     assert "6 pairs scored" in err and "format raw" in err
     rows = read_ches_scores(out)
     assert [r["index"] for r in rows] == list(range(len(PAIRS)))

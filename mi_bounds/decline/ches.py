@@ -15,15 +15,18 @@ tokens and the EOS token, so |y| counts the EOS. A high CHES predicts that DPO l
 (docs/THEORY.md, "Which pairs displace: CHES"). y⁺ = y⁻ gives CHES = 0 exactly (one forward
 pass serves both, and the score is computed as −⟨H⁺, H⁺ − H⁻⟩).
 
-Computation: no gradients; chosen and rejected sequences of a batch of pairs in one padded
-forward pass (either padding side: position ids counted over real tokens), identical sequences
-computed once, pairs grouped by length to limit padding; hidden states summed in float32, the
-inner products in float64. The hidden state is ``model.get_decoder()(...).last_hidden_state``;
-a model without ``get_decoder`` falls back to ``output_hidden_states=True`` (its last entry).
+Computation: no gradients; pairs grouped by length to limit padding. By default the prompt of a
+pair goes through the decoder once and both responses continue from its KV cache (the prompt of
+a chat model is often most of the sequence); otherwise chosen and rejected sequences go in one
+padded forward pass (either padding side: position ids counted over real tokens), identical
+sequences computed once. Hidden states are summed in float32, the inner products in float64.
+The hidden state is ``model.get_decoder()(...).last_hidden_state``; a model without
+``get_decoder`` falls back to ``output_hidden_states=True`` (its last entry).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -127,8 +130,61 @@ def _check_sequence(seq: Sequence_, where: str) -> tuple[tuple[int, ...], int]:
 
 
 @torch.no_grad()
+def _shared_prompt_sums(model: torch.nn.Module, prompts: Sequence[tuple[int, ...]],
+                        responses: Sequence[Sequence[tuple[int, ...]]],
+                        pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden-state sums of R responses per prompt with the prompt computed once.
+
+    The P prompts go left-padded through the decoder with a KV cache; the hidden state of the
+    last prompt token (column −1) predicts every response's first token. The cache is repeated
+    R times, and the R·P responses without their last token (right-padded, positions counted on
+    from each prompt's length) continue from it. Returns sums (P·R, H) float32 and counts
+    (P·R,), row p·R + r for response r of prompt p.
+    """
+    dev = next(model.parameters()).device
+    n_resp = len(responses[0])
+    width_p = max(len(ids) for ids in prompts)
+    p_ids = torch.full((len(prompts), width_p), int(pad_id), dtype=torch.long)
+    p_mask = torch.zeros((len(prompts), width_p), dtype=torch.long)
+    for i, ids in enumerate(prompts):  # left-padded: every prompt ends at column -1
+        p_ids[i, width_p - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
+        p_mask[i, width_p - len(ids) :] = 1
+    p_ids, p_mask = p_ids.to(dev), p_mask.to(dev)  # (P, Tp)
+    from transformers import DynamicCache
+
+    decoder = model.get_decoder()
+    cache = DynamicCache()
+    # the cache argument is `cache` in recent transformers, `past_key_values` before
+    key = "cache" if "cache" in inspect.signature(decoder.forward).parameters else \
+        "past_key_values"
+    out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask),
+                  use_cache=True, **{key: cache})
+    last = out.last_hidden_state[:, -1].float().repeat_interleave(n_resp, 0)  # (P·R, H)
+    bodies = [r[:-1] for rs in responses for r in rs]  # inputs after the last prompt token
+    counts = torch.tensor([len(r) for rs in responses for r in rs], dtype=torch.long)
+    width = max(len(b) for b in bodies)
+    if width == 0:
+        return last, counts
+    r_ids = torch.full((len(bodies), width), int(pad_id), dtype=torch.long)
+    r_mask = torch.zeros((len(bodies), width), dtype=torch.long)
+    for i, b in enumerate(bodies):
+        r_ids[i, : len(b)] = torch.as_tensor(b, dtype=torch.long)
+        r_mask[i, : len(b)] = 1
+    r_ids, r_mask = r_ids.to(dev), r_mask.to(dev)
+    cache.batch_repeat_interleave(n_resp)
+    full_mask = torch.cat([p_mask.repeat_interleave(n_resp, 0), r_mask], dim=1)
+    pos = p_mask.sum(-1).repeat_interleave(n_resp, 0).unsqueeze(-1) + torch.arange(
+        width, device=dev)  # (P·R, Tr): positions continue after each prompt
+    hidden = decoder(input_ids=r_ids, attention_mask=full_mask, position_ids=pos,
+                     use_cache=True, **{key: cache}).last_hidden_state  # (P·R, Tr, H)
+    sums = last + (hidden.float() * r_mask.unsqueeze(-1)).sum(1)  # float32 accumulation
+    return sums, counts
+
+
+@torch.no_grad()
 def ches_scores(model: torch.nn.Module, pairs: Sequence[tuple[Sequence_, Sequence_]],
                 pad_id: int, *, batch_size: int = 16, side: str = "right",
+                share_prompt: bool = True,
                 device: torch.device | str | None = None) -> ChesScores:
     """CHES and length-normalised CHES of each pair (see the module docstring).
 
@@ -140,6 +196,11 @@ def ches_scores(model: torch.nn.Module, pairs: Sequence[tuple[Sequence_, Sequenc
         pad_id: the padding token id (masked out; any id works).
         batch_size: pairs per forward pass (2 x batch_size sequences at most).
         side: padding side, "right" or "left" (same scores to float round-off).
+        share_prompt: compute the prompt once per pair and continue both responses from its
+            KV cache (same scores to float round-off; a chat prompt is often most of the
+            sequence). Used when every pair's two sequences share their prompt tokens and the
+            model has ``get_decoder``; otherwise each sequence is a full forward pass (and
+            ``side`` is the padding side).
         device: where the forward passes run (default: the model's device).
 
     Returns:
@@ -160,6 +221,8 @@ def ches_scores(model: torch.nn.Module, pairs: Sequence[tuple[Sequence_, Sequenc
                for i, (c, r) in enumerate(pairs)]
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     n = len(checked)
+    shared = share_prompt and callable(getattr(model, "get_decoder", None)) and all(
+        c[1] == r[1] and c[0][: c[1]] == r[0][: r[1]] for c, r in checked)
     hidden = None
     sums = [torch.empty(0)] * 2
     counts = torch.zeros(2, n, dtype=torch.long)
@@ -167,10 +230,20 @@ def ches_scores(model: torch.nn.Module, pairs: Sequence[tuple[Sequence_, Sequenc
     order = sorted(range(n), key=lambda i: -max(len(checked[i][0][0]), len(checked[i][1][0])))
     for start in range(0, n, batch_size):
         chunk = order[start : start + batch_size]
-        unique: dict[tuple[tuple[int, ...], int], int] = {}  # sequence -> its row
-        rows = [[unique.setdefault(checked[i][j], len(unique)) for i in chunk] for j in (0, 1)]
-        batch = pad_sequences(list(unique), pad_id, side=side).to(dev)
-        h, c = response_hidden_sums(model, batch)  # (U, H), (U,)
+        if shared:
+            h, c = _shared_prompt_sums(
+                model, [checked[i][0][0][: checked[i][0][1]] for i in chunk],
+                [[seq[0][seq[1]:] for seq in checked[i]] for i in chunk], pad_id)
+            rows = [list(range(j, 2 * len(chunk), 2)) for j in (0, 1)]
+            for k, i in enumerate(chunk):  # y⁺ = y⁻: one row for both, so CHES = 0 exactly
+                if checked[i][0] == checked[i][1]:
+                    rows[1][k] = rows[0][k]
+        else:
+            unique: dict[tuple[tuple[int, ...], int], int] = {}  # sequence -> its row
+            rows = [[unique.setdefault(checked[i][j], len(unique)) for i in chunk]
+                    for j in (0, 1)]
+            batch = pad_sequences(list(unique), pad_id, side=side).to(dev)
+            h, c = response_hidden_sums(model, batch)  # (U, H), (U,)
         if hidden is None:
             hidden = h.shape[-1]
             sums = [torch.zeros(n, hidden, dtype=torch.float32) for _ in (0, 1)]

@@ -3,7 +3,7 @@
     mi-bounds ches --model smollm2|DIR|FILE.gguf --pairs PAIRS.jsonl --out SCORES.jsonl
                    [--drop-top FRACTION --filtered OUT.jsonl] [--rank-by ches|ches_normalized]
                    [--batch-size N] [--threads N] [--format auto|raw|chat] [--system TEXT]
-                   [--padding right|left] [--no-progress]
+                   [--no-share-prompt] [--padding right|left] [--no-progress]
 
 PAIRS.jsonl is TRL's preference format: one JSON object per line with string fields
 ``prompt``, ``chosen`` and ``rejected`` (other fields are ignored and kept by ``--filtered``;
@@ -193,8 +193,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="auto: the chat template when the tokenizer has one (default)")
     p.add_argument("--system", default=None,
                    help="chat format: system message (default: the template's own)")
+    p.add_argument("--no-share-prompt", action="store_true",
+                   help="run each sequence in full instead of computing the prompt once and "
+                   "continuing both responses from its KV cache (same scores)")
     p.add_argument("--padding", choices=("right", "left"), default="right",
-                   help="padding side (same scores; default: right)")
+                   help="padding side with --no-share-prompt (same scores; default: right)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -233,7 +236,7 @@ def _score(args: argparse.Namespace, model: Any, pad_id: int, records: list[Pair
             with torch.no_grad():
                 s = ches_scores(model, [(r.chosen, r.rejected) for r in part],
                                 pad_id, batch_size=args.batch_size,
-                                side=args.padding)
+                                side=args.padding, share_prompt=not args.no_share_prompt)
             if not (torch.isfinite(s.ches).all() and torch.isfinite(s.ches_normalized).all()):
                 bad = next(r for r, a in zip(part, s.ches.tolist(), strict=True)
                            if not math.isfinite(a))
