@@ -9,6 +9,7 @@ Subcommands::
     mi-bounds lm         the small-LM path (needs the ``lm`` extra)
     mi-bounds diagnose   shape of a training log's chosen log-likelihood (TRL or mi-bounds logs)
     mi-bounds audit      audit a preference loss (yours or built-in): MI reading, optimum, decline
+    mi-bounds ches       which preference pairs will displace the chosen likelihood (CHES)
 
 Each subcommand lives in its own module and is imported only when it is called, so that the
 library itself (``mi_bounds``) never imports ``toy_models``, ``experiments``, ``figures`` or
@@ -43,6 +44,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lm": ("mi_bounds.lm.cli:main", "small transformer LM path: base, sample, align, report"),
     "diagnose": ("mi_bounds.decline.cli:main", "shape of a training log's chosen log-likelihood"),
     "audit": ("toy_models.audit:main", "audit a preference loss: MI reading, optimum, decline"),
+    "ches": ("mi_bounds.decline.ches_cli:main", "score preference pairs by CHES before training"),
 }
 
 

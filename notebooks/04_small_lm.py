@@ -255,3 +255,32 @@ print("log pi_ref(chosen | prompt) for 3 pairs:", answer_3.numpy().round(4))
 
 # %%
 print("all checks passed")
+
+# %% [markdown]
+# ---
+# ## Appendix: which pairs displace? CHES before training
+#
+# Razin et al. (ICLR 2025, arXiv 2410.08847) score each pair *before* training by the centered
+# hidden embedding similarity $\mathrm{CHES} = \langle H^+, H^-\rangle - \lVert H^+\rVert^2$,
+# where $H^\pm$ sums the base model's last hidden states over the positions that predict the
+# chosen (rejected) response's tokens: a high score predicts that DPO lowers that pair's chosen
+# likelihood (docs/THEORY.md §9). The command-line equivalent is
+# `mi-bounds ches --model DIR/base/model --pairs PAIRS.jsonl --out SCORES.jsonl`.
+
+# %%
+from mi_bounds.decline.ches import ches_scores
+from mi_bounds.lm.model import load_model_dir as load_base
+from mi_bounds.lm.task_format import task_format
+
+ches_model, ches_tok = load_base(RUN_DIR / "base" / "model")
+ches_fmt = task_format(ches_tok, "raw")
+encoded = [(ches_fmt.encode(p["prompt"], p["chosen"]), ches_fmt.encode(p["prompt"], p["rejected"]))
+           for p in data["train_pairs"]]
+ches = ches_scores(ches_model.eval(), encoded, ches_tok.pad_id)
+for i in ches.ches.argsort(descending=True)[:5].tolist():
+    p = data["train_pairs"][i]
+    print(f"CHES {ches.ches[i]:9.2f} (normalised {ches.ches_normalized[i]:7.3f})  "
+          f"{p['prompt']:8s} chosen {p['chosen']!r:7s} rejected {p['rejected']!r}")
+same = ches_scores(ches_model, [(encoded[0][0], encoded[0][0])], ches_tok.pad_id)
+assert same.ches.item() == 0.0  # y+ = y-: nothing to displace
+print(f"{int((ches.ches > 0).sum())} of {len(encoded)} train pairs have CHES > 0")
