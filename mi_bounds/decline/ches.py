@@ -33,8 +33,7 @@ from typing import NamedTuple
 import torch
 
 # everything this module takes from the small-LM path, in one place
-from mi_bounds.lm.logps import pad_sequences, position_ids
-from mi_bounds.lm.model import Batch
+from mi_bounds.lm.logps import Batch, pad_sequences, position_ids
 
 __all__ = [
     "ChesScores",
