@@ -28,8 +28,8 @@ def estimate_mi(
     """Build a critic (seeded with ``config.seed``) for ``task`` and :func:`train` it.
 
     A finite sample (:class:`~mi_bounds.estimation.tasks.ArrayTask`) is estimated by the held-out
-    protocol instead: :func:`mi_bounds.estimation.heldout.estimate_mi_on_samples` (split, standardise,
-    choose the checkpoint on validation rows, report on test rows).
+    protocol instead: :func:`mi_bounds.estimation.heldout.estimate_mi_on_samples` (split,
+    standardise, choose the checkpoint on validation rows, report on test rows).
 
     Args:
         task: a :class:`~mi_bounds.estimation.tasks.Task` (Gaussian, staircase, or arrays).

@@ -4,8 +4,8 @@ Every estimator here reads a ``[K, K]`` score matrix ``S[i, j] = T(x_i, y_j)`` f
 :mod:`mi_bounds.estimation.critics` and calls the score-matrix forms of :mod:`mi_bounds.bounds`
 on it (``infonce_bound``, ``dv_bound_from_scores``, ``nwj_bound_from_scores``,
 ``js_bound_from_scores``, ``smile_bound_from_scores``: the negatives are read in place, never
-copied); no bound is re-implemented. An estimator has a *value* (what is reported, per step) and a *training
-gradient*; the two differ for MINE and for the JS-trained estimators, and
+copied); no bound is re-implemented. An estimator has a *value* (what is reported, per step)
+and a *training gradient*; the two differ for MINE and for the JS-trained estimators, and
 :func:`~mi_bounds.bounds.value_with_gradient_of` joins them.
 
 =========  ==========================================  ===========================================
