@@ -196,3 +196,19 @@ def test_three_points_cannot_estimate_their_own_noise() -> None:
         assert decline_shape(-np.arange(n, dtype=float)).shape == "inconclusive"
     assert decline_shape(-np.arange(10.0)).shape == "fall-from-start"
     assert decline_shape([0.0, -1.0, -2.0, -3.0], noise=0.1).shape == "fall-from-start"
+
+
+def test_a_long_curve_with_stated_noise_is_read_point_by_point():
+    """Regression: block means (for long logs whose noise is estimated) must not touch a curve
+    whose noise is given, such as an exact toy trajectory of 1,000 steps: its drop is exactly
+    max - final and its peak the true maximum (the toy figures read them so)."""
+    import numpy as np
+
+    from mi_bounds.decline.shape import decline_shape
+
+    t = np.arange(1001, dtype=float)
+    c = -2.0 - 0.06 * t + 3.0 * np.exp(-((t - 150.0) / 40.0) ** 2)  # a bump, then a long fall
+    r = decline_shape(c, t, noise=0.01, window=1)
+    assert r.n_points == 1001
+    assert r.drop_from_peak == c.max() - c[-1]
+    assert r.peak_step == float(t[np.argmax(c)])

@@ -254,7 +254,8 @@ def _decline(
     if window is not None and (int(window) < 1 or int(window) % 2 == 0):
         raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
     s, v = _as_curve(values, steps)
-    s, v = _blocks(s), _blocks(v)
+    if not given:  # block means only where the noise is estimated: a curve with a stated noise
+        s, v = _blocks(s), _blocks(v)  # (an exact toy curve) is read point by point, as before
     n = v.size
     if n < (int(min_points) if given else max(int(min_points), 4)):
         first = float(v[0]) if n else _NAN
