@@ -236,7 +236,7 @@ PROOF = Proof(
         "KL = I + gap, gap = KL(pi_Y ‖ pibar_ref) − E_P[pmi_ref] and (x-independent pi_ref) "
         "gap = KL(pi_Y ‖ rho)"
     ),
-    source="This toolkit ; the x-independent case is the variational form of MI, "
+    source="This toolkit; the x-independent case is the variational form of MI, "
            "I(X;Y) = min_ρ E_x KL(p(·|x) ‖ ρ) (Cover & Thomas, Elements of Information Theory, "
            "Lemma 10.8.1)",
     tolerance=1e-12,

@@ -231,7 +231,7 @@ PROOF = Proof(
         "gap, C1's tightness on the RLHF reading, and the exact world above (DV on the MI "
         "reading = I, gap = 0)"
     ),
-    source="This toolkit ; the DV identity: Donsker & Varadhan 1983, Poole et al. "
+    source="This toolkit; the DV identity: Donsker & Varadhan 1983, Poole et al. "
            "2019 Sec. 2.2; MINE's joint form: Belghazi et al. 2018",
     tolerance=1e-12,
 )

@@ -210,7 +210,7 @@ PROOF = Proof(
         "(infonce_bound_from_negatives) at most min(KL, log 2), and on the MI reading equal to "
         "mi_bounds.bounds.infonce_bound over every pair of joint samples, enumerated"
     ),
-    source="This toolkit ; JS: Nowozin et al. 2016, Hjelm et al. 2019; InfoNCE as "
+    source="This toolkit; JS: Nowozin et al. 2016, Hjelm et al. 2019; InfoNCE as "
            "DV on K-tuples: Poole et al. 2019, Sec. 2.3",
     tolerance=1e-12,
 )
