@@ -530,7 +530,7 @@ PRESETS.update({
     ),
     # The same design at GPU size (docs/LM.md, "smollm2-study-gpu": estimate, not run): the
     # smollm2-gpu sample (4,096 train prompts x 16 replies, 512 held-out prompts), 300 steps of
-    # 32 pairs, 1,024 train pairs and every held-out pair logged per pair, dpo and mio over
+    # 32 pairs, 512 train pairs and every held-out pair logged per pair, dpo and mio over
     # beta in {0.05, 0.1, 0.5} x lr in {3e-6, 1e-5, 3e-5}, 5 seeds; ipo and rpo at beta 0.1,
     # lr 1e-5 (secondary).
     "smollm2-study-gpu": RunConfig(
@@ -542,7 +542,7 @@ PRESETS.update({
                             pairs_per_prompt=4, max_new_tokens=64),
         align=AlignConfig(losses=("dpo", "mio"), seeds=(0, 1, 2, 3, 4), beta=0.1, lr=1e-5,
                           steps=300, batch_size=32, eval_every=25, ckpt_every=50,
-                          n_eval_pairs=1024, kl_prompts=128, kl_samples=4, acc_every=100,
+                          n_eval_pairs=512, kl_prompts=128, kl_samples=4, acc_every=100,
                           per_pair=True, per_prompt_accuracy=True),
         grid=(*({"beta": b, "lr": lr} for b in (0.05, 0.1, 0.5) for lr in (3e-6, 1e-5, 3e-5)),
               {"beta": 0.1, "lr": 1e-5, "losses": ("ipo", "rpo"), "tag": "secondary"}),
