@@ -389,8 +389,9 @@ def _verdicts_md(res: dict) -> str:
             if not v:
                 continue
             tl = v.get("two_level", {})
-            counts = ", ".join(f"{k} {n}" for k, n in sorted(v.get("counts", {}).items()))
-            rows.append([a, s, str(len(info["seeds"])), v.get("shape", "n/a"), counts,
+            counts = ", ".join(f"{k} {n}" for k, n in sorted(v.get("counts", {}).items()) if n)
+            rows.append([a, s, str(len(info["seeds"])), v.get("mean", {}).get("shape", "n/a"),
+                         counts,
                          tl.get("shape", "n/a"),
                          f"{_f(tl.get('rise', math.nan))} {_ci(tl.get('rise_ci', [math.nan]))}",
                          f"{_f(tl.get('drop_from_peak', math.nan))} "
@@ -422,7 +423,7 @@ def _hypotheses_md(res: dict) -> str:
                    f"{_ci(tl.get('drop_ci', [math.nan]))} (level "
                    f"{_f(tl.get('levels', {}).get('drop', math.nan))}), peak at step "
                    f"{_f(tl.get('peak_step', math.nan), 0)}. Rule over seeds: "
-                   f"{h['H1']['seed_rule'].get('shape', 'n/a')}. **Decision: "
+                   f"{h['H1']['seed_rule'].get('mean', {}).get('shape', 'n/a')}. **Decision: "
                    f"{h['H1']['decision']}.**\n")
     if "H2" in h:
         rows = [[r["section"], f"{r['level']:g}", _f(r["mean"]), _ci(r["ci"]), r["decision"]]

@@ -78,10 +78,12 @@ ARMS = {  # arm -> (setting, loss, lr, seeds, chosen change f(t), KL slope per s
     "dpo": ("beta0.1-lr1e-05", "dpo", 1e-5, 4, _dpo, 0.25),
     "mio": ("beta0.1-lr1e-05", "mio", 1e-5, 4, lambda t: 5 * t / 90, 0.1),
     "mio_high": ("beta0.1-lr3e-05", "mio", 3e-5, 3, lambda t: 6 * t / 90, 0.2),
+    # a secondary arm cut short by the budget: one seed finished
+    "ipo": ("beta0.1-lr1e-05-secondary", "ipo", 1e-5, 1, lambda t: 2 * t / 90, 0.15),
 }
 N_PAIRS = {"train": 12, "heldout": 10}
 N_PROMPTS = 20
-RIGHT = {"dpo": 8, "mio": 15, "mio_high": 14}  # prompts answered right (the first n)
+RIGHT = {"dpo": 8, "mio": 15, "mio_high": 14, "ipo": 10}  # prompts answered right (the first n)
 NOISE = 0.01
 
 
@@ -126,6 +128,10 @@ def test_report_writes_every_table_and_figure_from_the_files_alone(results):
             "verdicts.md", "accuracy.md", "report.json", "scatter_chosen.png",
             "chosen_vs_kl.png"} <= names
     assert seconds < 60
+    verdicts = (root / "report" / "verdicts.md").read_text()
+    assert "| dpo@1e-05 | train | 4 | rise-then-fall | rise-then-fall 4 | rise-then-fall |" \
+        in verdicts
+    assert "| ipo@1e-05 | train | 1 |" in verdicts
 
 
 def test_matched_values_are_the_interpolated_curves(results):
