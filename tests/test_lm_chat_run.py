@@ -273,3 +273,74 @@ def test_smollm2_run_on_a_few_prompts(tmp_path, monkeypatch):
     res = _io.read_json(out / "align" / "dpo-seed0" / "result.json")
     assert abs(res["history"][0]["train"]["rewards/margins"]) < 1e-5
     assert json.loads((out / "inputs.json").read_text())["model_spec"] == "smollm2"
+
+
+_STUDY_SMALL = ["--set", 'task.system=""', "--set", "task.levels=[1]",
+                "--set", "task.level_weights=[1.0]", "--set", "sample.n_train_prompts=32",
+                "--set", "sample.n_heldout_prompts=16", "--set", "sample.temperature=1.0",
+                "--set", "sample.max_new_tokens=6", "--set", "align.steps=6",
+                "--set", "align.eval_every=2", "--set", "align.ckpt_every=2",
+                "--set", "align.kl_prompts=4", "--set", "align.acc_every=6"]
+
+
+@pytest.mark.slow
+def test_study_preset_runs_every_arm_resumably_and_logs_every_pair(chat_gguf, tmp_path,
+                                                                    monkeypatch):
+    """`lm run --preset smollm2-study` (sizes scaled down with --set) on the tiny chat model:
+    every arm of the grid in its own setting, every train and held-out pair logged at every
+    evaluation (recomputed here from reference.pt and the stored means), the KL from 4 x 2
+    samples with its standard error, per-prompt greedy correctness at the last step; a second
+    invocation redoes nothing; the study's collect and report read the result."""
+    from experiments import smollm2_study
+
+    monkeypatch.setenv("MI_BOUNDS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _NoNetwork(monkeypatch)
+    out = tmp_path / "study"
+    argv = ["run", "--model", str(chat_gguf), "--preset", "smollm2-study", "--out", str(out),
+            "--threads", "1", *_STUDY_SMALL]
+    old = torch.get_num_threads()
+    try:
+        assert cli.main(argv) == 0
+        arms = {"beta0.1-lr1e-05": ("dpo", "mio", range(4)), "beta0.1-lr3e-05": ("mio",
+                range(3)), "beta0.1-lr1e-05-secondary": ("ipo", "rpo", range(3))}
+        files = {}
+        data = _io.read_json(out / "sample" / "data.json")
+        n = {"train": len(data["train_pairs"]), "heldout": len(data["heldout_pairs"])}
+        for setting, (*losses, seeds) in arms.items():
+            d = out / "grid" / setting / "align"
+            ref = _io.torch_load(d / "reference.pt")
+            for loss in losses:
+                for seed in seeds:
+                    f = d / f"{loss}-seed{seed}" / "result.json"
+                    files[f] = f.stat().st_mtime_ns
+                    hist = _io.read_json(f)["history"]
+                    assert [h["step"] for h in hist] == [0, 2, 4, 6]
+                    for h in hist:
+                        assert h["kl"]["n"] == 8 and h["kl"]["k1_se"] >= 0
+                        for s in ("train", "heldout"):
+                            c = torch.tensor(h[s]["logps/chosen/per_pair"], dtype=torch.float64)
+                            r = torch.tensor(h[s]["logps/rejected/per_pair"],
+                                             dtype=torch.float64)
+                            m = torch.tensor(h[s]["rewards/margins/per_pair"],
+                                             dtype=torch.float64)
+                            assert len(c) == len(r) == len(m) == n[s]
+                            assert float(c.mean()) == pytest.approx(h[s]["logps/chosen"],
+                                                                    abs=1e-3)
+                            rc, rr = (v.double() for v in ref[s])
+                            want = 0.1 * ((c - rc) - (r - rr))
+                            assert torch.allclose(m, want, atol=2e-4)
+                    last = hist[-1]["acc_heldout_per_prompt"]
+                    assert len(last) == len(data["heldout_prompts"])
+                    assert sum(last) / len(last) == pytest.approx(hist[-1]["acc_heldout"])
+                    assert all("acc_heldout_per_prompt" not in h for h in hist[1:-1])
+        assert cli.main(argv) == 0  # resumed: nothing redone
+        assert {f: f.stat().st_mtime_ns for f in files} == files
+    finally:
+        torch.set_num_threads(old)
+    res = tmp_path / "results"
+    smollm2_study.collect(out, res)
+    assert _io.read_json(res / "heldout_prompts.json") == data["heldout_prompts"]
+    assert len(list(res.glob("*/align_runs/*.json"))) == len(files)
+    assert smollm2_study.main(["report", str(res)]) == 0
+    assert "## H5" in (res / "report" / "hypotheses.md").read_text()

@@ -16,14 +16,22 @@ held-out pair metrics, a sampled KL(π‖π_ref), greedy accuracy), checkpoint. 
 (:mod:`mi_bounds.decline.shape`) of the train and held-out chosen log-likelihood curves.
 
 Evaluation records, per step: TRL's pair metrics (``logps/chosen``, ``rewards/margins``,
-``rewards/accuracies``, ...) on the first ``n_eval_pairs`` train pairs and on all held-out pairs;
+``rewards/accuracies``, ...) on the first ``n_eval_pairs`` train pairs (0: all) and on all
+held-out pairs, with ``align.per_pair`` also every pair's chosen and rejected log-probability and
+reward margin (``"logps/chosen/per_pair"``, ...: the input of the two-level bootstrap of
+:mod:`mi_bounds.decline.compare`);
 ``kl``, a sampled estimate of E_x KL(π(·|x) ‖ π_ref(·|x)) on the first ``kl_prompts`` held-out
 prompts (:func:`_sampled_kl`: ``kl_samples`` responses per prompt drawn from π); and the greedy
 accuracy on the held-out prompts, the hard ones, and per level (every ``acc_every`` steps, if
-set: generation is the dearest part of an evaluation for a real model).
+set: generation is the dearest part of an evaluation for a real model), with
+``align.per_prompt_accuracy`` also each prompt's 0/1 correctness (``acc_heldout_per_prompt``).
 
 ``align.freeze_embeddings`` trains everything but the token embedding (tied to the LM head in
 SmolLM2 and the character Llama, so the head is frozen with it).
+
+Why one module: the training loop, its evaluation and the shared step-0 and reference passes
+read the same run state (pairs, reference log-probabilities, evaluation settings); split, each
+part would import the others' private helpers.
 """
 
 from __future__ import annotations
@@ -188,14 +196,30 @@ def _loss_kwargs(kind: str, pairs: PairSet, idx: Sequence[int], device: torch.de
     return out
 
 
-def _pair_metrics(model, pairs: PairSet, n: int | None, beta: float, pad_id, device) -> dict:
-    idx = list(range(len(pairs) if n is None else min(n, len(pairs))))
+#: decimals of the per-pair values (``align.per_pair``): 1e-4 nats, far below the noise
+PER_PAIR_DECIMALS = 4
+
+
+def _pair_metrics(model, pairs: PairSet, n: int | None, beta: float, pad_id, device, *,
+                  per_pair: bool = False) -> dict:
+    """TRL's pair metrics on the first ``n`` pairs (``None`` or 0: all); with ``per_pair``
+    also each pair's chosen and rejected log-probability and reward margin
+    ``β((log π_c − log π_ref,c) − (log π_r − log π_ref,r))``, in pair order, rounded to
+    :data:`PER_PAIR_DECIMALS` decimals (``"<key>/per_pair"``)."""
+    idx = list(range(len(pairs) if not n else min(n, len(pairs))))
     if not idx:
         return {}
     pc, pr = _pair_logps(model, [pairs.chosen[i] for i in idx], [pairs.rejected[i] for i in idx],
                          pad_id, device)
-    m = preference_metrics(pc, pr, pairs.ref_chosen[idx], pairs.ref_rejected[idx], beta=beta)
-    return {k: float(v) for k, v in m.items()}
+    rc, rr = pairs.ref_chosen[idx], pairs.ref_rejected[idx]
+    m = preference_metrics(pc, pr, rc, rr, beta=beta)
+    out = {k: float(v) for k, v in m.items()}
+    if per_pair:
+        margins = beta * ((pc.double() - rc.double()) - (pr.double() - rr.double()))
+        for key, v in (("logps/chosen", pc), ("logps/rejected", pr),
+                       ("rewards/margins", margins)):
+            out[key + "/per_pair"] = [round(float(x), PER_PAIR_DECIMALS) for x in v]
+    return out
 
 
 def _greedy_correct(model, fmt: TaskFormat, prompts: Sequence[str], max_new: int,
@@ -291,9 +315,9 @@ def _evaluate(ev: _EvalInputs, model, step: int, train_loss: float | None) -> di
     max_new = max_new_tokens(run.config, fmt)
     rec = {"step": step, "train_loss": train_loss,
            "train": _pair_metrics(model, sets["train"], ac.n_eval_pairs, ac.beta,
-                                  fmt.pad_id, run.device),
+                                  fmt.pad_id, run.device, per_pair=ac.per_pair),
            "heldout": _pair_metrics(model, sets["heldout"], None, ac.beta, fmt.pad_id,
-                                    run.device)}
+                                    run.device, per_pair=ac.per_pair)}
     held = data["heldout_prompts"]
     if ev.reference is not None and held:
         rec["kl"] = _sampled_kl(model, ev.reference, fmt, held[: ac.kl_prompts],
@@ -306,6 +330,8 @@ def _evaluate(ev: _EvalInputs, model, step: int, train_loss: float | None) -> di
         rec["acc_hard"] = (sum(ok for p, ok in zip(held, correct, strict=True) if p in hard)
                            / len(hard)) if hard else None
         rec["acc_heldout_by_level"] = _by_level(held, correct)
+        if ac.per_prompt_accuracy:
+            rec["acc_heldout_per_prompt"] = [int(ok) for ok in correct]
     else:
         rec["acc_heldout"] = rec["acc_hard"] = rec["acc_heldout_by_level"] = None
     model.train()
@@ -315,9 +341,13 @@ def _evaluate(ev: _EvalInputs, model, step: int, train_loss: float | None) -> di
 def _step0_key(run: Run) -> dict[str, Any]:
     """What the step-0 evaluation depends on besides the base model and the pairs."""
     ac = run.config.align
-    return {"chosen": ac.chosen, "n_eval_pairs": ac.n_eval_pairs, "beta": ac.beta,
-            "kl_prompts": ac.kl_prompts, "kl_samples": ac.kl_samples,
-            "max_new_tokens": run.config.sample.max_new_tokens}
+    key = {"chosen": ac.chosen, "n_eval_pairs": ac.n_eval_pairs, "beta": ac.beta,
+           "kl_prompts": ac.kl_prompts, "kl_samples": ac.kl_samples,
+           "max_new_tokens": run.config.sample.max_new_tokens}
+    for name in ("per_pair", "per_prompt_accuracy"):  # only where set: older keys stay valid
+        if getattr(ac, name):
+            key[name] = True
+    return key
 
 
 def _step0(ev: _EvalInputs, model, shared: Sequence[Path]) -> dict[str, Any]:

@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("command", choices=_COMMANDS)
     p.add_argument("--out", type=Path, help="run directory (created if needed)")
     p.add_argument("--preset", help="cpu-tiny | cpu-small | cpu-decline | gpu-small | "
-                   "smollm2-cpu | smollm2-gpu | chat-tiny (default: the run's stored config, or "
-                   "cpu-tiny for a new run)")
+                   "smollm2-cpu | smollm2-gpu | smollm2-study | smollm2-study-gpu | chat-tiny "
+                   "(default: the run's stored config, or cpu-tiny for a new run)")
     p.add_argument("--model", metavar="NAME|PATH",
                    help="base model: smollm2, a .gguf file or a checkpoint directory (model + "
                    "tokenizer); default: the preset's model.pretrained, else a model trained "

@@ -22,6 +22,12 @@ Presets (see :data:`PRESETS`):
 * ``smollm2-cpu``: SmolLM2-135M-Instruct (``model.pretrained = "smollm2"``) through the chat
   template, levels 1-2, on one CPU core in about an hour (docs/RESULTS.md §5.5).
 * ``smollm2-gpu``: the same at GPU size for one H100 (docs/LM.md: FLOP estimate; not run).
+* ``smollm2-study``: the pre-registered decline study on CPU (results/smollm2-study/
+  PREREGISTRATION.md): dpo/mio at lr 1e-5, mio at 3e-5, ipo/rpo at 1e-5 (a grid), every pair
+  logged; ``smollm2-study-gpu`` its GPU size (β and rate sweep, 5 seeds; not run).
+
+Why one module: the sections, their validation and the presets built from them are one
+schema; a preset is read next to the fields it sets.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,7 +220,7 @@ class AlignConfig:
     eval_every: int = 10
     #: write a resumable checkpoint every this many steps
     ckpt_every: int = 10
-    #: train pairs used for the recorded train metrics (the first n of the train pairs)
+    #: train pairs used for the recorded train metrics (the first n of the train pairs; 0: all)
     n_eval_pairs: int = 64
     max_grad_norm: float = 1.0
     #: save each aligned model (save_pretrained) next to its metrics
@@ -235,6 +242,16 @@ class AlignConfig:
     #: train the model without its token embedding (tied to the LM head in SmolLM2 and the
     #: character Llama, so the head is frozen too): fewer parameters for AdamW to update
     freeze_embeddings: bool = False
+    #: also record, at every evaluation, each evaluated pair's chosen and rejected
+    #: log-probability and reward margin (``"logps/chosen/per_pair"``,
+    #: ``"logps/rejected/per_pair"``, ``"rewards/margins/per_pair"``: lists in pair order,
+    #: rounded to 4 decimals) for the train and the held-out pairs: what the two-level
+    #: bootstrap over seeds and pairs reads
+    per_pair: bool = False
+    #: also record, wherever the greedy accuracy is measured, each held-out prompt's 0/1
+    #: correctness (``acc_heldout_per_prompt``, in the order of the held-out prompts), so that
+    #: two runs can be compared prompt by prompt
+    per_prompt_accuracy: bool = False
 
     def __post_init__(self) -> None:
         self.losses = _as_tuple(self.losses, "align.losses", str)
@@ -263,7 +280,7 @@ class AlignConfig:
         _check_int(self.batch_size, "align.batch_size")
         _check_int(self.eval_every, "align.eval_every")
         _check_int(self.ckpt_every, "align.ckpt_every")
-        _check_int(self.n_eval_pairs, "align.n_eval_pairs")
+        _check_int(self.n_eval_pairs, "align.n_eval_pairs", minimum=0)
         _check_float(self.max_grad_norm, "align.max_grad_norm")
         if self.chosen not in CHOSEN:
             raise ValueError(f"align.chosen must be one of {', '.join(CHOSEN)}, "
@@ -272,9 +289,10 @@ class AlignConfig:
         _check_int(self.kl_prompts, "align.kl_prompts", minimum=0)
         _check_int(self.kl_samples, "align.kl_samples")
         _check_int(self.acc_every, "align.acc_every", minimum=0)
-        if not isinstance(self.freeze_embeddings, bool):
-            raise TypeError(f"align.freeze_embeddings must be true or false, got "
-                            f"{self.freeze_embeddings!r}")
+        for name in ("freeze_embeddings", "per_pair", "per_prompt_accuracy"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"align.{name} must be true or false, got "
+                                f"{getattr(self, name)!r}")
 
 
 @dataclass
@@ -321,6 +339,7 @@ class RunConfig:
         entry = self.grid[i]
         if not isinstance(entry, dict):
             raise TypeError(f"grid[{i}] must be a JSON object of align fields")
+        entry = {k: v for k, v in entry.items() if k != "tag"}
         data = self.to_dict()
         unknown = set(entry) - set(data["align"])
         if unknown:
@@ -332,12 +351,20 @@ class RunConfig:
 
     def variant_name(self, i: int) -> str:
         """Directory name of grid entry ``i``: ``beta<β>-lr<lr>[-gold]`` plus any other
-        overridden field as ``-<field><value>`` (losses and seeds are not part of it)."""
+        overridden field as ``-<field><value>`` (losses and seeds are not part of it), plus
+        ``-<tag>`` where the entry has a ``"tag"`` (a name, not an align field: it tells apart
+        two entries that differ only in their losses or seeds)."""
         a = self.variant(i).align
         name = f"beta{a.beta:g}-lr{a.lr:g}" + ("-gold" if a.chosen == "gold" else "")
         for key in sorted(self.grid[i]):
-            if key not in ("beta", "lr", "chosen", "losses", "seeds"):
+            if key not in ("beta", "lr", "chosen", "losses", "seeds", "tag"):
                 name += f"-{key}{self.grid[i][key]}"
+        tag = self.grid[i].get("tag")
+        if tag is not None:
+            if not isinstance(tag, str) or not re.fullmatch(r"[A-Za-z0-9_.]+", tag):
+                raise ValueError(f"grid[{i}].tag must be a non-empty string of letters, digits, "
+                                 f"'_' and '.', got {tag!r}")
+            name += f"-{tag}"
         return name.replace("/", "_").replace(" ", "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -479,6 +506,46 @@ PRESETS.update({
         align=AlignConfig(losses=_DECLINE_LOSSES, seeds=(0, 1, 2), beta=0.1, lr=3e-6,
                           steps=300, batch_size=32, eval_every=25, ckpt_every=50,
                           n_eval_pairs=256, kl_prompts=64, kl_samples=4, acc_every=50),
+    ),
+    # The pre-registered decline study (results/smollm2-study/PREREGISTRATION.md; docs/LM.md):
+    # the smollm2-cpu sample with 96 held-out prompts; 90 steps of 4 pairs (3 epochs of the
+    # ~120 train pairs) at beta 0.1; every train and held-out pair logged at every evaluation
+    # (every 10 steps), the sampled KL from 32 held-out prompts x 2 replies, greedy accuracy on
+    # the 96 held-out prompts at the last step, prompt by prompt. Arms: dpo and mio at lr 1e-5
+    # (seeds 0-3), mio at lr 3e-5 (seeds 0-2: the KL-matched control), then ipo and rpo at 1e-5
+    # (seeds 0-2; secondary, last so that a cut budget drops them first).
+    "smollm2-study": RunConfig(
+        preset="smollm2-study",
+        model=ModelConfig(pretrained="smollm2"),
+        task=_SMOLLM2_TASK,
+        sample=SampleConfig(n_train_prompts=160, n_heldout_prompts=96, k=8, temperature=0.7,
+                            pairs_per_prompt=2, max_new_tokens=48),
+        align=AlignConfig(losses=("dpo", "mio"), seeds=(0, 1, 2, 3), beta=0.1, lr=1e-5,
+                          steps=90, batch_size=4, eval_every=10, ckpt_every=10, n_eval_pairs=0,
+                          kl_prompts=32, kl_samples=2, acc_every=90, per_pair=True,
+                          per_prompt_accuracy=True),
+        grid=({"lr": 1e-5, "losses": ("dpo", "mio"), "seeds": (0, 1, 2, 3)},
+              {"lr": 3e-5, "losses": ("mio",), "seeds": (0, 1, 2)},
+              {"lr": 1e-5, "losses": ("ipo", "rpo"), "seeds": (0, 1, 2), "tag": "secondary"}),
+    ),
+    # The same design at GPU size (docs/LM.md, "smollm2-study-gpu": estimate, not run): the
+    # smollm2-gpu sample (4,096 train prompts x 16 replies, 512 held-out prompts), 300 steps of
+    # 32 pairs, 512 train pairs and every held-out pair logged per pair, dpo and mio over
+    # beta in {0.05, 0.1, 0.5} x lr in {3e-6, 1e-5, 3e-5}, 5 seeds; ipo and rpo at beta 0.1,
+    # lr 1e-5 (secondary).
+    "smollm2-study-gpu": RunConfig(
+        preset="smollm2-study-gpu",
+        model=ModelConfig(pretrained="smollm2"),
+        task=TaskConfig(levels=(1, 2), level_weights=(1.0, 4.0), ops="+", format="chat",
+                        system=None),
+        sample=SampleConfig(n_train_prompts=4096, n_heldout_prompts=512, k=16, temperature=0.7,
+                            pairs_per_prompt=4, max_new_tokens=64),
+        align=AlignConfig(losses=("dpo", "mio"), seeds=(0, 1, 2, 3, 4), beta=0.1, lr=1e-5,
+                          steps=300, batch_size=32, eval_every=25, ckpt_every=50,
+                          n_eval_pairs=512, kl_prompts=128, kl_samples=4, acc_every=100,
+                          per_pair=True, per_prompt_accuracy=True),
+        grid=(*({"beta": b, "lr": lr} for b in (0.05, 0.1, 0.5) for lr in (3e-6, 1e-5, 3e-5)),
+              {"beta": 0.1, "lr": 1e-5, "losses": ("ipo", "rpo"), "tag": "secondary"}),
     ),
 })
 
