@@ -69,7 +69,7 @@ def population_value(critic: torch.nn.Module, task: GaussianTask, name: str, m: 
             values.append(float(infonce_bound(critic.cross_scores(x, y).double())))
         return float(np.mean(values))
     x, y = task(0, FRESH_PAIRS, gen)
-    mean_pos = float(critic.scores(x, y).double().mean())
+    mean_pos = float(critic(x, y).double().mean())  # T(x_n, y_n) on the joint pairs
     log_terms = []
     for b in range(FRESH_PAIRS // BLOCK):
         s = critic.cross_scores(x[b * BLOCK:(b + 1) * BLOCK],
