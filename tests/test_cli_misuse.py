@@ -229,6 +229,25 @@ def test_the_table_is_large_and_spans_the_commands():
 # ------------------------------------------------------------------------ heavier checks
 
 
+def _wait_until_training(pid: int, *, timeout: float = 60.0) -> None:
+    """Sleep until the child has loaded torch (its maps name libtorch), then 3 s more, so that the
+    SIGINT lands in training and not in the imports, however loaded the machine is (without
+    /proc: 6 s)."""
+    maps = Path(f"/proc/{pid}/maps")
+    if not maps.exists():
+        time.sleep(6.0)
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if "libtorch" in maps.read_text():
+                break
+        except OSError:
+            break
+        time.sleep(0.2)
+    time.sleep(3.0)
+
+
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     """A real SIGINT to a real `mi-bounds estimate` mid-training."""
     out = tmp_path / "r.json"
@@ -237,7 +256,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
          "--eval-every", "1000000", "--no-progress", "--dim", "2", "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    time.sleep(6.0)
+    _wait_until_training(proc.pid)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
