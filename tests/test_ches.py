@@ -546,3 +546,61 @@ def test_top_displaced_pairs_with_their_ches_rank(tmp_path):
         read_ches_scores(path)
     with pytest.raises(ValueError, match="k must be"):
         top_displaced_pairs(change, rows, k=0)
+
+
+# ------------------------------------------------------------------------------------------
+# diagnose points to the pairs most responsible (per-pair align logs)
+# ------------------------------------------------------------------------------------------
+
+
+def _per_pair_result(path, changes):
+    """An align result.json with per-pair chosen log-probs over 12 evaluations: pair i moves
+    linearly from -10 to -10 + changes[i]."""
+    import json
+
+    history = []
+    for t in range(12):
+        per = [-10.0 + c * t / 11 for c in changes]
+        history.append({"step": 10 * t, "train": {"logps/chosen": sum(per) / len(per),
+                                                 "logps/chosen/per_pair": per}})
+    path.write_text(json.dumps({"loss": "dpo", "seed": 0, "history": history}))
+    return path
+
+
+def test_diagnose_lists_the_most_displaced_pairs_with_their_ches_rank(tmp_path, capsys):
+    import json
+
+    from mi_bounds.cli import main as cli_main
+
+    changes = [0.5, -3.0, 1.0, -0.2, -7.0, 0.0]
+    res = _per_pair_result(tmp_path / "result.json", changes)
+    scores = tmp_path / "ches.jsonl"
+    ches = [0.1, 5.0, -1.0, 0.3, 9.0, 0.0]
+    scores.write_text("".join(json.dumps({"index": i, "ches": c, "ches_normalized": c / 10})
+                              + "\n" for i, c in enumerate(ches)))
+    assert cli_main(["diagnose", str(res), "--ches", str(scores), "--top", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    got = [(r["index"], round(r["chosen_change"], 9), r["ches_rank"])
+           for r in out["displaced_pairs"]]
+    assert got == [(4, -7.0, 1), (1, -3.0, 2)]  # the largest falls; CHES ranked them 1st, 2nd
+    assert cli_main(["diagnose", str(res), "--top", "1"]) == 0  # no scores: indices and changes
+    text = capsys.readouterr().out
+    assert "pair 4: -7.000 nats" in text and "CHES" not in text.split("fell most")[1]
+
+
+def test_diagnose_ches_needs_a_per_pair_log_and_matching_scores(tmp_path, capsys):
+    import json
+
+    from mi_bounds.cli import main as cli_main
+
+    res = _per_pair_result(tmp_path / "result.json", [0.0, -1.0, 1.0])
+    scores = tmp_path / "ches.jsonl"
+    scores.write_text("".join(json.dumps({"index": i, "ches": 0.0, "ches_normalized": 0.0})
+                              + "\n" for i in range(4)))
+    assert cli_main(["diagnose", str(res), "--ches", str(scores)]) == 2
+    assert "4 pairs, the log 3" in capsys.readouterr().err
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"history": [{"step": s, "train": {"logps/chosen": -s / 10}}
+                                             for s in range(12)]}))
+    assert cli_main(["diagnose", str(plain), "--ches", str(scores)]) == 2
+    assert "no per-pair log" in capsys.readouterr().err

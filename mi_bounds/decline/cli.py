@@ -38,9 +38,41 @@ from mi_bounds.decline.diagnose import (
     plot_diagnosis,
     read_log,
 )
+from mi_bounds.decline.displacement import (
+    displaced_pairs_report,
+    per_pair_chosen_change,
+    read_ches_scores,
+)
 from mi_bounds.decline.training_log import check_seeds
 
 __all__ = ["main"]
+
+
+def _format_displaced(rows: list[dict]) -> str:
+    """The most-displaced pairs, one line each (with the CHES rank where scores were given)."""
+    lines = ["train pairs whose chosen log-likelihood fell most (last evaluation - first):"]
+    for r in rows:
+        ches = (f"; CHES {r['ches']:.4g}, rank {r['ches_rank']}" if "ches_rank" in r else "")
+        lines.append(f"  pair {r['index']}: {r['chosen_change']:+.3f} nats{ches}")
+    return "\n".join(lines)
+
+
+def _displaced(path: Path, scores: list | None, top: int) -> list[dict] | None:
+    """The most-displaced train pairs of an align result.json that logs pairs one by one
+    (:func:`mi_bounds.decline.displacement.per_pair_chosen_change`), or None."""
+    if path.is_dir() or path.suffix != ".json":
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    history = data.get("history") if isinstance(data, dict) else None
+    if not isinstance(history, list):
+        return None
+    change = per_pair_chosen_change(history)
+    if change is None:
+        return None
+    return displaced_pairs_report(change, scores, k=top)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.05,
                    help="one-sided level of each test of the rule (rise, drop, fall) and 1 - alpha "
                    "intervals (default: 0.05)")
+    p.add_argument("--ches", type=Path, metavar="SCORES.jsonl",
+                   help="a `mi-bounds ches` scores file of the run's train pairs: the pairs whose "
+                   "chosen log-likelihood fell most are listed with their CHES rank (needs an "
+                   "align result.json that logs pairs one by one: align.per_pair)")
+    p.add_argument("--top", type=int, default=10,
+                   help="how many of the most-displaced pairs to list (default: 10)")
     p.add_argument("--min-points", type=int, default=3,
                    help="fewer logged steps than this (>= 3) give too-short (default: 3)")
     return p
@@ -89,6 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise LogError(f"--noise must be a number >= 0, got {args.noise}")
         if args.plot is not None:  # checked before any reading
             plot = plot_path(args.plot, "diagnose.png")
+        if args.top < 1:
+            raise LogError(f"--top must be an int >= 1, got {args.top}")
+        scores = None
+        if args.ches is not None:
+            if len(args.path) != 1:
+                raise LogError("--ches reads one run's per-pair log: give one PATH")
+            scores = read_ches_scores(args.ches)  # checked before the log is read
         logs = [read_log(p) for p in args.path]
         if len(logs) > 1:
             check_seeds(logs, allow_mixed=args.allow_mixed)
@@ -100,6 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = diagnose_seeds(logs, split=args.series, metric=args.metric,
                                     min_points=args.min_points, alpha=args.alpha)
+        if len(logs) == 1:
+            displaced = _displaced(args.path[0], scores, args.top)
+            if displaced is not None:
+                result = {**result, "displaced_pairs": displaced}
+            elif scores is not None:
+                raise LogError(f"{args.path[0]}: no per-pair log (logps/chosen/per_pair in the "
+                               "train section of an align result.json); run align with "
+                               "align.per_pair to use --ches")
         if plot is not None:
             plot_diagnosis(result, plot)
     except (LogError, ValueError) as err:
@@ -109,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, allow_nan=False))
     else:
         print(format_report(result))
+        if result.get("displaced_pairs"):
+            print(_format_displaced(result["displaced_pairs"]))
         if plot is not None:
             print(f"plot: {plot}")
     return 0

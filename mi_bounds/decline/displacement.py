@@ -31,7 +31,9 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "PREDICTORS",
+    "displaced_pairs_report",
     "displacement_predictors",
+    "per_pair_chosen_change",
     "rankdata",
     "read_ches_scores",
     "spearman",
@@ -236,3 +238,41 @@ def top_displaced_pairs(
     worst = sorted(range(n), key=lambda i: (delta[i], i))[:k]
     return [{"index": int(scores[i].get("index", i)), "chosen_change": float(delta[i]),
              key: float(values[i]), f"{key}_rank": int(rank[i])} for i in worst]
+
+
+def per_pair_chosen_change(history: Sequence[Mapping[str, Any]], split: str = "train",
+                           ) -> NDArray[np.float64] | None:
+    """Each evaluation pair's chosen log-likelihood change, last evaluation minus first, from an
+    align ``result.json`` history that logs pairs one by one (``history[t][split]
+    ["logps/chosen/per_pair"]``, as ``align.per_pair`` writes it), or ``None`` if it does not.
+
+    Raises:
+        ValueError: the per-pair lists differ in length between evaluations.
+    """
+    rows = [h.get(split, {}).get("logps/chosen/per_pair") for h in history
+            if isinstance(h, Mapping)]
+    rows = [r for r in rows if isinstance(r, list)]
+    if len(rows) < 2:
+        return None
+    first, last = rows[0], rows[-1]
+    if len(first) != len(last):
+        raise ValueError(f"{split} per-pair lists change length ({len(first)} -> {len(last)})")
+    a = np.array([np.nan if v is None else float(v) for v in first])
+    b = np.array([np.nan if v is None else float(v) for v in last])
+    return b - a
+
+
+def displaced_pairs_report(change: NDArray[np.float64],
+                           scores: Sequence[Mapping[str, Any]] | None = None, *, k: int = 10,
+                           ) -> list[dict[str, Any]]:
+    """The ``k`` pairs whose chosen log-likelihood fell most (:func:`top_displaced_pairs`), each
+    with its CHES and CHES rank when a scores file for the same pairs is given; without scores,
+    only ``index`` and ``chosen_change``."""
+    if scores is not None:
+        if len(scores) != change.size:
+            raise ValueError(f"the CHES scores file has {len(scores)} pairs, the log "
+                             f"{change.size}: score the run's own train pairs file")
+        return top_displaced_pairs(change, scores, k=k)
+    order = sorted(range(change.size), key=lambda i: (change[i], i))[:k]
+    return [{"index": int(i), "chosen_change": float(change[i])} for i in order]
+
