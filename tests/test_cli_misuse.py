@@ -256,9 +256,14 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
          "--eval-every", "1000000", "--no-progress", "--dim", "2", "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    _wait_until_training(proc.pid)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _wait_until_training(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:  # never leave a million-step run behind if the signal did not end it
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert [ln for ln in err.splitlines() if ln.strip()] == [
