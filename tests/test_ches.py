@@ -357,7 +357,7 @@ def test_select_top_breaks_ties_by_index():
     ("missing", r"pairs.jsonl:2: missing field 'rejected'"),
     ("empty", r"pairs.jsonl:1: field 'chosen' is empty"),
     ("not_json", r"pairs.jsonl:2: not valid JSON"),
-    ("list_field", r"pairs.jsonl:1: field 'prompt' must be a string"),
+    ("list_field", r"pairs.jsonl:1: field 'prompt' must be a non-empty string"),
     ("too_long", r"pairs.jsonl:2 \(chosen\): prompt \+ response is 7\d tokens, longer than "
                  r"the model's context of 64"),
     ("bad_char", r"pairs.jsonl:1 \(chosen\)"),

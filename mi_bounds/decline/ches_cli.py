@@ -43,10 +43,11 @@ from typing import Any
 
 from mi_bounds._validation import int_arg
 from mi_bounds.decline.displacement import token_edit_distance
+from mi_bounds.lm.data import iter_pair_rows
 
 __all__ = ["PairRecord", "main", "read_pairs", "select_top"]
 
-_FIELDS = ("prompt", "chosen", "rejected")
+
 #: pairs scored between two flushes of the output file (x batch size)
 _CHUNK_BATCHES = 4
 
@@ -77,38 +78,23 @@ def read_pairs(path: Path, encode: Any, context: int) -> list[PairRecord]:
     if not path.is_file():
         raise InputError(f"--pairs {str(path)!r} is not a file")
     out: list[PairRecord] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            where = f"{path}:{lineno}"
-            if not line.strip():
-                continue
+    try:
+        rows = list(iter_pair_rows(path))  # the checks every reader of pairs makes
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    for lineno, line, row in rows:
+        where = f"{path}:{lineno}"
+        seqs = []
+        for name in ("chosen", "rejected"):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: expected a JSON object with fields "
-                                 f"{', '.join(_FIELDS)}, got {type(row).__name__}")
-            for name in _FIELDS:
-                if name not in row:
-                    raise InputError(f"{where}: missing field {name!r}")
-                if not isinstance(row[name], str):
-                    raise InputError(f"{where}: field {name!r} must be a string (TRL's "
-                                     f"conversational format is not read), got "
-                                     f"{type(row[name]).__name__}")
-                if not row[name]:
-                    raise InputError(f"{where}: field {name!r} is empty")
-            seqs = []
-            for name in ("chosen", "rejected"):
-                try:
-                    ids, n_prompt = encode(row["prompt"], row[name])
-                except ValueError as err:  # e.g. a character outside a char tokenizer
-                    raise InputError(f"{where} ({name}): {err}") from None
-                if len(ids) > context:
-                    raise InputError(f"{where} ({name}): prompt + response is {len(ids)} tokens,"
-                                     f" longer than the model's context of {context} tokens")
-                seqs.append((list(ids), int(n_prompt)))
-            out.append(PairRecord(len(out), lineno, line.rstrip("\n"), seqs[0], seqs[1]))
+                ids, n_prompt = encode(row["prompt"], row[name])
+            except ValueError as err:  # e.g. a character outside a char tokenizer
+                raise InputError(f"{where} ({name}): {err}") from None
+            if len(ids) > context:
+                raise InputError(f"{where} ({name}): prompt + response is {len(ids)} tokens,"
+                                 f" longer than the model's context of {context} tokens")
+            seqs.append((list(ids), int(n_prompt)))
+        out.append(PairRecord(len(out), lineno, line.rstrip("\n"), seqs[0], seqs[1]))
     if not out:
         raise InputError(f"--pairs {str(path)!r} holds no pairs")
     return out

@@ -8,15 +8,47 @@ file and the 1-based line number, and the whole file is validated before anythin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mi_bounds.lm.tokenizer import Tokenizer
 
-__all__ = ["check_fits", "read_pairs_jsonl", "sequence_length"]
+__all__ = ["PAIR_FIELDS", "check_fits", "iter_pair_rows", "read_pairs_jsonl", "sequence_length"]
 
-_FIELDS = ("prompt", "chosen", "rejected")
+#: the fields every line of a pairs file has (TRL's plain preference format)
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+_FIELDS = PAIR_FIELDS
+
+
+def iter_pair_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(line number, line, row)`` for every non-blank line of a pairs JSONL file whose row is
+    an object with the three :data:`PAIR_FIELDS` as non-empty strings (the checks every reader
+    of pairs makes); ``ValueError`` naming ``FILE:LINE`` otherwise. The caller checks that the
+    file exists and adds its own checks (tokenizer, context, identical responses)."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object with fields "
+                                 f"{', '.join(PAIR_FIELDS)}, got {type(row).__name__}")
+            for name in PAIR_FIELDS:
+                if name not in row:
+                    raise ValueError(f"{where}: missing field {name!r}")
+                if not isinstance(row[name], str):
+                    raise ValueError(f"{where}: field {name!r} must be a non-empty string "
+                                     f"(TRL's conversational format is not read), got "
+                                     f"{type(row[name]).__name__}")
+                if not row[name]:
+                    raise ValueError(f"{where}: field {name!r} is empty ({name!r} must be a "
+                                     "non-empty string)")
+            yield lineno, line, row
 
 
 def sequence_length(tokenizer: Tokenizer, prompt: str, response: str) -> int:
@@ -52,37 +84,22 @@ def read_pairs_jsonl(path: str | Path, tokenizer: Tokenizer, context: int, *,
     if not path.is_file():
         raise ValueError(f"pairs file {str(path)!r} does not exist")
     pairs: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            where = f"{path}:{lineno}"
-            if not line.strip():
-                continue
+    for lineno, _, row in iter_pair_rows(path):
+        where = f"{path}:{lineno}"
+        if row["chosen"] == row["rejected"]:
+            raise ValueError(f"{where}: chosen and rejected are identical")
+        for name in _FIELDS:
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object with fields {_FIELDS}, "
-                                 f"got {type(row).__name__}")
-            for name in _FIELDS:
-                if name not in row:
-                    raise ValueError(f"{where}: missing field {name!r}")
-                if not isinstance(row[name], str) or not row[name]:
-                    raise ValueError(f"{where}: field {name!r} must be a non-empty string")
-            if row["chosen"] == row["rejected"]:
-                raise ValueError(f"{where}: chosen and rejected are identical")
-            for name in _FIELDS:
-                try:
-                    tokenizer.encode(row[name])
-                except ValueError as err:
-                    raise ValueError(f"{where}: field {name!r}: {err}") from None
-            for name in ("chosen", "rejected"):
-                if encode is None:
-                    check_fits(tokenizer, row["prompt"], row[name], context, f"{where} ({name})")
-                elif len(encode(row["prompt"], row[name])[0]) > context:
-                    raise ValueError(f"{where} ({name}): prompt + response is longer than the "
-                                     f"model's context of {context} tokens")
-            pairs.append({k: row[k] for k in _FIELDS})
+                tokenizer.encode(row[name])
+            except ValueError as err:
+                raise ValueError(f"{where}: field {name!r}: {err}") from None
+        for name in ("chosen", "rejected"):
+            if encode is None:
+                check_fits(tokenizer, row["prompt"], row[name], context, f"{where} ({name})")
+            elif len(encode(row["prompt"], row[name])[0]) > context:
+                raise ValueError(f"{where} ({name}): prompt + response is longer than the "
+                                 f"model's context of {context} tokens")
+        pairs.append({k: row[k] for k in _FIELDS})
     if not pairs:
         raise ValueError(f"pairs file {str(path)!r} holds no pairs (empty pair set)")
     return pairs
