@@ -170,6 +170,16 @@ def _roots(fn: Fn, t_l: float, lo: float = -12.0, hi: float = 12.0, n: int = 240
     return out
 
 
+def _critic_points(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` random critic points ``T_w, T_l ~ U(-3, 3)`` and shifts ``s ~ U(-2, 2)`` (float64,
+    seeded): the points every check of the audit is evaluated on."""
+    g = torch.Generator().manual_seed(seed)
+    t_w = torch.rand(n, generator=g, dtype=torch.float64) * 6 - 3
+    t_l = torch.rand(n, generator=g, dtype=torch.float64) * 6 - 3
+    s = torch.rand(n, generator=g, dtype=torch.float64) * 4 - 2
+    return t_w, t_l, s
+
+
 def invariances(kind: str, *, beta: float = 0.1, params: Mapping[str, object] | None = None,
                 seed: int = 0, n: int = 256) -> dict[str, Any]:
     """Does the loss see the margin alone, the implicit critic alone, each of T_w and T_l?
@@ -184,10 +194,7 @@ def invariances(kind: str, *, beta: float = 0.1, params: Mapping[str, object] | 
     """
     kw = _params(kind, params)
     fn = critic_loss(kind, beta, kw)
-    g = torch.Generator().manual_seed(seed)
-    t_w = torch.rand(n, generator=g, dtype=torch.float64) * 6 - 3
-    t_l = torch.rand(n, generator=g, dtype=torch.float64) * 6 - 3
-    s = torch.rand(n, generator=g, dtype=torch.float64) * 4 - 2
+    t_w, t_l, s = _critic_points(n, seed)
     with torch.no_grad():
         base = fn(t_w, t_l)
         margin_dev = _rel_dev(fn(t_w + s, t_l + s), base)
@@ -273,10 +280,7 @@ def mi_reading(kind: str, *, beta: float = 0.1, params: Mapping[str, object] | N
     alone (``critic_deviation`` of :func:`invariances` above round-off) has none."""
     kw = _params(kind, params)
     fn = critic_loss(kind, beta, kw)
-    g = torch.Generator().manual_seed(seed)
-    t_w = torch.rand(n, generator=g, dtype=torch.float64) * 6 - 3
-    t_l = torch.rand(n, generator=g, dtype=torch.float64) * 6 - 3
-    s = torch.rand(n, generator=g, dtype=torch.float64) * 4 - 2
+    t_w, t_l, s = _critic_points(n, seed)
     with torch.no_grad():
         loss = fn(t_w, t_l)
         critic_only = _critic_deviation(kind, beta, kw, t_w, t_l, s) <= TOL
