@@ -30,6 +30,7 @@ from mi_bounds.decline.displacement import (
     read_ches_scores,
     spearman,
     spearman_interval,
+    spearman_replicates,
     token_edit_distance,
     top_displaced_pairs,
 )
@@ -497,6 +498,42 @@ def test_spearman_on_data_with_a_known_rank_correlation():
         spearman([1.0, 2.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="one length"):
         spearman([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_spearman_replicates_two_level_and_paired():
+    """Point values equal :func:`spearman` on the seed means; with one seed and no seed
+    variation the replicates' spread matches the pair bootstrap of :func:`spearman_interval`;
+    seed noise widens the interval; a planted correlation of one arm and none in the other is
+    found, and the paired difference of the two arms is decided the right way."""
+    rng = np.random.default_rng(5)
+    n, r = 600, 0.6
+    z = rng.normal(size=(2, n))
+    signal = r * z[0] + math.sqrt(1 - r**2) * z[1]
+    x = np.stack([z[0], rng.normal(size=n)])  # a predictor and an unrelated baseline
+    arm_a = signal[None, :] + 0.3 * rng.normal(size=(4, n))  # 4 seeds around the signal
+    arm_b = rng.normal(size=(3, n))  # 3 seeds, no relation
+    rho, reps = spearman_replicates(x, [arm_a, arm_b], n_boot=400, seed=1)
+    assert rho.shape == (2, 2) and reps.shape == (400, 2, 2)
+    assert rho[0, 0] == pytest.approx(spearman(x[0], arm_a.mean(0)))
+    assert rho[1, 1] == pytest.approx(spearman(x[1], arm_b.mean(0)))
+    lo, hi = np.quantile(reps[:, 0, 0], [0.025, 0.975])
+    assert lo > 0.35 and lo < rho[0, 0] < hi
+    lo, hi = np.quantile(reps[:, 0, 1], [0.025, 0.975])
+    assert lo < 0 < hi
+    d = reps[:, 0, 0] - reps[:, 0, 1]  # paired: the same pairs drawn for both arms
+    assert np.quantile(d, 0.025) > 0
+    one_seed = signal[None, :]
+    _, r1 = spearman_replicates(x[:1], [one_seed], n_boot=400, seed=2)
+    ref = spearman_interval(x[0], signal, n_boot=400, seed=2)
+    width = np.quantile(r1[:, 0, 0], 0.975) - np.quantile(r1[:, 0, 0], 0.025)
+    assert width == pytest.approx(ref["high"] - ref["low"], rel=0.25)
+    noisy = signal[None, :] + 2.0 * rng.normal(size=(3, n))
+    _, r3 = spearman_replicates(x[:1], [noisy], n_boot=400, seed=2)
+    assert r3[:, 0, 0].std() > 1.2 * r1[:, 0, 0].std()
+    with pytest.raises(ValueError, match="seeds, 600"):
+        spearman_replicates(x, [arm_a[:, :-1]])
+    with pytest.raises(ValueError, match="finite"):
+        spearman_replicates(x, [np.full((2, n), np.nan)])
 
 
 def _synthetic_scores(n: int, rng) -> tuple[list[dict], np.ndarray]:

@@ -6,7 +6,9 @@ Inputs: a CHES scores file written by ``mi-bounds ches`` (one JSON line per pair
 of the chosen log-likelihood Δᵢ = log π_T(y⁺ᵢ|xᵢ) − log π_0(y⁺ᵢ|xᵢ) (negative: displaced).
 
 * :func:`spearman` / :func:`spearman_interval`: Spearman's ρ (Pearson correlation of the ranks,
-  ties given their mean rank) with a percentile bootstrap interval over pairs.
+  ties given their mean rank) with a percentile bootstrap interval over pairs;
+  :func:`spearman_replicates`: the same for several predictors and arms of several seeds, with
+  two-level (pairs × seeds) replicates shared across them, so that differences are paired.
 * :func:`displacement_predictors`: ρ between each predictor and the chosen *drop* −Δᵢ — CHES
   and its normalised variant (Razin et al., ICLR 2025, arXiv 2410.08847: high CHES, large
   drop, so ρ > 0 if the prediction holds) against the baselines response length (|y⁺|, |y⁻|),
@@ -38,6 +40,7 @@ __all__ = [
     "read_ches_scores",
     "spearman",
     "spearman_interval",
+    "spearman_replicates",
     "token_edit_distance",
     "top_displaced_pairs",
 ]
@@ -126,6 +129,56 @@ def spearman_interval(x: ArrayLike, y: ArrayLike, *, n_boot: int = 2000, level: 
     low, high = (np.quantile(boot, [alpha, 1 - alpha]) if boot.size else (math.nan, math.nan))
     return {"rho": spearman(a, b), "low": float(low), "high": float(high), "n": int(a.size),
             "n_boot": int(boot.size)}
+
+
+def spearman_replicates(
+    predictors: ArrayLike, drops: Sequence[ArrayLike], *, n_boot: int = 2000, seed: int = 0,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Spearman ρ of each predictor against each arm's seed-mean drop, with two-level bootstrap
+    replicates (pairs × seeds) shared across predictors and arms.
+
+    Each replicate draws the P pairs with replacement once (the same draw for every predictor
+    and every arm, so that differences of two ρ's are paired) and, for each arm independently,
+    its S seeds with replacement; the arm's drop of pair i is the mean over the drawn seeds, and
+    ρ is recomputed on the drawn pairs (ranks of the resample, ties at their mean rank). A
+    percentile interval of any combination of the ρ's is read off the replicates.
+
+    Args:
+        predictors: ``[K, P]`` (or ``[P]``): K predictors of the P pairs.
+        drops: one ``[S_a, P]`` array per arm: each seed's drop −Δᵢ of every pair.
+        n_boot, seed: replicates and generator seed.
+
+    Returns:
+        ``(rho, reps)``: ``rho[K, A]`` on the seed means of all the data, and ``reps[n_boot, K,
+        A]`` (NaN in a replicate whose drawn predictor or drop is constant).
+    """
+    x = np.atleast_2d(np.asarray(predictors, dtype=np.float64))
+    ys = [np.atleast_2d(np.asarray(d, dtype=np.float64)) for d in drops]
+    if x.ndim != 2 or not ys:
+        raise ValueError(f"predictors must be [K, P] and drops non-empty, got {x.shape}, "
+                         f"{len(ys)} arm(s)")
+    n_pairs = x.shape[1]
+    if n_pairs < 3:
+        raise ValueError(f"a rank correlation needs at least 3 pairs, got {n_pairs}")
+    if any(y.ndim != 2 or y.shape[1] != n_pairs or y.shape[0] < 1 for y in ys):
+        raise ValueError(f"every drops array must be [seeds, {n_pairs}], got "
+                         f"{[y.shape for y in ys]}")
+    if not (np.isfinite(x).all() and all(np.isfinite(y).all() for y in ys)):
+        raise ValueError("predictors and drops must be finite")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rx_all = np.stack([rankdata(row) for row in x])
+    rho = np.stack([_pearson_rows(rx_all, rankdata(y.mean(0))[None, :]) for y in ys], axis=1)
+    rng = np.random.default_rng(seed)
+    reps = np.empty((n_boot, x.shape[0], len(ys)))
+    for b in range(n_boot):
+        idx = rng.integers(0, n_pairs, size=n_pairs)
+        rx = np.stack([rankdata(row) for row in x[:, idx]])
+        for a, y in enumerate(ys):
+            s = rng.integers(0, y.shape[0], size=y.shape[0])
+            ry = rankdata(y[s][:, idx].mean(0))
+            reps[b, :, a] = _pearson_rows(rx, ry[None, :])
+    return rho, reps
 
 
 def read_ches_scores(path: str | Path) -> list[dict[str, Any]]:
