@@ -3,8 +3,7 @@ validation and intervention of results/ches-validation/PREREGISTRATION.md.
 
     python -m experiments.ches_validation score RUN_DIR OUT
     python -m experiments.ches_validation prepare RUN_DIR OUT INTERVENTION_DIR
-    mi-bounds lm run --out INTERVENTION_DIR/drop-ches --threads 2
-    mi-bounds lm run --out INTERVENTION_DIR/drop-random --threads 2
+    python -m experiments.ches_validation run INTERVENTION_DIR [THREADS]
     python -m experiments.ches_validation collect INTERVENTION_DIR OUT
     python -m experiments.ches_validation report OUT STUDY_RESULTS
 
@@ -19,6 +18,11 @@ validation and intervention of results/ches-validation/PREREGISTRATION.md.
 * ``prepare``: the two intervention data sets (the 84 train pairs without the 13 of highest CHES;
   without 13 random pairs) → ``OUT/removal.json`` and two run directories that share the study's
   base model, held-out pairs and prompts, each a DPO run (lr 1e-5, β 0.1, seeds 0–2).
+* ``run``: the six intervention runs, interleaved (drop-ches seed 0, drop-random seed 0, seed
+  1, …) so that an interrupted session leaves both arms with as many seeds; each run is the
+  align stage's :func:`mi_bounds.lm.align.align_one` on its run directory (resumable: a finished
+  run is skipped, a cut one continues from its checkpoint), logged to ``<arm>/run.log``.
+  Equivalent to ``mi-bounds lm run --out INTERVENTION_DIR/<arm>`` for each arm in turn.
 * ``collect``: the intervention runs' histories (per-pair logs) → ``OUT/intervention/<arm>/``.
 * ``report``: every number of the write-up from the committed files alone →
   ``OUT/report/{report.md, report.json, ches_vs_drop.png, intervention_kl.png}``.
@@ -148,6 +152,36 @@ def prepare(run_dir: Path, out: Path, inter_dir: Path) -> dict[str, Any]:
         (d / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (d / "inputs.json").write_text((setting / "inputs.json").read_text())
     return info
+
+
+def run(inter_dir: Path, threads: int = 1) -> None:
+    """Align both intervention arms, seeds interleaved (module docstring)."""
+    import time
+
+    import torch
+
+    from mi_bounds.lm import _io
+    from mi_bounds.lm.align import align_one, load_reference
+    from mi_bounds.lm.run_dir import open_run
+
+    torch.set_num_threads(int(threads))
+    runs = {}
+    for arm in INTERVENTION:
+        d = Path(inter_dir) / arm
+
+        def log(message: str, d: Path = d) -> None:
+            line = f"{time.strftime('%H:%M:%S')} {message}"
+            print(f"{d.name}: {line}", flush=True)
+            with (d / "run.log").open("a") as f:
+                f.write(line + "\n")
+
+        r = open_run(d, log=log)
+        data = _io.read_json(d / "sample" / "data.json")
+        runs[arm] = (r, data, load_reference(r, data))
+    for seed in runs[INTERVENTION[0]][0].config.align.seeds:
+        for arm in INTERVENTION:
+            r, data, sets = runs[arm]
+            align_one(r, "dpo", seed, sets, data)
 
 
 def collect(inter_dir: Path, out: Path) -> None:
@@ -389,9 +423,12 @@ def report(out: Path, study_results: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     usage = ("usage: python -m experiments.ches_validation score RUN_DIR OUT | prepare RUN_DIR "
-             "OUT INTERVENTION_DIR | collect INTERVENTION_DIR OUT | report OUT STUDY_RESULTS")
+             "OUT INTERVENTION_DIR | run INTERVENTION_DIR [THREADS] | collect INTERVENTION_DIR "
+             "OUT | report OUT STUDY_RESULTS")
     commands = {"score": (score, 2), "prepare": (prepare, 3), "collect": (collect, 2),
-                "report": (report, 2)}
+                "report": (report, 2), "run": (run, 1)}
+    if args[:1] == ["run"] and len(args) == 3:  # the optional thread count
+        return run(Path(args[1]), int(args[2])) or 0
     if not args or args[0] not in commands or len(args) != commands[args[0]][1] + 1:
         print(usage, file=sys.stderr)
         return 2
