@@ -39,6 +39,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's experiments/
+
+from experiments.gpu.measure import cpu_model
 from mi_bounds import bounds as B
 from mi_bounds._validation import all_finite, int_arg
 
@@ -98,17 +101,6 @@ def _fused_accuracy(s: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def _cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown model"
-
-
 def run(device: torch.device, sizes: list[int], repeats: int) -> list[dict]:
     """Time every case for every K (interleaved rounds, medians); return one row per (K, case)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -160,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.date.today().isoformat(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else f"{platform.machine()} CPU, {_cpu_name()}, {os.cpu_count()} cores",
+        else f"{platform.machine()} CPU, {cpu_model()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "repeats": args.repeats, "dtype": "float32", "rows": rows,
     }
