@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from tiny_gguf import reference_llama
 
-from mi_bounds.lm.logps import pad_sequences, position_ids, response_logps
+from mi_bounds.lm.logps import pad_sequences, position_ids, response_logps, sequence_logps
 
 PAD = 2
 
@@ -71,6 +71,22 @@ def test_padding_side_and_the_existing_right_padded_path_agree(model):
     with torch.no_grad():
         a, b = response_logps(model, left), response_logps(model, right)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_sequence_logps_in_batches_equals_token_by_token(model):
+    """sequence_logps over N sequences, any batch size, in order = the token-by-token sums
+    (1e-4 nats), float32 on the CPU, no gradient; an empty list gives (0,); batch_size >= 1."""
+    seqs = [([5, 9, 11, 40, 7, 8, 2], 3), ([30, 31, 2], 1), ([4] * 12, 10), ([6, 7, 8, 9], 2),
+            ([41, 3, 2], 2)]
+    expected = torch.tensor([_token_by_token(model, ids, s) for ids, s in seqs])
+    for batch_size in (1, 2, 5, 64):
+        got = sequence_logps(model, seqs, PAD, batch_size=batch_size)
+        assert got.dtype == torch.float32 and got.device.type == "cpu" and not got.requires_grad
+        torch.testing.assert_close(got.double(), expected.double(), atol=1e-4, rtol=0)
+    assert sequence_logps(model, [], PAD, batch_size=2).shape == (0,)
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match="batch_size"):
+            sequence_logps(model, seqs, PAD, batch_size=bad)
 
 
 def test_sliced_and_full_logits_paths_have_the_same_gradient(model):

@@ -325,6 +325,41 @@ def test_callback_and_diagnose_on_trls_own_log(tmp_path, capsys):
         assert out["peak_step"] == cb.verdicts[key].peak_step
 
 
+def test_callback_tracks_pairs_through_a_real_trl_run(tmp_path):
+    """DeclineCallback(pairs=...) in TRL's own DPOTrainer (3 steps): the model and tokenizer
+    come from the trainer's callback arguments, each tracked pair's chosen change equals a
+    direct computation on the initial and the trained model, and the last log entry lists the
+    most-displaced pairs."""
+    from trl import DPOTrainer
+
+    base = _model()
+    rows = _pairs().select(range(5))  # a datasets.Dataset of TRL rows
+
+    def direct(model) -> list[float]:  # [BOS] prompt chosen EOS, one forward per row, float64
+        model.eval()
+        out = []
+        with torch.no_grad():
+            for r in rows:
+                head = [1, *(ITOS.index(c) for c in r["prompt"])]
+                ids = head + [ITOS.index(c) for c in r["chosen"]] + [2]
+                lp = model(torch.tensor([ids])).logits[0, :-1].double().log_softmax(-1)
+                out.append(float(lp[torch.arange(len(head) - 1, len(ids) - 1),
+                                    torch.tensor(ids[len(head):])].sum()))
+        return out
+
+    cb = DeclineCallback(pairs=rows, pair_format="raw", top=3)
+    trainer = DPOTrainer(model=copy.deepcopy(base), ref_model=copy.deepcopy(base),
+                         args=_args(tmp_path, "sigmoid"), train_dataset=_pairs(),
+                         processing_class=_tokenizer(), callbacks=[cb])
+    trainer.train()
+    want = [b - a for a, b in zip(direct(base), direct(trainer.model), strict=True)]
+    assert max(abs(w) for w in want) > 1e-2  # the policy moved
+    assert cb.chosen_change.tolist() == pytest.approx(want, abs=1e-4)
+    order = sorted(range(len(want)), key=lambda i: want[i])[:3]
+    assert [r["index"] for r in cb.displaced] == order
+    assert trainer.state.log_history[-1]["displaced/pairs"] == order
+
+
 def _free_port() -> int:
     import socket
 

@@ -45,7 +45,7 @@ from mi_bounds._validation import int_arg
 from mi_bounds.decline.displacement import token_edit_distance
 from mi_bounds.lm.data import iter_pair_rows
 
-__all__ = ["PairRecord", "main", "read_pairs", "select_top"]
+__all__ = ["PairRecord", "encode_pair", "main", "pair_sha", "read_pairs", "select_top"]
 
 
 #: pairs scored between two flushes of the output file (x batch size)
@@ -68,9 +68,34 @@ class PairRecord:
 
     @property
     def sha(self) -> str:
-        data = json.dumps([self.chosen[0], self.chosen[1], self.rejected[0], self.rejected[1]],
-                          separators=(",", ":"))
-        return hashlib.sha256(data.encode()).hexdigest()[:16]
+        return pair_sha(self.chosen, self.rejected)
+
+
+def pair_sha(chosen: tuple[Sequence[int], int], rejected: tuple[Sequence[int], int]) -> str:
+    """The ``pair_sha`` of a scores line: a hash of the pair's two encoded sequences
+    ``(ids, n_prompt)`` (so of the pair, the tokenizer, the format and the system message)."""
+    data = json.dumps([[int(t) for t in chosen[0]], int(chosen[1]),
+                       [int(t) for t in rejected[0]], int(rejected[1])], separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def encode_pair(row: Any, encode: Any, context: int, where: str,
+                ) -> tuple[tuple[list[int], int], tuple[list[int], int]]:
+    """The chosen and rejected sequences ``(ids, n_prompt)`` of one checked pair row, as
+    ``encode(prompt, response)`` gives them (a :class:`~mi_bounds.lm.task_format.TaskFormat`'s
+    ``encode``); :class:`InputError` naming ``where`` if a response cannot be encoded or a
+    sequence is longer than ``context``."""
+    seqs = []
+    for name in ("chosen", "rejected"):
+        try:
+            ids, n_prompt = encode(row["prompt"], row[name])
+        except ValueError as err:  # e.g. a character outside a char tokenizer
+            raise InputError(f"{where} ({name}): {err}") from None
+        if len(ids) > context:
+            raise InputError(f"{where} ({name}): prompt + response is {len(ids)} tokens,"
+                             f" longer than the model's context of {context} tokens")
+        seqs.append((list(ids), int(n_prompt)))
+    return seqs[0], seqs[1]
 
 
 def read_pairs(path: Path, encode: Any, context: int) -> list[PairRecord]:
@@ -83,18 +108,8 @@ def read_pairs(path: Path, encode: Any, context: int) -> list[PairRecord]:
     except ValueError as err:
         raise InputError(str(err)) from None
     for lineno, line, row in rows:
-        where = f"{path}:{lineno}"
-        seqs = []
-        for name in ("chosen", "rejected"):
-            try:
-                ids, n_prompt = encode(row["prompt"], row[name])
-            except ValueError as err:  # e.g. a character outside a char tokenizer
-                raise InputError(f"{where} ({name}): {err}") from None
-            if len(ids) > context:
-                raise InputError(f"{where} ({name}): prompt + response is {len(ids)} tokens,"
-                                 f" longer than the model's context of {context} tokens")
-            seqs.append((list(ids), int(n_prompt)))
-        out.append(PairRecord(len(out), lineno, line.rstrip("\n"), seqs[0], seqs[1]))
+        chosen, rejected = encode_pair(row, encode, context, f"{path}:{lineno}")
+        out.append(PairRecord(len(out), lineno, line.rstrip("\n"), chosen, rejected))
     if not out:
         raise InputError(f"--pairs {str(path)!r} holds no pairs")
     return out

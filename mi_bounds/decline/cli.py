@@ -40,6 +40,7 @@ from mi_bounds.decline.diagnose import (
 )
 from mi_bounds.decline.displacement import (
     displaced_pairs_report,
+    format_displaced_pairs,
     per_pair_chosen_change,
     read_ches_scores,
 )
@@ -50,11 +51,8 @@ __all__ = ["main"]
 
 def _format_displaced(rows: list[dict]) -> str:
     """The most-displaced pairs, one line each (with the CHES rank where scores were given)."""
-    lines = ["train pairs whose chosen log-likelihood fell most (last evaluation - first):"]
-    for r in rows:
-        ches = (f"; CHES {r['ches']:.4g}, rank {r['ches_rank']}" if "ches_rank" in r else "")
-        lines.append(f"  pair {r['index']}: {r['chosen_change']:+.3f} nats{ches}")
-    return "\n".join(lines)
+    return format_displaced_pairs(
+        rows, "train pairs whose chosen log-likelihood fell most (last evaluation - first):")
 
 
 def _displaced(path: Path, scores: list | None, top: int) -> list[dict] | None:

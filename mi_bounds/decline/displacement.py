@@ -15,7 +15,9 @@ of the chosen log-likelihood Δᵢ = log π_T(y⁺ᵢ|xᵢ) − log π_0(y⁺ᵢ
   token edit distance between y⁺ and y⁻, and the step-0 margin log π_0(y⁺|x) − log π_0(y⁻|x)
   when given.
 * :func:`top_displaced_pairs`: the pairs with the largest chosen drop, with their CHES and its
-  rank: what ``mi-bounds diagnose`` can print once a run logs per-pair values.
+  rank: what ``mi-bounds diagnose`` prints for a run that logs per-pair values, and
+  :class:`~mi_bounds.integrations.decline_callback.DeclineCallback` for the pairs it tracks
+  (:func:`format_displaced_pairs`: the lines both print).
 
 See docs/THEORY.md, "Which pairs displace: CHES".
 """
@@ -35,6 +37,7 @@ __all__ = [
     "PREDICTORS",
     "displaced_pairs_report",
     "displacement_predictors",
+    "format_displaced_pairs",
     "per_pair_chosen_change",
     "rankdata",
     "read_ches_scores",
@@ -329,3 +332,13 @@ def displaced_pairs_report(change: NDArray[np.float64],
     order = sorted(range(change.size), key=lambda i: (change[i], i))[:k]
     return [{"index": int(i), "chosen_change": float(change[i])} for i in order]
 
+
+
+def format_displaced_pairs(rows: Sequence[Mapping[str, Any]], heading: str) -> str:
+    """``heading`` then one line per pair of :func:`displaced_pairs_report`:
+    ``pair I: ±Δ nats`` and, where scores were given, ``; CHES c, rank r``."""
+    lines = [heading]
+    for r in rows:
+        ches = (f"; CHES {r['ches']:.4g}, rank {r['ches_rank']}" if "ches_rank" in r else "")
+        lines.append(f"  pair {r['index']}: {r['chosen_change']:+.3f} nats{ches}")
+    return "\n".join(lines)

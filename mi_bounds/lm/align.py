@@ -47,7 +47,7 @@ import torch
 
 from mi_bounds.decline.shape import decline_shape
 from mi_bounds.lm import _io, arithmetic
-from mi_bounds.lm.logps import pad_sequences, response_logps
+from mi_bounds.lm.logps import pad_sequences, response_logps, sequence_logps
 from mi_bounds.lm.model import autocast, generate, load_model_dir, n_params, save_model_dir
 from mi_bounds.lm.optim import lr_factor, mfu, set_lr
 from mi_bounds.lm.run_dir import (
@@ -274,17 +274,13 @@ def _sampled_kl(model, reference, fmt: TaskFormat, prompts: Sequence[str], k: in
             "n": int(d.numel())}
 
 
-@torch.no_grad()
 def _sequence_logps(model, seqs, pad_id, device, batch_size=None) -> torch.Tensor:
-    """Summed response log-probs of ``(ids, n_prompt)`` sequences, ``batch_size`` per pass."""
+    """Summed response log-probs of ``(ids, n_prompt)`` sequences, ``batch_size`` per pass
+    (:func:`~mi_bounds.lm.logps.sequence_logps` in eval mode, under the run's autocast)."""
     model.eval()
-    batch_size = batch_size or _scoring_batch(model)
-    out = []
-    for s in range(0, len(seqs), batch_size):
-        batch = pad_sequences(seqs[s : s + batch_size], pad_id).to(device)
-        with autocast(device):
-            out.append(response_logps(model, batch).float().cpu())
-    return torch.cat(out)
+    with autocast(device):
+        return sequence_logps(model, seqs, pad_id, device=device,
+                              batch_size=batch_size or _scoring_batch(model))
 
 
 def _accuracy_due(ac, step: int) -> bool:

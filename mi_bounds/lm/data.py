@@ -8,13 +8,14 @@ file and the 1-based line number, and the whole file is validated before anythin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from mi_bounds.lm.tokenizer import Tokenizer
 
-__all__ = ["PAIR_FIELDS", "check_fits", "iter_pair_rows", "read_pairs_jsonl", "sequence_length"]
+__all__ = ["PAIR_FIELDS", "check_fits", "check_pair_row", "iter_pair_rows", "read_pairs_jsonl",
+           "sequence_length"]
 
 #: the fields every line of a pairs file has (TRL's plain preference format)
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
@@ -35,20 +36,27 @@ def iter_pair_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object with fields "
-                                 f"{', '.join(PAIR_FIELDS)}, got {type(row).__name__}")
-            for name in PAIR_FIELDS:
-                if name not in row:
-                    raise ValueError(f"{where}: missing field {name!r}")
-                if not isinstance(row[name], str):
-                    raise ValueError(f"{where}: field {name!r} must be a non-empty string "
-                                     f"(TRL's conversational format is not read), got "
-                                     f"{type(row[name]).__name__}")
-                if not row[name]:
-                    raise ValueError(f"{where}: field {name!r} is empty ({name!r} must be a "
-                                     "non-empty string)")
+            check_pair_row(row, where, "a JSON object")
             yield lineno, line, row
+
+
+def check_pair_row(row: Any, where: str, kind: str = "a mapping") -> None:
+    """``ValueError`` naming ``where`` unless ``row`` is a mapping whose three
+    :data:`PAIR_FIELDS` are non-empty strings (``kind`` says what was expected in the message).
+    """
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{where}: expected {kind} with fields "
+                         f"{', '.join(PAIR_FIELDS)}, got {type(row).__name__}")
+    for name in PAIR_FIELDS:
+        if name not in row:
+            raise ValueError(f"{where}: missing field {name!r}")
+        if not isinstance(row[name], str):
+            raise ValueError(f"{where}: field {name!r} must be a non-empty string "
+                             f"(TRL's conversational format is not read), got "
+                             f"{type(row[name]).__name__}")
+        if not row[name]:
+            raise ValueError(f"{where}: field {name!r} is empty ({name!r} must be a "
+                             "non-empty string)")
 
 
 def sequence_length(tokenizer: Tokenizer, prompt: str, response: str) -> int:

@@ -20,7 +20,8 @@ Used for the implicit critic ``T = beta (log pi_theta(y|x) - log pi_ref(y|x))`` 
 The batch itself lives here too (:class:`Batch`, :func:`pad_sequences`): every stage builds its
 batches with :func:`pad_sequences` from ``(ids, n_prompt)`` sequences (a task format's
 :meth:`~mi_bounds.lm.task_format.TaskFormat.encode`) and scores them with
-:func:`response_logps`; the base stage trains on the same batches.
+:func:`response_logps` (:func:`sequence_logps`: a list of sequences, batch by batch, no
+gradients); the base stage trains on the same batches.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Batch", "pad_sequences", "position_ids", "response_logps"]
+__all__ = ["Batch", "pad_sequences", "position_ids", "response_logps", "sequence_logps"]
 
 # config attributes of models whose logits are not just `lm_head(hidden)` (soft-capping,
 # scaling): those take the full-logits path
@@ -131,3 +132,23 @@ def response_logps(model: torch.nn.Module, batch: Batch, *, average: bool = Fals
     if average:
         return total / scored.sum(-1).clamp(min=1)
     return total
+
+
+@torch.no_grad()
+def sequence_logps(model: torch.nn.Module, seqs: Sequence[tuple[Sequence[int], int]],
+                   pad_id: int, *, batch_size: int,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """log pi(response | prompt) of each ``(ids, n_prompt)`` sequence, (N,) float32 on the CPU:
+    :func:`response_logps` on right-padded batches of ``batch_size`` sequences, in order, without
+    gradients, on ``device`` (default: the model's). The caller sets the model's mode (``eval``
+    for no dropout) and any autocast."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not seqs:
+        return torch.zeros(0)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    out = []
+    for s in range(0, len(seqs), batch_size):
+        batch = pad_sequences(seqs[s : s + batch_size], pad_id).to(dev)
+        out.append(response_logps(model, batch).float().cpu())
+    return torch.cat(out)

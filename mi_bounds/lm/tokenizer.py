@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "CHAR_TOKENIZER_FILE",
@@ -87,14 +87,27 @@ class CharTokenizer:
 
 
 class HFTokenizer:
-    """Adapter for a Hugging Face tokenizer stored in a local checkpoint directory."""
+    """Adapter for a Hugging Face tokenizer stored in a local checkpoint directory (or one
+    already loaded: :meth:`from_tokenizer`)."""
 
     def __init__(self, directory: str | Path) -> None:
         from transformers import AutoTokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        self._adopt(AutoTokenizer.from_pretrained(str(directory), local_files_only=True),
+                    f"the tokenizer in {directory}")
+
+    @classmethod
+    def from_tokenizer(cls, tok: Any) -> HFTokenizer:
+        """The adapter around a loaded transformers tokenizer (e.g. a trainer's
+        ``processing_class``); ``ValueError`` if it has no EOS token."""
+        adapter = cls.__new__(cls)
+        adapter._adopt(tok, f"tokenizer {type(tok).__name__}")
+        return adapter
+
+    def _adopt(self, tok: Any, what: str) -> None:
+        self.tok = tok
         if self.tok.eos_token_id is None:
-            raise ValueError(f"the tokenizer in {directory} has no EOS token")
+            raise ValueError(f"{what} has no EOS token")
         self.eos_id = int(self.tok.eos_token_id)
         self.bos_id = None if self.tok.bos_token_id is None else int(self.tok.bos_token_id)
         self.pad_id = int(self.tok.pad_token_id if self.tok.pad_token_id is not None
