@@ -2,8 +2,8 @@
 
 Modules, from the bottom up (each imports only those above it in this list):
 
-- :mod:`~mi_bounds.estimation.tasks`: samplers with exact MI (Gaussian, Student-t, staircase) and finite
-  samples (:class:`ArrayTask`), row splits, standardisation;
+- :mod:`~mi_bounds.estimation.tasks`: samplers with exact MI (Gaussian, Student-t, staircase)
+  and finite samples (:class:`ArrayTask`), row splits, standardisation;
 - :mod:`~mi_bounds.estimation.critics`: separable and concatenation critics, score matrices;
 - :mod:`~mi_bounds.estimation.training`: the estimator registry and the training loop on fresh
   batches from a sampler;
