@@ -19,6 +19,7 @@ and compute two targets for the trained, capped critic ``T``:
   from ``M`` fresh joint pairs and the off-diagonal pairs of fresh ``2000 × 2000`` blocks (the
   product of the marginals), and ``InfoNCE_m(T)`` (``m`` = the test rows in one block, the batch
   size of the estimate) as the mean over fresh ``m``-row batches;
+  each with its Monte Carlo standard error (``population_se``; :func:`population_value`);
 * the true ``I(X; Y)``.
 
 It reports, per setting, estimator and interval, the fraction of replicates whose interval
@@ -34,7 +35,8 @@ The results file is resumable: replicates are appended as they finish, and a fin
 is never rewritten. Replicates written before the bootstrap existed have no ``boot_*`` fields;
 the summary counts the bootstrap over the replicates that have them (``replicates`` in its
 table). ``--backfill`` recomputes such a replicate (same seed: on the same machine the same
-critic and the same numbers, which it checks) and adds only the ``boot_*`` fields.
+critic and the same numbers, which it checks) and adds only the ``boot_*`` fields and
+``population_se`` (the Monte Carlo standard error of the population value).
 
 Commands (2-core x86-64 VM, one thread; from the repository root)::
 
@@ -109,27 +111,40 @@ def make_task(setting: dict) -> Task:
 
 @torch.no_grad()
 def population_value(critic: torch.nn.Module, task: Task, name: str, m: int, seed: int, *,
-                     fresh_pairs: int = FRESH_PAIRS, block: int = BLOCK) -> float:
-    """The bound ``name`` at ``critic`` under the task's law, by Monte Carlo (module docstring)."""
+                     fresh_pairs: int = FRESH_PAIRS, block: int = BLOCK) -> tuple[float, float]:
+    """The bound ``name`` at ``critic`` under the task's law, by Monte Carlo (module docstring),
+    and the Monte Carlo standard error of that number: InfoNCE, the standard deviation of the
+    batch values over √(batches); DV and NWJ, the delta method on ``E_P[T]`` (standard
+    deviation over √M) and on ``Ẑ = E_Q[e^T]`` (the spread of the blocks' means:
+    ``se(log Ẑ) = sd_b(Ẑ_b) / (√B Ẑ)``), the two taken as independent (an approximation: a
+    block's product pairs reuse its joint pairs' rows). Heavy-tailed ``e^T`` (Student-t rows)
+    make the second large; it says how far the target itself can be trusted."""
     gen = torch.Generator().manual_seed(10_000_000 + seed)
     if name == "infonce":
         values = []
         for _ in range(max(1, fresh_pairs // m)):
             x, y = task(0, m, gen)
             values.append(float(infonce_bound(critic.cross_scores(x, y).double())))
-        return float(np.mean(values))
+        se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+        return float(np.mean(values)), se
     x, y = task(0, fresh_pairs, gen)
-    mean_pos = float(critic(x, y).double().mean())  # T(x_n, y_n) on the joint pairs
+    pos = critic(x, y).double()  # T(x_n, y_n) on the joint pairs
+    mean_pos = float(pos.mean())
     log_terms = []
     for b in range(fresh_pairs // block):
         s = critic.cross_scores(x[b * block:(b + 1) * block],
                                 y[b * block:(b + 1) * block]).double()
         off = s[~torch.eye(block, dtype=torch.bool)]
         log_terms.append(torch.logsumexp(off, 0) - math.log(off.numel()))
-    log_mean_exp = float(torch.logsumexp(torch.stack(log_terms), 0) - math.log(len(log_terms)))
+    terms = torch.stack(log_terms)
+    log_mean_exp = float(torch.logsumexp(terms, 0) - math.log(len(log_terms)))
+    se_pos = float(pos.std()) / math.sqrt(pos.numel())
+    rel = torch.exp(terms - log_mean_exp)  # Ẑ_b / Ẑ
+    se_log_z = float(rel.std()) / math.sqrt(len(log_terms)) if len(log_terms) > 1 else math.nan
     if name == "dv":
-        return mean_pos - log_mean_exp
-    return mean_pos - math.exp(log_mean_exp - 1.0)  # nwj
+        return mean_pos - log_mean_exp, math.hypot(se_pos, se_log_z)
+    z_term = math.exp(log_mean_exp - 1.0)
+    return mean_pos - z_term, math.hypot(se_pos, z_term * se_log_z)  # nwj
 
 
 def replicate(setting: dict, rep: int, quick: bool = False) -> dict:
@@ -158,8 +173,9 @@ def replicate(setting: dict, rep: int, quick: bool = False) -> dict:
             raise RuntimeError(f"{name} rep {rep}: the bootstrap valued another matrix "
                                f"({boot.estimate!r} != {est!r})")
         m = min(res.extra["split"]["test"], 4096)
-        pop = population_value(critic, task, name, m, rep, **mc)
+        pop, pop_se = population_value(critic, task, name, m, rep, **mc)
         out[name] = {"estimate": float(est), "stderr": float(se), "population": pop,
+                     "population_se": pop_se,
                      "batch": m, "boot_stderr": boot.stderr, "boot_low": boot.low,
                      "boot_high": boot.high, "boot_resamples": resamples,
                      "boot_seconds": round(boot_seconds, 2)}
@@ -207,6 +223,10 @@ def summarise(setting: dict, reps: list[dict]) -> dict:
             else None,
             "mean_stderr": float(np.mean([r["stderr"] for r in rows])),
         }
+        pop_se = [r["population_se"] for r in rows if r.get("population_se") is not None]
+        if pop_se:  # absent in the replicates of the first study
+            table[name]["median_population_se"] = float(np.median(pop_se))
+            table[name]["max_population_se"] = float(np.max(pop_se))
         booted = [r for r in rows if "boot_low" in r]
         boot: dict[str, object] | None = None
         if booted:
@@ -214,11 +234,11 @@ def summarise(setting: dict, reps: list[dict]) -> dict:
                     "mean_stderr": float(np.mean([r["boot_stderr"] for r in booted])),
                     "mean_jackknife_stderr": float(np.mean([r["stderr"] for r in booted]))}
             for interval in ("percentile", "basic"):
-                for target, label in (("population", "population_value"),
-                                      (setting["mi"], "true_mi")):
+                for target, covers, wil in (("population", "population_value", "population"),
+                                            (setting["mi"], "true_mi", "true_mi")):
                     k, nb = _coverage(booted, target, interval)
-                    boot[f"{interval}_covers_{label}"] = k / nb
-                    boot[f"{interval}_wilson_{label.split('_')[-1]}"] = wilson(k, nb)
+                    boot[f"{interval}_covers_{covers}"] = k / nb
+                    boot[f"{interval}_wilson_{wil}"] = wilson(k, nb)
         table[name]["bootstrap"] = boot
     return table
 
@@ -245,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                    f"{' '.join(QUICK['settings'])})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--backfill", action="store_true",
-                   help="add the bootstrap to stored replicates that lack it (recomputed with "
-                   "their seed; refused where the recomputation does not reproduce them)")
+                   help="add the bootstrap (and population_se) to stored replicates that lack it "
+                   "(recomputed with their seed; refused where the recomputation does not "
+                   "reproduce them)")
     p.add_argument("--quick", action="store_true", help="smoke test: short training, fewer "
                    "fresh pairs and resamples; refuses the default --out")
     args = p.parse_args(argv)
@@ -286,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 for name in ESTIMATORS:
                     old[name].update({k: v for k, v in new[name].items()
-                                      if k.startswith("boot_")})
+                                      if k.startswith("boot_") or k == "population_se"})
                 what = "backfilled"
             else:
                 rec["replicates"].append(new)
