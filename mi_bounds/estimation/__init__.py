@@ -7,6 +7,8 @@ Modules, from the bottom up (each imports only those above it in this list):
 - :mod:`~mi_bounds.estimation.critics`: separable and concatenation critics, score matrices;
 - :mod:`~mi_bounds.estimation.training`: the estimator registry and the training loop on fresh
   batches from a sampler;
+- :mod:`~mi_bounds.estimation.intervals`: the score blocks of a set of rows and the bootstrap
+  interval of an estimator's value on them;
 - :mod:`~mi_bounds.estimation.heldout`: the held-out protocol for a finite sample
   (docs/THEORY.md, "Estimation on samples");
 - :mod:`~mi_bounds.estimation.estimate`: :func:`estimate_mi`, the one entry point above both;
