@@ -52,4 +52,5 @@ def test_bootstrap_coverage_counts_only_replicates_that_have_it() -> None:
     assert boot["percentile_wilson_population"] == bench.wilson(1, 2)
     assert boot["mean_stderr"] == pytest.approx(0.2)
     assert row["median_population_se"] == pytest.approx(0.02)
+    assert row["median_population_se_over_stderr"] == pytest.approx(0.55)  # (1 + 0.1) / 2
     assert bench.setting_key(bench.SETTINGS["student-5000"]) == "student nu=5 d=3+3 I=1.0 n=5000"
