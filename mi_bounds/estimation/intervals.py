@@ -13,7 +13,8 @@ independent. Two ways to measure it, both resampling whole rows:
   each valued like the original (same estimator, same score-matrix function); the standard
   error is the standard deviation of the ``B`` values and the interval their percentile
   interval ``[q_{α/2}, q_{1-α/2}]`` (``α = 1 - level``; ``basic`` gives the reflected one,
-  ``[2θ̂ - q_{1-α/2}, 2θ̂ - q_{α/2}]``).
+  ``[2θ̂ - q_{1-α/2}, 2θ̂ - q_{α/2}]``, the basic bootstrap interval of Davison & Hinkley,
+  "Bootstrap Methods and their Application", 1997, Sec. 5.2).
 
 A resample draws rows ``a_1, …, a_m`` and its score matrix is ``S*[i, j] = S[a_i, a_j]``; where a
 row is drawn twice, ``S*[i, j]`` with ``i ≠ j`` and ``a_i = a_j`` is a *positive* pair placed among

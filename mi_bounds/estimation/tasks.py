@@ -205,8 +205,11 @@ def student_t_mi_correction(df: float, x_dim: int, y_dim: int) -> float:
               - \frac ν2 ψ\Big(\frac ν2\Big) + \frac{ν+d_x}{2} ψ\Big(\frac{ν+d_x}{2}\Big)
               + \frac{ν+d_y}{2} ψ\Big(\frac{ν+d_y}{2}\Big) - \frac{ν+d}{2} ψ\Big(\frac{ν+d}{2}\Big)
 
-    (Czyż et al., "Beyond Normal: On the Evaluation of Mutual Information Estimators",
-    NeurIPS 2023, Appendix on the multivariate Student distribution; their package ``bmi``).
+    (the entropy: Arellano-Valle, Contreras-Reyes & Genton, "Shannon Entropy and Mutual
+    Information for Multivariate Skew-Elliptical Distributions", Scand. J. Stat. 40, 2013,
+    Eq. 7; the decomposition and the tasks: Czyż et al., "Beyond Normal: On the Evaluation of
+    Mutual Information Estimators", NeurIPS 2023, and their package ``bmi``,
+    ``SplitStudentT.mi_correction_function``).
     ``c > 0`` for every finite ``ν`` (X and Y share the one chi-square scale, so they are
     dependent even when ``Σ`` is block-diagonal) and ``c → 0`` as ``ν → ∞`` (the Gaussian limit):
     ``c(1, 1, 1) = 0.2242``, ``c(5, 3, 3) = 0.0890``.
