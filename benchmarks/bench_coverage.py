@@ -1,27 +1,51 @@
 """What the held-out interval covers: a coverage study (docs/RESULTS.md §4.9).
 
-For each setting (a Gaussian task with exact MI, ``n`` rows) and each of ``R`` independent
-samples: run the held-out protocol (:func:`~mi_bounds.estimation.heldout.estimate_mi_on_samples`,
-defaults, seed = the replicate) for DV, InfoNCE and NWJ, read the estimate ``θ̂`` and its
-jackknife standard error ``se`` on the test rows, and compute two targets for the trained,
-capped critic ``T``:
+For each setting (a task with exact MI, ``n`` rows) and each of ``R`` independent samples: run
+the held-out protocol (:func:`~mi_bounds.estimation.heldout.estimate_mi_on_samples`, defaults,
+seed = the replicate) for DV, InfoNCE and NWJ, read the estimate ``θ̂`` and its two intervals on
+the test rows:
+
+* the jackknife's ``θ̂ ± 1.96·se`` (``se``: the delete-a-group jackknife the CLI prints by
+  default), and
+* the bootstrap's 95 % percentile interval ``[q_2.5, q_97.5]`` of 200 resamples of the test
+  rows (:func:`~mi_bounds.estimation.intervals.rows_bootstrap`, seed = the replicate, at the
+  same critic and on the same score matrix; ``--interval bootstrap`` of the CLI), and its basic
+  (reflected) interval ``[2θ̂ − q_97.5, 2θ̂ − q_2.5]``;
+
+and compute two targets for the trained, capped critic ``T``:
 
 * the bound's *population value at that critic*, by Monte Carlo on fresh rows from the task's
   exact sampler: ``DV(T) = E_P[T] − log E_Q[e^T]`` and ``NWJ(T) = E_P[T] − e^{-1} E_Q[e^T]``
   from ``M`` fresh joint pairs and the off-diagonal pairs of fresh ``2000 × 2000`` blocks (the
   product of the marginals), and ``InfoNCE_m(T)`` (``m`` = the test rows in one block, the batch
-  size of the estimate) as the mean over fresh ``m``-row batches;
+  size of the estimate) as the mean over ``M / m`` fresh ``m``-row batches (``M`` = 20,000 at
+  500 rows, 200,000 at 5,000 rows: :data:`SETTINGS`),
+  each with its Monte Carlo standard error (``population_se``; :func:`population_value`);
 * the true ``I(X; Y)``.
 
-It reports, per setting and estimator, the fraction of replicates whose interval
-``θ̂ ± 1.96·se`` covers each target (with a Wilson 95 % interval of that fraction), and the
-mean of ``θ̂ − target``. A lower bound's interval is not meant to cover I: the table says whether
-it does.
+It reports, per setting, estimator and interval, the fraction of replicates whose interval
+covers each target (with a Wilson 95 % interval of that fraction), and the mean of
+``θ̂ − target``. A lower bound's interval is not meant to cover I: the table says whether it does.
 
-Command (2-core x86-64 VM, one thread; resumable, replicates are appended as they finish)::
+Settings (``--settings``, run in the order given): ``gaussian-500``, ``gaussian-5000`` (the
+Gaussian task, 3 + 3 dimensions, I = 1 nat) and ``student-500``, ``student-5000`` (the
+multivariate Student-t with ν = 5 degrees of freedom, 3 + 3 dimensions, I = 1 nat:
+:class:`~mi_bounds.estimation.tasks.StudentTask`), 500 and 5,000 rows.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \
+The results file is resumable: replicates are appended as they finish, and a finished replicate
+is never rewritten. Replicates written before the bootstrap existed have no ``boot_*`` fields;
+the summary counts the bootstrap over the replicates that have them (``replicates`` in its
+table). ``--backfill`` recomputes such a replicate (same seed: on the same machine the same
+critic and the same numbers, which it checks) and adds only the ``boot_*`` fields and
+``population_se`` (the Monte Carlo standard error of the population value).
+
+Commands (2-core x86-64 VM, one thread; from the repository root)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \\
+        --settings gaussian-500 student-500 gaussian-5000 student-5000 --backfill \\
         --out benchmarks/results/coverage.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --quick \\
+        --out /tmp/coverage-quick.json      # smoke test: 2 replicates, short runs
 """
 
 from __future__ import annotations
@@ -29,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -36,20 +61,45 @@ import numpy as np
 import torch
 
 from mi_bounds.bounds import infonce_bound
-from mi_bounds.estimation.heldout import estimate_mi_on_samples, sample_config
-from mi_bounds.estimation.tasks import GaussianTask
+from mi_bounds.estimation.heldout import estimate_mi_on_samples, prepare_samples, sample_config
+from mi_bounds.estimation.intervals import BOOTSTRAP_RESAMPLES, rows_bootstrap
+from mi_bounds.estimation.tasks import GaussianTask, StudentTask, Task
 
 ESTIMATORS = ("dv", "infonce", "nwj")
-SETTINGS = ({"dim": 3, "mi": 1.0, "rows": 500}, {"dim": 3, "mi": 1.0, "rows": 5000})
+#: name -> setting; the key of a setting in the results file is :func:`setting_key`.
+#: ``fresh_pairs``: the Monte Carlo size of the population value (:func:`population_value`).
+#: At 5,000 rows 20,000 fresh pairs left its standard error at 0.42–0.69 of the estimate's
+#: (one replicate each, Gaussian and Student-t; 2026-12-07): an independent error of 0.5 se in
+#: the target alone pulls a 95 % interval's coverage of it to ~92 %. 200,000 cut it by √10 (and
+#: give InfoNCE 80 fresh batches of 2,500 rows instead of 8): 0.11–0.16 of the se. At 500 rows
+#: 20,000 gave 0.12–0.35 (Gaussian, replicates 0 and 1): gaussian-500 keeps 20,000, the size of
+#: its 200 stored replicates, and student-500, which has none, gets 200,000.
+SETTINGS: dict[str, dict] = {
+    "gaussian-500": {"task": "gaussian", "dim": 3, "mi": 1.0, "rows": 500,
+                     "fresh_pairs": 20_000},
+    "gaussian-5000": {"task": "gaussian", "dim": 3, "mi": 1.0, "rows": 5000,
+                      "fresh_pairs": 200_000},
+    "student-500": {"task": "student", "df": 5.0, "dim": 3, "mi": 1.0, "rows": 500,
+                    "fresh_pairs": 200_000},
+    "student-5000": {"task": "student", "df": 5.0, "dim": 3, "mi": 1.0, "rows": 5000,
+                     "fresh_pairs": 200_000},
+}
+DEFAULT_OUT = Path("benchmarks/results/coverage.json")
 FRESH_PAIRS = 20_000
 BLOCK = 2000
 Z95 = 1.959963984540054
+#: --quick: a smoke test of the whole pipeline (not a measurement): short training, fewer
+#: fresh pairs and resamples, 2 replicates of the 500-row settings.
+QUICK = {"steps": 300, "fresh_pairs": 4000, "block": 1000, "resamples": 50, "reps": 2,
+         "settings": ["gaussian-500", "student-500"]}
+#: A recomputed replicate (--backfill) must reproduce the stored numbers to this (relative).
+BACKFILL_RTOL = 1e-9
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k / n."""
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """Wilson score interval of a binomial proportion k / n (None for n = 0)."""
     if n == 0:
-        return (math.nan, math.nan)
+        return None
     p = k / n
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
@@ -57,48 +107,117 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (mid - half, mid + half)
 
 
+def setting_key(setting: dict) -> str:
+    """The setting's key in the results file (the Gaussian keys are those of the first study)."""
+    d, i, n = setting["dim"], setting["mi"], setting["rows"]
+    if setting["task"] == "gaussian":
+        return f"gaussian d={d}+{d} I={i} n={n}"
+    return f"student nu={setting['df']:g} d={d}+{d} I={i} n={n}"
+
+
+def make_task(setting: dict) -> Task:
+    if setting["task"] == "gaussian":
+        return GaussianTask(mi=setting["mi"], dim=setting["dim"])
+    return StudentTask(mi=setting["mi"], dim=setting["dim"], df=setting["df"])
+
+
 @torch.no_grad()
-def population_value(critic: torch.nn.Module, task: GaussianTask, name: str, m: int,
-                     seed: int) -> float:
-    """The bound ``name`` at ``critic`` under the task's law, by Monte Carlo (module docstring)."""
+def population_value(critic: torch.nn.Module, task: Task, name: str, m: int, seed: int, *,
+                     fresh_pairs: int = FRESH_PAIRS, block: int = BLOCK) -> tuple[float, float]:
+    """The bound ``name`` at ``critic`` under the task's law, by Monte Carlo (module docstring),
+    and the Monte Carlo standard error of that number: InfoNCE, the standard deviation of the
+    batch values over √(batches); DV and NWJ, the delta method on ``E_P[T]`` (standard
+    deviation over √M) and on ``Ẑ = E_Q[e^T]`` (the spread of the blocks' means:
+    ``se(log Ẑ) = sd_b(Ẑ_b) / (√B Ẑ)``), the two taken as independent (an approximation: a
+    block's product pairs reuse its joint pairs' rows). Heavy-tailed ``e^T`` (Student-t rows)
+    make the second large; it says how far the target itself can be trusted."""
     gen = torch.Generator().manual_seed(10_000_000 + seed)
     if name == "infonce":
         values = []
-        for _ in range(max(1, FRESH_PAIRS // m)):
+        for _ in range(max(1, fresh_pairs // m)):
             x, y = task(0, m, gen)
             values.append(float(infonce_bound(critic.cross_scores(x, y).double())))
-        return float(np.mean(values))
-    x, y = task(0, FRESH_PAIRS, gen)
-    mean_pos = float(critic(x, y).double().mean())  # T(x_n, y_n) on the joint pairs
+        se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+        return float(np.mean(values)), se
+    x, y = task(0, fresh_pairs, gen)
+    pos = critic(x, y).double()  # T(x_n, y_n) on the joint pairs
+    mean_pos = float(pos.mean())
     log_terms = []
-    for b in range(FRESH_PAIRS // BLOCK):
-        s = critic.cross_scores(x[b * BLOCK:(b + 1) * BLOCK],
-                                y[b * BLOCK:(b + 1) * BLOCK]).double()
-        off = s[~torch.eye(BLOCK, dtype=torch.bool)]
+    for b in range(fresh_pairs // block):
+        s = critic.cross_scores(x[b * block:(b + 1) * block],
+                                y[b * block:(b + 1) * block]).double()
+        off = s[~torch.eye(block, dtype=torch.bool)]
         log_terms.append(torch.logsumexp(off, 0) - math.log(off.numel()))
-    log_mean_exp = float(torch.logsumexp(torch.stack(log_terms), 0) - math.log(len(log_terms)))
+    terms = torch.stack(log_terms)
+    log_mean_exp = float(torch.logsumexp(terms, 0) - math.log(len(log_terms)))
+    se_pos = float(pos.std()) / math.sqrt(pos.numel())
+    rel = torch.exp(terms - log_mean_exp)  # Ẑ_b / Ẑ
+    se_log_z = float(rel.std()) / math.sqrt(len(log_terms)) if len(log_terms) > 1 else math.nan
     if name == "dv":
-        return mean_pos - log_mean_exp
-    return mean_pos - math.exp(log_mean_exp - 1.0)  # nwj
+        return mean_pos - log_mean_exp, math.hypot(se_pos, se_log_z)
+    z_term = math.exp(log_mean_exp - 1.0)
+    return mean_pos - z_term, math.hypot(se_pos, z_term * se_log_z)  # nwj
 
 
-def replicate(setting: dict, rep: int) -> dict:
-    task = GaussianTask(mi=setting["mi"], dim=setting["dim"])
+def replicate(setting: dict, rep: int, quick: bool = False) -> dict:
+    """One sample, the three estimators: estimate, jackknife se, bootstrap interval, targets."""
+    task = make_task(setting)
     gen = torch.Generator().manual_seed(rep)
     x, y = task(0, setting["rows"], gen)
     x, y = x.double().numpy(), y.double().numpy()
-    out = {"rep": rep}
+    extra = {"steps": QUICK["steps"]} if quick else {}
+    mc = ({"fresh_pairs": QUICK["fresh_pairs"], "block": QUICK["block"]} if quick
+          else {"fresh_pairs": setting.get("fresh_pairs", FRESH_PAIRS), "block": BLOCK})
+    resamples = QUICK["resamples"] if quick else BOOTSTRAP_RESAMPLES
+    out: dict[str, object] = {"rep": rep}
+    t0 = time.perf_counter()
     for name in ESTIMATORS:
-        res, critic = estimate_mi_on_samples(x, y, sample_config(bound=name, seed=rep))
+        cfg = sample_config(bound=name, seed=rep, **extra)
+        prepared = prepare_samples(x, y, cfg)
+        res, critic = estimate_mi_on_samples(x, y, cfg, prepared=prepared)
         est, se = res.final[name]
+        t1 = time.perf_counter()
+        x_test, y_test = prepared.rows("test")  # the rows and the map the estimate used
+        boot = rows_bootstrap(critic.critic, x_test, y_test, (name,), clip=cfg.clip,
+                              cap=critic.cap, seed=rep, resamples=resamples,
+                              max_abs_score=cfg.max_abs_score, where="on the test rows")[name]
+        boot_seconds = time.perf_counter() - t1
+        if boot.estimate != est:
+            raise RuntimeError(f"{name} rep {rep}: the bootstrap valued another matrix "
+                               f"({boot.estimate!r} != {est!r})")
         m = min(res.extra["split"]["test"], 4096)
-        pop = population_value(critic, task, name, m, rep)
+        pop, pop_se = population_value(critic, task, name, m, rep, **mc)
         out[name] = {"estimate": float(est), "stderr": float(se), "population": pop,
-                     "batch": m}
+                     "population_se": pop_se,
+                     "batch": m, "boot_stderr": boot.stderr, "boot_low": boot.low,
+                     "boot_high": boot.high, "boot_resamples": resamples,
+                     "boot_seconds": round(boot_seconds, 2)}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
+def _coverage(rows: list[dict], target: str | float, interval: str) -> tuple[int, int]:
+    """(replicates whose ``interval`` covers ``target``, replicates with that interval)."""
+    hits = n = 0
+    for r in rows:
+        t = r["population"] if target == "population" else float(target)
+        if interval == "jackknife":
+            lo, hi = r["estimate"] - Z95 * r["stderr"], r["estimate"] + Z95 * r["stderr"]
+        elif "boot_low" not in r:
+            continue
+        elif interval == "percentile":
+            lo, hi = r["boot_low"], r["boot_high"]
+        else:  # basic
+            lo, hi = 2 * r["estimate"] - r["boot_high"], 2 * r["estimate"] - r["boot_low"]
+        n += 1
+        hits += lo <= t <= hi
+    return hits, n
+
+
 def summarise(setting: dict, reps: list[dict]) -> dict:
+    """Per estimator: the jackknife's coverage (the first study's fields, same formulas) and
+    the bootstrap's (``bootstrap``: percentile and basic intervals, over the replicates that
+    have them; None where none has)."""
     table = {}
     for name in ESTIMATORS:
         rows = [r[name] for r in reps]
@@ -113,42 +232,123 @@ def summarise(setting: dict, reps: list[dict]) -> dict:
                 [r["estimate"] - r["population"] for r in rows])),
             "mean_estimate_minus_true_mi": float(np.mean(
                 [r["estimate"] - setting["mi"] for r in rows])),
-            "sd_estimate": float(np.std([r["estimate"] for r in rows], ddof=1)),
+            "sd_estimate": float(np.std([r["estimate"] for r in rows], ddof=1)) if n > 1
+            else None,
             "mean_stderr": float(np.mean([r["stderr"] for r in rows])),
         }
+        with_se = [r for r in rows if r.get("population_se") is not None]
+        if with_se:  # absent in the replicates of the first study
+            pop_se = [r["population_se"] for r in with_se]
+            table[name]["median_population_se"] = float(np.median(pop_se))
+            table[name]["max_population_se"] = float(np.max(pop_se))
+            # the target's own noise, in units of the estimate's: r pulls a nominal 95 %
+            # interval's coverage to P(|Z| <= 1.96 / sqrt(1 + r²)) (92 % at r = 0.5)
+            table[name]["median_population_se_over_stderr"] = float(np.median(
+                [r["population_se"] / r["stderr"] for r in with_se]))
+        booted = [r for r in rows if "boot_low" in r]
+        boot: dict[str, object] | None = None
+        if booted:
+            boot = {"replicates": len(booted),
+                    "mean_stderr": float(np.mean([r["boot_stderr"] for r in booted])),
+                    "mean_jackknife_stderr": float(np.mean([r["stderr"] for r in booted]))}
+            for interval in ("percentile", "basic"):
+                for target, covers, wil in (("population", "population_value", "population"),
+                                            (setting["mi"], "true_mi", "true_mi")):
+                    k, nb = _coverage(booted, target, interval)
+                    boot[f"{interval}_covers_{covers}"] = k / nb
+                    boot[f"{interval}_wilson_{wil}"] = wilson(k, nb)
+        table[name]["bootstrap"] = boot
     return table
 
 
-def main() -> None:
+def _matches(old: dict, new: dict) -> bool:
+    """The recomputed replicate reproduces the stored estimate, se and population value."""
+    return all(math.isclose(old[name][k], new[name][k], rel_tol=BACKFILL_RTOL, abs_tol=1e-12)
+               for name in ESTIMATORS for k in ("estimate", "stderr", "population"))
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reps", type=int, default=200)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/coverage.json"))
-    args = p.parse_args()
+    p.add_argument("--reps", type=int, help=f"replicates per setting (default 200; --quick: "
+                   f"{QUICK['reps']})")
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS),
+                   help=f"settings to run, in this order (default: all; --quick: "
+                   f"{' '.join(QUICK['settings'])})")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--backfill", action="store_true",
+                   help="add the bootstrap (and population_se) to stored replicates that lack it "
+                   "(recomputed with their seed; refused where the recomputation does not "
+                   "reproduce them)")
+    p.add_argument("--quick", action="store_true", help="smoke test: short training, fewer "
+                   "fresh pairs and resamples; refuses the default --out")
+    args = p.parse_args(argv)
+    if args.quick and args.out.resolve() == DEFAULT_OUT.resolve():
+        p.error("--quick is a smoke test: give it another --out than the study's results")
+    reps = args.reps if args.reps is not None else (QUICK["reps"] if args.quick else 200)
+    if reps < 1:
+        p.error(f"--reps must be an int >= 1, got {reps}")
+    names = args.settings or (QUICK["settings"] if args.quick else list(SETTINGS))
     torch.set_num_threads(1)
-    data = json.loads(args.out.read_text()) if args.out.is_file() else {"settings": []}
-    for setting in SETTINGS:
-        key = f"gaussian d={setting['dim']}+{setting['dim']} I={setting['mi']} n={setting['rows']}"
+    data = (json.loads(args.out.read_text()) if args.out.is_file()
+            else {"settings": [], "quick": args.quick})
+    if bool(data.get("quick", False)) != args.quick:
+        p.error(f"{args.out} was written {'with' if data.get('quick') else 'without'} --quick; "
+                "do not mix smoke tests and measurements in one file")
+    command = ("OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py "
+               + " ".join(argv if argv is not None else sys.argv[1:]))
+    for sname in names:
+        setting = SETTINGS[sname]
+        key = setting_key(setting)
         rec = next((s for s in data["settings"] if s["key"] == key), None)
         if rec is None:
             rec = {"key": key, **setting, "replicates": []}
             data["settings"].append(rec)
-        while len(rec["replicates"]) < args.reps:
+        todo = ([i for i, r in enumerate(rec["replicates"][:reps]) if "boot_low" not in r["dv"]]
+                if args.backfill else [])
+        todo += list(range(len(rec["replicates"]), reps))
+        for rep in todo:
             t0 = time.perf_counter()
-            rec["replicates"].append(replicate(setting, len(rec["replicates"])))
+            new = replicate(setting, rep, args.quick)
+            if rep < len(rec["replicates"]):  # backfill: add the boot_* fields only
+                old = rec["replicates"][rep]
+                if not _matches(old, new):
+                    print(f"{key} rep {rep}: the recomputation does not reproduce the stored "
+                          "replicate (another machine or library version?); not backfilled",
+                          file=sys.stderr)
+                    return 1
+                for name in ESTIMATORS:
+                    old[name].update({k: v for k, v in new[name].items()
+                                      if k.startswith("boot_") or k == "population_se"})
+                what = "backfilled"
+            else:
+                rec["replicates"].append(new)
+                what = "done"
             rec["summary"] = summarise(setting, rec["replicates"])
-            data["command"] = (f"OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py "
-                               f"--reps {args.reps}")
+            data["command"] = command
             data["date"] = time.strftime("%Y-%m-%d", time.gmtime())
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1) + "\n")
-            tmp.replace(args.out)
-            print(f"{key} rep {len(rec['replicates'])}: {time.perf_counter() - t0:.1f} s",
-                  flush=True)
-        for name, row in rec["summary"].items():
-            print(f"{key} {name:8s} covers population {row['covers_population_value']:.3f} "
-                  f"{row['wilson_population']}, covers I {row['covers_true_mi']:.3f}")
+            _write(args.out, data)
+            print(f"{key} rep {rep} {what}: {time.perf_counter() - t0:.1f} s", flush=True)
+        if not rec["replicates"]:
+            continue
+        for name, row in rec.get("summary", {}).items():
+            line = (f"{key} {name:8s} jackknife covers population "
+                    f"{row['covers_population_value']:.3f} {row['wilson_population']}, "
+                    f"covers I {row['covers_true_mi']:.3f}")
+            boot = row.get("bootstrap")
+            if boot:
+                line += (f"; bootstrap ({boot['replicates']} reps) percentile covers population "
+                         f"{boot['percentile_covers_population_value']:.3f}, basic "
+                         f"{boot['basic_covers_population_value']:.3f}")
+            print(line)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

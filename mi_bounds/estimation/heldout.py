@@ -33,18 +33,23 @@ early stopping reads the test rows) whereas here nothing but the final report re
 6. **Report** every estimator of the run on the test rows: the value of the capped critic on
    the score matrix of all test rows (``n`` positive pairs on the diagonal, ``n(n-1)``
    negative pairs off it; in blocks of at most ``max_rows`` rows, averaged, when there are
-   more), with a delete-a-group jackknife standard error (:func:`rows_value`). The same values
+   more), with a delete-a-group jackknife standard error (:func:`rows_value`), or, with
+   ``interval="bootstrap"``, a bootstrap standard error and percentile interval
+   (:func:`~mi_bounds.estimation.intervals.rows_bootstrap`). The same values
    on the fit rows (without a standard error) are reported beside them so that the
    overfitting gap is visible. An estimate whose standard error exceeds
    :data:`UNSTABLE_STDERR` is flagged ``reliable: false`` (with a warning).
 
 A critic value that is not finite or beyond ``max_abs_score`` stops the run with
 :class:`~mi_bounds.estimation.training.DivergenceError` (during training and on the held-out rows).
+
+Why one module: the six steps share one prepared sample, one cap and one selection record, and
+:func:`estimate_mi_on_samples` is their only composition; the module is long because each step
+documents the rule it applies and records it in the result.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -54,13 +59,18 @@ from torch import nn
 
 from mi_bounds.estimation.critics import make_critic, score_matrix
 from mi_bounds.estimation.degenerate import check_dependence, duplicate_rows
+from mi_bounds.estimation.intervals import (
+    BOOTSTRAP_LEVEL,
+    BOOTSTRAP_RESAMPLES,
+    rows_bootstrap,
+    score_blocks,
+)
 from mi_bounds.estimation.marginals import RankGaussian
 from mi_bounds.estimation.tasks import ArrayTask, RowSplit, Standardizer, check_samples, split_rows
 from mi_bounds.estimation.training import (
     DivergenceError,
     EstimateConfig,
     EstimationResult,
-    check_scores,
     estimator_value,
     fit_critic,
     torch_device,
@@ -114,6 +124,13 @@ SELECTION_RULE = (
     "checkpoint with the highest value of the trained estimator on the validation rows "
     "(scored before step 1, every eval_every steps and after the last; stop after patience "
     "scores without a new best); the test rows are read only for the final report"
+)
+
+#: The bootstrap interval, as recorded in a result that uses it (``interval="bootstrap"``).
+BOOTSTRAP_RULE = (
+    f"standard error and {BOOTSTRAP_LEVEL:.0%} percentile interval of {BOOTSTRAP_RESAMPLES} "
+    "bootstrap resamples of the test rows (rows drawn with replacement; a negative pair of two "
+    "copies of one row is replaced by a pair with another row), seeded by the config's seed"
 )
 
 #: The cap, as recorded in every result that uses it.
@@ -181,43 +198,29 @@ def rows_value(
         ValueError: fewer than 2 rows.
         DivergenceError: a score is non-finite or beyond ``max_abs_score``.
     """
-    n = int(x.shape[0])
-    if n < 2 or y.shape[0] != n:
-        raise ValueError(f"rows_value needs x and y with the same number (>= 2) of rows, got "
-                         f"{n} and {y.shape[0]}")
-    n_blocks = math.ceil(n / max_rows)
-    edges = np.linspace(0, n, n_blocks + 1).round().astype(int)
-    was_training = critic.training
-    critic.eval()
     est: dict[str, list[float]] = {k: [] for k in names}
     var: dict[str, list[float]] = {k: [] for k in names}
-    try:
-        for lo, hi in itertools.pairwise(edges.tolist()):
-            s = score_matrix(critic, x[lo:hi], y[lo:hi])  # (m, m)
-            check_scores(s, max_abs_score, where)
-            s = s.double()
-            if cap is not None:
-                s = s.clamp(max=cap)
-            m = hi - lo
+    for s in score_blocks(critic, x, y, max_rows=max_rows, max_abs_score=max_abs_score, cap=cap,
+                          where=where):
+        m = int(s.shape[0])
+        for k in names:
+            est[k].append(float(estimator_value(k, s, clip=clip)))
+        g_count = min(groups, m // 2)
+        if g_count < 2:
             for k in names:
-                est[k].append(float(estimator_value(k, s, clip=clip)))
-            g_count = min(groups, m // 2)
-            if g_count < 2:
-                for k in names:
-                    var[k].append(math.nan)
-                continue
-            label = torch.arange(m, device=s.device) % g_count
-            theta = {k: np.empty(g_count) for k in names}
-            for g in range(g_count):
-                keep = label != g
-                sub = s[keep][:, keep]
-                for k in names:
-                    theta[k][g] = float(estimator_value(k, sub, clip=clip))
+                var[k].append(math.nan)
+            continue
+        label = torch.arange(m, device=s.device) % g_count
+        theta = {k: np.empty(g_count) for k in names}
+        for g in range(g_count):
+            keep = label != g
+            sub = s[keep][:, keep]
             for k in names:
-                t = theta[k]
-                var[k].append((g_count - 1) / g_count * float(np.sum((t - t.mean()) ** 2)))
-    finally:
-        critic.train(was_training)
+                theta[k][g] = float(estimator_value(k, sub, clip=clip))
+        for k in names:
+            t = theta[k]
+            var[k].append((g_count - 1) / g_count * float(np.sum((t - t.mean()) ** 2)))
+    n_blocks = len(est[names[0]]) if names else 1
     return {
         k: (float(np.mean(est[k])), math.sqrt(float(np.sum(var[k]))) / n_blocks) for k in names
     }
@@ -460,8 +463,16 @@ def estimate_mi_on_samples(
         selection["rule"] = SELECTION_RULE
     x_test, y_test = data.rows("test")
     cap = cap_of(net)
-    final = rows_value(net, x_test, y_test, config.names, clip=config.clip, cap=cap,
-                       max_abs_score=config.max_abs_score, where="on the test rows")
+    intervals: dict[str, tuple[float, float]] = {}
+    if config.interval == "bootstrap":
+        boot = rows_bootstrap(net, x_test, y_test, config.names, clip=config.clip, cap=cap,
+                              seed=config.seed, max_abs_score=config.max_abs_score,
+                              where="on the test rows")
+        final = {k: (b.estimate, b.stderr) for k, b in boot.items()}
+        intervals = {k: (b.low, b.high) for k, b in boot.items()}
+    else:
+        final = rows_value(net, x_test, y_test, config.names, clip=config.clip, cap=cap,
+                           max_abs_score=config.max_abs_score, where="on the test rows")
     final_train = rows_value(net, x_fit, y_fit, config.names, clip=config.clip, groups=0,
                              cap=cap, max_abs_score=config.max_abs_score,
                              where="on the fit rows")
@@ -491,8 +502,14 @@ def estimate_mi_on_samples(
         "standardizer": data.standardizer.describe(),
         "degenerate": data.dependence.describe(),
         "evaluation": "value on the score matrix of all test rows (blocks of <= 4096 rows); "
-                      "standard error: delete-a-group jackknife over 10 groups of rows",
+                      + (BOOTSTRAP_RULE if intervals else
+                         "standard error: delete-a-group jackknife over 10 groups of rows"),
     }
+    if intervals:
+        extra["interval"] = {"method": "bootstrap", "kind": "percentile",
+                             "level": BOOTSTRAP_LEVEL, "resamples": BOOTSTRAP_RESAMPLES,
+                             "seed": config.seed}
     result = EstimationResult(per_step, true_mi_arr, final, seconds, config, extra,
-                              final_train=final_train, selection=selection, flags=flags)
+                              final_train=final_train, selection=selection, flags=flags,
+                              intervals=intervals)
     return result, StandardizedCritic(net, data.standardizer, cap)

@@ -5,6 +5,10 @@
   ``y = ρ x + sqrt(1 - ρ²) ε``, so that ``I(X; Y) = -(d/2) log(1 - ρ²)``; with ``cubic=True``
   the samples are ``(x, y³)``, which leaves the MI unchanged (``y ↦ y³`` is invertible) but
   makes the optimal critic harder to represent.
+* :class:`StudentTask`: the multivariate Student-t with ``ν`` degrees of freedom and the same
+  correlation between X and Y (Czyż et al., NeurIPS 2023, and their package ``bmi``): heavy
+  tails, and an MI that is the Gaussian one plus :func:`student_t_mi_correction` (> 0 even at
+  zero correlation).
 * :func:`staircase` and :class:`StaircaseTask`: the same task with the true MI stepping through
   levels (2, 4, 6, 8, 10 nats by default), a fixed number of training steps per level.
 * :class:`ArrayTask` and :func:`load_npz`: external samples ``X [n, d_x]``, ``Y [n, d_y]`` (and
@@ -33,6 +37,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from scipy.special import digamma, gammaln
 
 from mi_bounds._validation import check_positive
 
@@ -44,6 +49,7 @@ __all__ = [
     "RowSplit",
     "StaircaseTask",
     "Standardizer",
+    "StudentTask",
     "Task",
     "check_samples",
     "load_npz",
@@ -51,6 +57,7 @@ __all__ = [
     "rho_from_mi",
     "split_rows",
     "staircase",
+    "student_t_mi_correction",
 ]
 
 #: Largest MI per coordinate (nats) that the Gaussian tasks sample. Beyond it the noise standard
@@ -177,6 +184,123 @@ class GaussianTask:
         """A fresh batch of ``batch_size`` joint samples on ``generator``'s device."""
         _check_batch(batch_size)
         return _sample_gaussian(self.dim, float(self.mi), self.cubic, batch_size, generator)
+
+
+def student_t_mi_correction(df: float, x_dim: int, y_dim: int) -> float:
+    r"""The MI of a multivariate Student-t beyond the Gaussian MI of its scale matrix, in nats.
+
+    ``(X, Y)`` is ``t_ν(0, Σ)`` in ``d = d_x + d_y`` dimensions; its marginals are ``t_ν`` with
+    the diagonal blocks ``Σ_x``, ``Σ_y`` (same ``ν``). The entropy of a ``k``-dimensional
+    ``t_ν(0, Σ)`` is
+
+    .. math:: h_k = \tfrac12 \log\det Σ + \log\frac{Γ(ν/2)\,(νπ)^{k/2}}{Γ((ν+k)/2)}
+              + \frac{ν+k}{2}\Big[ψ\Big(\frac{ν+k}{2}\Big) - ψ\Big(\frac{ν}{2}\Big)\Big],
+
+    so ``I = h_{d_x} + h_{d_y} - h_d = I_Gauss(Σ) + c``, ``I_Gauss(Σ) = ½ log(det Σ_x det Σ_y /
+    det Σ)`` (the MI of ``N(0, Σ)``), and, the ``(νπ)^{k/2}`` factors cancelling and the
+    ``ψ(ν/2)`` terms summing to ``-(ν/2) ψ(ν/2)``,
+
+    .. math:: c(ν, d_x, d_y) = \log Γ\Big(\frac ν2\Big) + \log Γ\Big(\frac{ν+d}{2}\Big)
+              - \log Γ\Big(\frac{ν+d_x}{2}\Big) - \log Γ\Big(\frac{ν+d_y}{2}\Big)
+              - \frac ν2 ψ\Big(\frac ν2\Big) + \frac{ν+d_x}{2} ψ\Big(\frac{ν+d_x}{2}\Big)
+              + \frac{ν+d_y}{2} ψ\Big(\frac{ν+d_y}{2}\Big) - \frac{ν+d}{2} ψ\Big(\frac{ν+d}{2}\Big)
+
+    (the entropy: Arellano-Valle, Contreras-Reyes & Genton, "Shannon Entropy and Mutual
+    Information for Multivariate Skew-Elliptical Distributions", Scand. J. Stat. 40, 2013,
+    Eq. 7; the decomposition and the tasks: Czyż et al., "Beyond Normal: On the Evaluation of
+    Mutual Information Estimators", NeurIPS 2023, and their package ``bmi``,
+    ``SplitStudentT.mi_correction_function``).
+    ``c > 0`` for every finite ``ν`` (X and Y share the one chi-square scale, so they are
+    dependent even when ``Σ`` is block-diagonal) and ``c → 0`` as ``ν → ∞`` (the Gaussian limit):
+    ``c(1, 1, 1) = 0.2242``, ``c(5, 3, 3) = 0.0890``.
+
+    Raises:
+        ValueError: ``df`` not a finite number > 0, or a dimension not an int >= 1.
+    """
+    nu = check_positive(df, "df")
+    for name, k in (("x_dim", x_dim), ("y_dim", y_dim)):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {k!r}")
+
+    def term(k: int) -> float:  # log Γ((ν+k)/2) - ((ν+k)/2) ψ((ν+k)/2)
+        a = (nu + k) / 2
+        return float(gammaln(a) - a * digamma(a))
+
+    return term(0) + term(x_dim + y_dim) - term(x_dim) - term(y_dim)
+
+
+@dataclass(frozen=True)
+class StudentTask:
+    """Multivariate Student-t at a target MI: ``(x, y) = (x₀, y₀) · sqrt(ν / W)``.
+
+    ``(x₀, y₀)`` is a sample of the Gaussian task (``x₀ ~ N(0, I_d)``, ``y₀ = ρ x₀ +
+    sqrt(1-ρ²) ε``) and ``W ~ χ²_ν`` one draw per row, shared by ``x`` and ``y`` (drawn as
+    ``2·Gamma(ν/2)``); so ``(x, y) ~ t_ν(0, Σ)``, ``Σ = [[I, ρI], [ρI, I]]``, the
+    ``student-identity`` tasks of Czyż et al. (NeurIPS 2023). Its MI is
+    ``-(d/2) log(1-ρ²) + c(ν, d, d)`` (:func:`student_t_mi_correction`); ``ρ`` is chosen so
+    that this is ``mi``.
+
+    Args:
+        mi: the true mutual information in nats; at least ``c(ν, d, d)``, the MI at ``ρ = 0``
+            (a ``ValueError`` says so), and the Gaussian part ``mi - c`` at most
+            :data:`MAX_MI_PER_DIM` ``· dim``.
+        dim: the dimension ``d`` of x and y.
+        df: the degrees of freedom ``ν > 0`` (heavier tails for smaller ``ν``; no variance for
+            ``ν ≤ 2``; the Gaussian task as ``ν → ∞``).
+    """
+
+    mi: float = 2.0
+    dim: int = 20
+    df: float = 5.0
+
+    def __post_init__(self) -> None:
+        floor = student_t_mi_correction(self.df, self.dim, self.dim)  # validates df and dim
+        if isinstance(self.mi, bool) or not isinstance(self.mi, (int, float)) or not (
+            math.isfinite(self.mi) and self.mi >= floor
+        ):
+            raise ValueError(
+                f"mi must be a finite number >= {floor:.6g} nats, the MI of the Student-t "
+                f"with df={self.df:g} and dim={self.dim} at zero correlation, got {self.mi!r}")
+        _check_gaussian_mi(self.gaussian_mi, self.dim, "mi - correction")
+
+    @property
+    def x_dim(self) -> int:
+        return self.dim
+
+    @property
+    def y_dim(self) -> int:
+        return self.dim
+
+    @property
+    def correction(self) -> float:
+        """``c(ν, d, d)``: the MI at zero correlation (:func:`student_t_mi_correction`)."""
+        return student_t_mi_correction(self.df, self.dim, self.dim)
+
+    @property
+    def gaussian_mi(self) -> float:
+        """``mi - c``: the MI of the Gaussian with the same correlation, ``-(d/2) log(1-ρ²)``."""
+        return max(0.0, float(self.mi) - self.correction)
+
+    @property
+    def rho(self) -> float:
+        """The per-coordinate correlation ρ of the scale matrix."""
+        return rho_from_mi(self.gaussian_mi, self.dim)
+
+    def true_mi(self, step: int = 0) -> float:
+        """The exact MI (the same at every step)."""
+        return float(self.mi)
+
+    def __call__(
+        self, step: int, batch_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh batch of ``batch_size`` joint samples on ``generator``'s device."""
+        _check_batch(batch_size)
+        x, y = _sample_gaussian(self.dim, self.gaussian_mi, False, batch_size, generator)
+        shape = torch.full((batch_size, 1), float(self.df) / 2, dtype=torch.float64,
+                           device=x.device)
+        half_w = torch._standard_gamma(shape, generator=generator)  # W / 2, W ~ chi²_ν
+        scale = torch.sqrt(float(self.df) / (2.0 * half_w)).to(x.dtype)
+        return x * scale, y * scale
 
 
 def staircase(

@@ -1,0 +1,56 @@
+"""benchmarks/bench_coverage.py reads the replicates of the first study (no bootstrap, no
+population_se) unchanged, and counts each interval's coverage over the replicates that have it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_coverage",
+                                               ROOT / "benchmarks" / "bench_coverage.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_the_first_study_summarises_as_stored() -> None:
+    """The stored Gaussian replicates (no boot_* fields) give the stored summary again, field
+    for field, with no bootstrap table; the Gaussian settings keep their keys."""
+    data = json.loads((ROOT / "benchmarks" / "results" / "coverage.json").read_text())
+    for rec in data["settings"]:
+        setting = next(s for s in bench.SETTINGS.values() if bench.setting_key(s) == rec["key"])
+        table = json.loads(json.dumps(bench.summarise(setting, rec["replicates"]),
+                                      allow_nan=False))
+        for name, row in rec["summary"].items():
+            for field, value in row.items():
+                assert table[name][field] == value, (rec["key"], name, field)
+            if not any("boot_low" in r[name] for r in rec["replicates"]):
+                assert table[name]["bootstrap"] is None
+
+
+def test_bootstrap_coverage_counts_only_replicates_that_have_it() -> None:
+    """Three replicates, one of them old: the jackknife counts all three, the percentile and the
+    basic intervals the two new ones (worked by hand)."""
+    old = {"estimate": 1.0, "stderr": 0.1, "population": 1.1}  # covered by ±1.96 se
+    new1 = {"estimate": 1.0, "stderr": 0.01, "population": 1.1, "population_se": 0.01,
+            "boot_stderr": 0.1, "boot_low": 0.95, "boot_high": 1.2}  # percentile covers 1.1,
+    # basic [0.8, 1.05] does not
+    new2 = {"estimate": 0.5, "stderr": 0.3, "population": 0.6, "population_se": 0.03,
+            "boot_stderr": 0.3, "boot_low": 0.7, "boot_high": 0.9}  # percentile misses 0.6,
+    # basic [0.1, 0.3] misses too
+    reps = [{n: r for n in bench.ESTIMATORS} for r in (old, new1, new2)]
+    setting = bench.SETTINGS["gaussian-500"]
+    row = bench.summarise(setting, reps)["dv"]
+    assert row["replicates"] == 3 and row["covers_population_value"] == pytest.approx(2 / 3)
+    boot = row["bootstrap"]
+    assert boot["replicates"] == 2
+    assert boot["percentile_covers_population_value"] == 0.5
+    assert boot["basic_covers_population_value"] == 0.0
+    assert boot["percentile_wilson_population"] == bench.wilson(1, 2)
+    assert boot["mean_stderr"] == pytest.approx(0.2)
+    assert row["median_population_se"] == pytest.approx(0.02)
+    assert row["median_population_se_over_stderr"] == pytest.approx(0.55)  # (1 + 0.1) / 2
+    assert bench.setting_key(bench.SETTINGS["student-5000"]) == "student nu=5 d=3+3 I=1.0 n=5000"
