@@ -154,6 +154,8 @@ def offdiagonal_softplus_sum(mat: torch.Tensor, buf: torch.Tensor) -> torch.Tens
         total += _groups_sum(products[:at], flat, chunks[b][0] // _GROUP, k)
     _check_diagonal(mat)
     if main < n:
+        if not all_finite(flat[main:]):
+            raise_not_finite(mat, "scores")
         total += _exact_softplus_sum(flat, main, k)
     return total
 
