@@ -15,12 +15,18 @@ place (``nwj_bound_from_scores``, ``tuba_bound_from_scores``, ``js_bound_from_sc
 ``smile_bound_from_scores``); ``torch.logsumexp(S, -1)`` alone; and the NaN/inf check
 (``aminmax``) alone. Accuracy: for InfoNCE and the score-matrix DV, the absolute difference of
 the float32 value from the float64 value on the same S, next to the same difference for the
-plain ``torch.logsumexp`` formula computed in float32.
+plain ``torch.logsumexp`` formula computed in float32. With ``--against REV`` the score-matrix
+forms of ``mi_bounds/bounds.py`` as of git revision ``REV`` are timed in the same rounds (cases
+``<name> @REV``), so that old and new are compared under one load. ``--clock thread`` (CPU
+only) times with the calling thread's CPU time (``time.thread_time``) instead of the wall clock:
+on a machine shared with other jobs, the time the thread waits for a core then counts for no
+case (cache and memory-bandwidth contention still do).
 
 Usage::
 
     python benchmarks/bench_bounds.py [--device cpu|cuda] [--sizes 1024 4096 8192]
-        [--repeats 9] [--threads 1] [--out benchmarks/results/bounds_<device>.json]
+        [--repeats 9] [--threads 1] [--against REV] [--clock wall|thread]
+        [--out benchmarks/results/bounds_<device>.json]
 """
 
 from __future__ import annotations
@@ -36,18 +42,21 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's experiments/
 
+from benchmarks._revision import module_at
 from experiments.gpu.measure import cpu_model
 from mi_bounds import bounds as B
 from mi_bounds._validation import all_finite, int_arg
 
 
-def _cases(buf: torch.Tensor) -> dict[str, Callable[[torch.Tensor], object]]:
-    return {
+def _cases(buf: torch.Tensor, baseline: tuple[str, ModuleType] | None = None
+           ) -> dict[str, Callable[[torch.Tensor], object]]:
+    cases = {
         "exp pass (reference)": lambda s: torch.exp(s, out=buf),
         "infonce_bound": B.infonce_bound,
         "dv_bound_from_scores": B.dv_bound_from_scores,
@@ -63,6 +72,15 @@ def _cases(buf: torch.Tensor) -> dict[str, Callable[[torch.Tensor], object]]:
         "torch.logsumexp(S, -1) alone": lambda s: torch.logsumexp(s, -1),
         "input check alone (aminmax)": all_finite,
     }
+    if baseline is not None:
+        rev, old = baseline
+        cases |= {
+            f"nwj_bound_from_scores @{rev}": old.nwj_bound_from_scores,
+            f"js_bound_from_scores @{rev}": old.js_bound_from_scores,
+            f"smile_bound_from_scores(clip=5) @{rev}": lambda s: old.smile_bound_from_scores(
+                s, clip=5.0),
+        }
+    return cases
 
 
 def _accuracy(s: torch.Tensor) -> dict[str, float]:
@@ -101,23 +119,25 @@ def _fused_accuracy(s: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def run(device: torch.device, sizes: list[int], repeats: int) -> list[dict]:
+def run(device: torch.device, sizes: list[int], repeats: int,
+        baseline: tuple[str, ModuleType] | None = None,
+        clock: Callable[[], float] = time.perf_counter) -> list[dict]:
     """Time every case for every K (interleaved rounds, medians); return one row per (K, case)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows = []
     g = torch.Generator(device="cpu").manual_seed(0)
     for k in sizes:
         s = torch.randn(k, k, generator=g).to(device)
-        cases = _cases(torch.empty_like(s))
+        cases = _cases(torch.empty_like(s), baseline)
         times: dict[str, list[float]] = {name: [] for name in cases}
         for r in range(repeats + 1):  # round 0 is the warm-up
             for name, fn in cases.items():
                 sync()
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn(s)
                 sync()
                 if r > 0:
-                    times[name].append(time.perf_counter() - t0)
+                    times[name].append(clock() - t0)
         ref = statistics.median(times["exp pass (reference)"])
         acc = _accuracy(s)
         for name, ts in times.items():
@@ -141,11 +161,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int_arg(1, 1000), default=9)
     parser.add_argument("--threads", type=int_arg(1, 1024), default=1,
                         help="torch CPU threads (default 1)")
+    parser.add_argument("--against", metavar="REV",
+                        help="git revision whose score-matrix forms are timed alongside")
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                        help="wall clock, or the thread's CPU time (CPU only)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = run(device, args.sizes, args.repeats)
+    if args.clock == "thread" and device.type != "cpu":
+        parser.error("--clock thread times CPU work only: use --device cpu")
+    baseline = None
+    if args.against:
+        baseline = (args.against, module_at(args.against, "mi_bounds/bounds.py"))
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    rows = run(device, args.sizes, args.repeats, baseline, clock)
     result = {
         "command": "python benchmarks/bench_bounds.py " + " ".join(sys.argv[1:] if argv is None
                                                                    else argv),
@@ -154,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"{platform.machine()} CPU, {cpu_model()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "repeats": args.repeats, "dtype": "float32", "rows": rows,
+        "repeats": args.repeats, "clock": args.clock, "dtype": "float32", "rows": rows,
     }
     out = args.out or Path(__file__).parent / "results" / f"bounds_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
