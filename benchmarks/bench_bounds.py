@@ -1,12 +1,12 @@
 """Time of every bound on [K, K] float32 score matrices, against one ``exp`` pass over S.
 
-For each K, a float32 score matrix S (standard normal) is made on the device and every case is
-timed in interleaved rounds (one call of each case per round, ``--repeats`` rounds after a
-warm-up round; the median is reported), so that a change in the machine's load hits every case
-alike. The reference is **one exp pass over S**, ``torch.exp(S, out=buf)`` into a preallocated
-buffer: reading and writing K² floats once, the least a bound that exponentiates every score
-can cost. Each case is reported as its median time and as a ratio to that reference, measured
-in the same rounds.
+For each K, a float32 score matrix S (standard normal, times ``--scale``) is made on the device
+and every case is timed in interleaved rounds (one call of each case per round, ``--repeats``
+rounds after a warm-up round; the median is reported), so that a change in the machine's load
+hits every case alike. The reference is **one exp pass over S**, ``torch.exp(S, out=buf)`` into
+a preallocated buffer: reading and writing K² floats once, the least a bound that exponentiates
+every score can cost. Each case is reported as its median time and as a ratio to that
+reference, measured in the same rounds.
 
 Cases: ``infonce_bound(S)``; ``dv_bound_from_scores(S)`` (the score-matrix DV/MINE estimate);
 the same DV through ``dv_bound(*split_scores(S))`` (which copies the K(K-1) negatives); JS,
@@ -25,7 +25,7 @@ case (cache and memory-bandwidth contention still do).
 Usage::
 
     python benchmarks/bench_bounds.py [--device cpu|cuda] [--sizes 1024 4096 8192]
-        [--repeats 9] [--threads 1] [--against REV] [--clock wall|thread]
+        [--repeats 9] [--threads 1] [--scale 1] [--against REV] [--clock wall|thread]
         [--out benchmarks/results/bounds_<device>.json]
 """
 
@@ -83,7 +83,8 @@ def _cases(buf: torch.Tensor, baseline: tuple[str, ModuleType] | None = None
     return cases
 
 
-def _accuracy(s: torch.Tensor) -> dict[str, float]:
+def _accuracy(s: torch.Tensor,
+              baseline: tuple[str, ModuleType] | None = None) -> dict[str, float]:
     """|float32 - float64| of InfoNCE and the score-matrix DV, and of the plain torch formula."""
     s64 = s.double()
     k = s.shape[-1]
@@ -96,7 +97,7 @@ def _accuracy(s: torch.Tensor) -> dict[str, float]:
         "dv_split_scores_abs_error": abs(float(B.dv_bound(*B.split_scores(s))) - ref_dv),
         "infonce_float64": ref_nce,
         "dv_float64": ref_dv,
-        **_fused_accuracy(s),
+        **_fused_accuracy(s, baseline),
     }
 
 
@@ -109,25 +110,35 @@ _FUSED = {
 }
 
 
-def _fused_accuracy(s: torch.Tensor) -> dict[str, float]:
-    """|float32 - float64| of the fused NWJ, JS and SMILE forms, beside their split forms'."""
+def _fused_accuracy(s: torch.Tensor,
+                    baseline: tuple[str, ModuleType] | None = None) -> dict[str, float]:
+    """|float32 - float64| of the fused NWJ, JS and SMILE forms, beside their split forms' and
+    (with a baseline revision) the same forms' at that revision; the float64 value is the
+    current fused form's."""
     out = {}
     for name, (fused, split) in _FUSED.items():
         ref = float(fused(s.double()))
         out[f"{name}_abs_error"] = abs(float(fused(s)) - ref)
         out[f"{name}_split_scores_abs_error"] = abs(float(split(s)) - ref)
+    if baseline is not None:
+        rev, old = baseline
+        old_fused = {"nwj": old.nwj_bound_from_scores, "js": old.js_bound_from_scores,
+                     "smile5": lambda x: old.smile_bound_from_scores(x, clip=5.0)}
+        for name, fn in old_fused.items():
+            ref = float(_FUSED[name][0](s.double()))
+            out[f"{name}_abs_error_at_{rev}"] = abs(float(fn(s)) - ref)
     return out
 
 
 def run(device: torch.device, sizes: list[int], repeats: int,
         baseline: tuple[str, ModuleType] | None = None,
-        clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+        clock: Callable[[], float] = time.perf_counter, scale: float = 1.0) -> list[dict]:
     """Time every case for every K (interleaved rounds, medians); return one row per (K, case)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows = []
     g = torch.Generator(device="cpu").manual_seed(0)
     for k in sizes:
-        s = torch.randn(k, k, generator=g).to(device)
+        s = (scale * torch.randn(k, k, generator=g)).to(device)
         cases = _cases(torch.empty_like(s), baseline)
         times: dict[str, list[float]] = {name: [] for name in cases}
         for r in range(repeats + 1):  # round 0 is the warm-up
@@ -139,7 +150,7 @@ def run(device: torch.device, sizes: list[int], repeats: int,
                 if r > 0:
                     times[name].append(clock() - t0)
         ref = statistics.median(times["exp pass (reference)"])
-        acc = _accuracy(s)
+        acc = _accuracy(s, baseline)
         for name, ts in times.items():
             med = statistics.median(ts)
             rows.append({"K": k, "case": name, "median_s": med, "ratio_to_exp_pass": med / ref,
@@ -151,6 +162,9 @@ def run(device: torch.device, sizes: list[int], repeats: int,
               f"(plain torch float32: {acc['infonce_plain_torch_float32_abs_error']:.2e}); DV "
               f"{acc['dv_abs_error']:.2e} (via split_scores: "
               f"{acc['dv_split_scores_abs_error']:.2e})", file=sys.stderr)
+        print(f"K={k:5d} accuracy: " + ", ".join(
+            f"{key.replace('_abs_error', '')} {acc[key]:.2e}" for key in acc
+            if key.startswith(("nwj", "js", "smile"))), file=sys.stderr)
     return rows
 
 
@@ -161,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int_arg(1, 1000), default=9)
     parser.add_argument("--threads", type=int_arg(1, 1024), default=1,
                         help="torch CPU threads (default 1)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="S = scale * N(0, 1) (default 1)")
     parser.add_argument("--against", metavar="REV",
                         help="git revision whose score-matrix forms are timed alongside")
     parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
@@ -175,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.against:
         baseline = (args.against, module_at(args.against, "mi_bounds/bounds.py"))
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
-    rows = run(device, args.sizes, args.repeats, baseline, clock)
+    rows = run(device, args.sizes, args.repeats, baseline, clock, args.scale)
     result = {
         "command": "python benchmarks/bench_bounds.py " + " ".join(sys.argv[1:] if argv is None
                                                                    else argv),
@@ -184,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"{platform.machine()} CPU, {cpu_model()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "repeats": args.repeats, "clock": args.clock, "dtype": "float32", "rows": rows,
+        "repeats": args.repeats, "clock": args.clock, "scale": args.scale, "dtype": "float32",
+        "rows": rows,
     }
     out = args.out or Path(__file__).parent / "results" / f"bounds_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
