@@ -12,10 +12,13 @@ Cases: ``infonce_bound(S)``; ``dv_bound_from_scores(S)`` (the score-matrix DV/MI
 the same DV through ``dv_bound(*split_scores(S))`` (which copies the K(K-1) negatives); JS,
 NWJ and SMILE through ``split_scores``, and their score-matrix forms that read the negatives in
 place (``nwj_bound_from_scores``, ``tuba_bound_from_scores``, ``js_bound_from_scores``,
-``smile_bound_from_scores``); ``torch.logsumexp(S, -1)`` alone; and the NaN/inf check
-(``aminmax``) alone. Accuracy: for InfoNCE and the score-matrix DV, the absolute difference of
-the float32 value from the float64 value on the same S, next to the same difference for the
-plain ``torch.logsumexp`` formula computed in float32. With ``--against REV`` the score-matrix
+``smile_bound_from_scores``); ``torch.logsumexp(S, -1)`` alone; the NaN/inf check
+(``aminmax``) alone; and floors of the chunked kernels, S read in cache-sized chunks
+(``_BLOCK_ELEMENTS`` entries) and only copied into a buffer, or only exponentiated into it and
+summed, or copied as ``x + 0·x`` (the kernels' NaN/inf check), exponentiated and summed.
+Accuracy: for InfoNCE and the score-matrix DV, the absolute difference of the float32 value
+from the float64 value on the same S, next to the same difference for the plain
+``torch.logsumexp`` formula computed in float32. With ``--against REV`` the score-matrix
 forms of ``mi_bounds/bounds.py`` as of git revision ``REV`` are timed in the same rounds (cases
 ``<name> @REV``), so that old and new are compared under one load. ``--clock thread`` (CPU
 only) times with the calling thread's CPU time (``time.thread_time``) instead of the wall clock:
@@ -54,8 +57,19 @@ from mi_bounds import bounds as B
 from mi_bounds._validation import all_finite, int_arg
 
 
+def _in_chunks(chunk: torch.Tensor, body: Callable[[torch.Tensor, torch.Tensor], object]
+               ) -> Callable[[torch.Tensor], None]:
+    """``body(piece, scratch)`` for each piece of ``chunk.numel()`` entries of the flattened S,
+    as the chunked kernels read S (:mod:`mi_bounds._offdiagonal`)."""
+    def run(s: torch.Tensor) -> None:
+        for src in s.reshape(-1).split(chunk.numel()):
+            body(src, chunk[: src.numel()])
+    return run
+
+
 def _cases(buf: torch.Tensor, baseline: tuple[str, ModuleType] | None = None
            ) -> dict[str, Callable[[torch.Tensor], object]]:
+    chunk = torch.empty(B._BLOCK_ELEMENTS, dtype=buf.dtype, device=buf.device)
     cases = {
         "exp pass (reference)": lambda s: torch.exp(s, out=buf),
         "infonce_bound": B.infonce_bound,
@@ -71,6 +85,11 @@ def _cases(buf: torch.Tensor, baseline: tuple[str, ModuleType] | None = None
         "smile_bound_from_scores(clip=5)": lambda s: B.smile_bound_from_scores(s, clip=5.0),
         "torch.logsumexp(S, -1) alone": lambda s: torch.logsumexp(s, -1),
         "input check alone (aminmax)": all_finite,
+        "chunks: copy into cache only": _in_chunks(chunk, lambda x, tmp: tmp.copy_(x)),
+        "chunks: exp and sum only": _in_chunks(
+            chunk, lambda x, tmp: torch.exp(x, out=tmp).sum()),
+        "chunks: x + 0x, exp and sum only": _in_chunks(
+            chunk, lambda x, tmp: torch.add(x, x, alpha=0.0, out=tmp).exp_().sum()),
     }
     if baseline is not None:
         rev, old = baseline
