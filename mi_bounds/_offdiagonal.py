@@ -49,15 +49,17 @@ _BATCH = 16
 
 def _sum(values: torch.Tensor) -> torch.Tensor:
     """Float64 sum of a 1-d tensor: sums of 64 values in its dtype (vectorised across columns),
-    then a float64 sum of those (a float64 reduction of all the values is ~7x slower, a sum in
-    float32 rounds the total to float32)."""
+    then a float64 sum of those (a float64 reduction of all the values is several times slower;
+    a sum in float32 would round the total to float32)."""
     m = values.numel() - values.numel() % 64
     head = values[:m].view(64, -1).sum(0).sum(dtype=torch.float64)
     return head + values[m:].sum(dtype=torch.float64)
 
 
-def _chunks(flat: torch.Tensor, stop: int, buf: torch.Tensor):
-    """``(start, source, scratch)`` for the chunks of ``flat[:stop]``: views made in one call."""
+def _chunks(flat: torch.Tensor, stop: int,
+            buf: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(start, source, scratch)`` for the chunks of ``buf.numel()`` entries of ``flat[:stop]``
+    (the last one shorter), the views made once."""
     chunk = buf.numel()
     sources = flat[:stop].split(chunk)
     last = buf[: sources[-1].numel()] if sources else buf
