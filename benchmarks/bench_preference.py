@@ -16,37 +16,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's benchmarks/
+
 import mi_bounds.preference as current
+from benchmarks._revision import module_at
 from mi_bounds._validation import int_arg
 
 KINDS = ("dpo", "mio", "bco_pair", "nwj", "infonce", "ipo", "robust")
 PARAMS = {"robust": {"label_smoothing": 0.1}}
-
-
-def _module_at(rev: str) -> ModuleType:
-    """``mi_bounds/preference.py`` as of git revision ``rev``, imported as its own module."""
-    root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(["git", "show", f"{rev}:mi_bounds/preference.py"], cwd=root,
-                            capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "baseline_preference.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("baseline_preference", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
 
 
 def _step(module: ModuleType, kind: str, batch: list[torch.Tensor]) -> None:
@@ -66,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     modules = {"current": current}
     if args.against:
-        modules[args.against] = _module_at(args.against)
+        modules[args.against] = module_at(args.against, "mi_bounds/preference.py")
     g = torch.Generator().manual_seed(0)
     batch = [-20 * torch.rand(args.batch, generator=g) for _ in range(4)]
     batch[0].requires_grad_(True)

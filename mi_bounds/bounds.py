@@ -44,6 +44,7 @@ from mi_bounds._kernels import (
     _mean,
     _tuba,
 )
+from mi_bounds._offdiagonal import offdiagonal_clipped_exp_sum, offdiagonal_softplus_sum
 from mi_bounds._validation import (
     ArrayLike,
     all_finite,
@@ -298,8 +299,9 @@ def _check_scores(scores: ArrayLike, *, finite: bool = True) -> torch.Tensor:
 #: Score matrices with K at least this large are read in blocks of rows on the CPU
 #: (:func:`_row_ratio_sums_blocked`); smaller ones by plain tensor operations.
 _BLOCKED_MIN_K = 512
-#: Elements per block of rows: 512 KiB of float32, which stays in a core's L2 cache while the
-#: block is shifted, exponentiated and summed.
+#: Elements per block of rows (InfoNCE, DV) or chunk of the flattened matrix (JS, SMILE): 512 KiB
+#: of float32, which stays in a core's L2 cache while it is transformed and reduced. A multiple of
+#: 32 (the products of ``mi_bounds._offdiagonal``).
 _BLOCK_ELEMENTS = 1 << 17
 
 
@@ -471,88 +473,65 @@ def _log_mean_exp_offdiagonal(s: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(diag + log_s, -1) - math.log(k * (k - 1))
 
 
+def _blocked(s: torch.Tensor) -> bool:
+    """Whether the off-diagonal sums of JS and SMILE read ``s`` in cache-sized chunks
+    (:mod:`mi_bounds._offdiagonal`): on the CPU, without gradients, for K ≥ ``_BLOCKED_MIN_K``."""
+    return s.device.type == "cpu" and s.shape[-1] >= _BLOCKED_MIN_K and not s.requires_grad
+
+
+def _check_finite_plain(s: torch.Tensor) -> None:
+    """The NaN/inf check of the plain paths (the chunked ones check while they read)."""
+    if value_checks_enabled() and not all_finite(s):
+        raise_not_finite(s, "scores")
+
+
+def _per_matrix(s: torch.Tensor, kernel: Callable[..., torch.Tensor],
+                *args: object) -> torch.Tensor:
+    """``kernel(mat, *args, buf)`` (a float64 0-d tensor) for every ``[K, K]`` matrix of ``s``,
+    shape ``s.shape[:-2]``, with one scratch buffer of ``_BLOCK_ELEMENTS`` entries."""
+    k = s.shape[-1]
+    flat = s.reshape(-1, k, k)
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    buf = torch.empty(_BLOCK_ELEMENTS, dtype=s.dtype)
+    out = torch.stack([kernel(mat, *args, buf) for mat in flat])
+    return out.reshape(s.shape[:-2])
+
+
 def _clipped_log_mean_exp_offdiagonal(s: torch.Tensor, tau: float) -> torch.Tensor:
     """``log (1/(K(K-1))) Σ_{i≠j} e^{clip(S_ij, -τ, τ)}``: SMILE's denominator, uncopied.
 
     With gradients (or off the CPU, or small K) by logsumexp over the clamped matrix with the
-    diagonal masked; without, on the CPU for K ≥ ``_BLOCKED_MIN_K``, one cache-sized block of rows
-    at a time (clamp, exp, zero the diagonal, sum: no max is needed, ``|clip(S)| ≤ τ``, unless
-    ``e^{2τ}`` could overflow, where the plain path is taken).
+    diagonal masked; without, on the CPU for K ≥ ``_BLOCKED_MIN_K``, one cache-sized chunk at a
+    time (:func:`~mi_bounds._offdiagonal.offdiagonal_clipped_exp_sum`: no max is needed,
+    ``|clip(S)| ≤ τ``, unless a chunk's sum, at most ``_BLOCK_ELEMENTS · e^{τ}``, could overflow
+    the dtype, where the plain path is taken).
     """
     k = s.shape[-1]
-    blocked = (s.device.type == "cpu" and k >= _BLOCKED_MIN_K and not s.requires_grad
-               and 2.0 * tau < _log_max(s.dtype) - math.log(k))
-    if not blocked:
+    norm = math.log(k * (k - 1))
+    if not (_blocked(s) and tau < _log_max(s.dtype) - math.log(_BLOCK_ELEMENTS)):
+        _check_finite_plain(s)
         c = s.clamp(-tau, tau)
         eye = torch.eye(k, dtype=torch.bool, device=s.device)
-        return torch.logsumexp(c.masked_fill(eye, -math.inf), (-2, -1)) - math.log(k * (k - 1))
-    flat = s.reshape(-1, k, k)
-    if not flat.is_contiguous():
-        flat = flat.contiguous()
-    rows = max(1, _BLOCK_ELEMENTS // k)
-    buf = torch.empty(rows, k, dtype=s.dtype)
-    row_sums = torch.empty(flat.shape[:2], dtype=s.dtype)
-    for m, mat in enumerate(flat):
-        for r0 in range(0, k, rows):
-            r1 = min(k, r0 + rows)
-            tmp = buf[: r1 - r0]
-            torch.clamp(mat[r0:r1], -tau, tau, out=tmp)
-            tmp.exp_()
-            tmp[:, r0:r1].diagonal().zero_()
-            torch.sum(tmp, -1, out=row_sums[m, r0:r1])
-    out = row_sums.sum(-1, dtype=torch.float64).log().to(s.dtype) - math.log(k * (k - 1))
-    return out.reshape(s.shape[:-2])
-
-
-#: Factors per product in the blocked JS sum: each factor 1 + e^{-|x|} lies in (1, 2], so a product
-#: of 64 stays below 2⁶⁴, far inside float32's range, and rounds by at most ~64 eps relative.
-_JS_GROUP = 64
-
-
-def _block_softplus_sum(block: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-    """``Σ softplus(x)`` over a block (a 0-d tensor of the block's dtype), one exp per entry and
-    one log per 64 entries.
-
-    ``softplus(x) = relu(x) + log(1 + e^{-|x|})`` and ``Σ relu(x) = (Σ x + Σ |x|)/2``; the logs
-    are summed as the logs of products of 64 factors ``1 + e^{-|x|} ∈ (1, 2]`` (each product
-    ≤ 2⁶⁴, far inside float32's range; exact up to ~64 eps relative), which costs one ``exp``
-    pass instead of an ``exp`` and a ``log1p`` per entry. Sums use torch's pairwise reduction.
-    """
-    n = block.numel()
-    tmp = buf.view(-1)[:n].view_as(block)
-    torch.abs(block, out=tmp)
-    total = (block.sum() + tmp.sum()) / 2
-    tmp.neg_().exp_().add_(1.0)
-    flat = tmp.reshape(-1)
-    m = n - n % _JS_GROUP
-    total = total + flat[:m].view(-1, _JS_GROUP).prod(-1).log_().sum()
-    if m < n:
-        total = total + flat[m:].log().sum()
-    return total
+        return torch.logsumexp(c.masked_fill(eye, -math.inf), (-2, -1)) - norm
+    return (_per_matrix(s, offdiagonal_clipped_exp_sum, tau).log() - norm).to(s.dtype)
 
 
 def _offdiagonal_mean_js_neg(s: torch.Tensor) -> torch.Tensor:
     """``(1/(K(K-1))) Σ_{i≠j} log σ(-S_ij)`` ``[...]``: JS's negative term, uncopied.
 
-    All ``K²`` terms minus the ``K`` diagonal ones; without gradients on the CPU for
-    K ≥ ``_BLOCKED_MIN_K``, ``-Σ softplus`` summed one cache-sized block of rows at a time
-    (:func:`_block_softplus_sum`, float64 across blocks), otherwise one logsigmoid over the
-    matrix.
+    Without gradients on the CPU for K ≥ ``_BLOCKED_MIN_K``, ``-Σ softplus`` by
+    :func:`~mi_bounds._offdiagonal.offdiagonal_softplus_sum` (one cache-sized chunk at a time,
+    float64 across chunks); otherwise one logsigmoid over the matrix, all ``K²`` terms minus the
+    ``K`` diagonal ones.
     """
     k = s.shape[-1]
     norm = k * (k - 1)
-    diag_terms = _js_neg(s.diagonal(dim1=-2, dim2=-1)).sum(-1)
-    if s.device.type != "cpu" or k < _BLOCKED_MIN_K or s.requires_grad:
+    if not _blocked(s):
+        _check_finite_plain(s)
+        diag_terms = _js_neg(s.diagonal(dim1=-2, dim2=-1)).sum(-1)
         return (_js_neg(s).sum((-2, -1)) - diag_terms) / norm
-    flat = s.reshape(-1, k, k)
-    rows = max(1, _BLOCK_ELEMENTS // k)
-    buf = torch.empty(rows, k, dtype=s.dtype)
-    sums = torch.empty(flat.shape[0], -(-k // rows), dtype=torch.float64)
-    for m, mat in enumerate(flat):
-        for b, r0 in enumerate(range(0, k, rows)):
-            sums[m, b] = _block_softplus_sum(mat[r0 : r0 + rows], buf)
-    total = -sums.sum(-1).to(s.dtype).reshape(s.shape[:-2])
-    return (total - diag_terms) / norm
+    return (-_per_matrix(s, offdiagonal_softplus_sum) / norm).to(s.dtype)
 
 
 def nwj_bound_from_scores(scores: ArrayLike, *, shift: float = 0.0) -> torch.Tensor:
@@ -592,10 +571,11 @@ def js_bound_from_scores(scores: ArrayLike) -> torch.Tensor:
     .. math:: I_{JS}(S) = \frac1K \sum_i \log\sigma(S_{ii})
               + \frac{1}{K(K-1)} \sum_{i \ne j} \log\sigma(-S_{ij})
 
-    (a bound on ``2·JSD - 2 log 2``, not on I). The off-diagonal mean is the sum over all ``K²``
-    entries minus the ``K`` diagonal ones (:func:`_offdiagonal_mean_js_neg`).
+    (a bound on ``2·JSD - 2 log 2``, not on I). The off-diagonal mean is computed without a copy
+    of the negatives (:func:`_offdiagonal_mean_js_neg`); on the CPU for large K, without
+    gradients, one ``exp`` per entry and one ``log`` per 32 (:mod:`mi_bounds._offdiagonal`).
     """
-    s = _check_scores(scores)
+    s = _check_scores(scores, finite=False)  # checked by _offdiagonal_mean_js_neg
     return _js_pos(s.diagonal(dim1=-2, dim2=-1)).mean(-1) + _offdiagonal_mean_js_neg(s)
 
 
@@ -605,9 +585,11 @@ def smile_bound_from_scores(scores: ArrayLike, *, clip: float | None = 5.0) -> t
     .. math:: I_{SMILE}(S, τ) = \frac1K \sum_i S_{ii}
               - \log \frac{1}{K(K-1)} \sum_{i \ne j} \mathrm{clip}(e^{S_{ij}}, e^{-τ}, e^{τ})
 
-    ``clip=None`` (or ``inf``) is exactly :func:`dv_bound_from_scores`.
+    ``clip=None`` (or ``inf``) is exactly :func:`dv_bound_from_scores`. On the CPU for large K,
+    without gradients, the negatives are clipped, exponentiated and summed one cache-sized chunk
+    at a time (:mod:`mi_bounds._offdiagonal`).
     """
-    s = _check_scores(scores)
+    s = _check_scores(scores, finite=False)  # checked by the denominator's kernel
     if clip is None:
         return dv_bound_from_scores(s)
     tau = as_real(clip, "clip", finite=False)

@@ -27,7 +27,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@pytest.mark.parametrize("k", [2, 5, 600])
+@pytest.mark.parametrize("k", [2, 5, 600, 601])
 @pytest.mark.parametrize("scale", [1.0, 8.0])
 def test_fused_equals_two_sample_form_in_float64(name, k, scale):
     """K = 600 takes the blocked CPU path where there is one; NWJ/TUBA stay below overflow."""
@@ -86,3 +86,82 @@ def test_errors_name_the_argument():
         B.js_bound_from_scores(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="scores must be finite"):
         B.js_bound_from_scores(torch.tensor([[0.0, math.nan], [0.0, 0.0]]))
+
+
+# --------------------------------------------------------------------------------------------
+# The chunked CPU kernels of JS and SMILE (mi_bounds._offdiagonal).
+# --------------------------------------------------------------------------------------------
+
+#: the score-matrix forms that read S in chunks on the CPU, and their two-sample forms
+CHUNKED = {name: CASES[name] for name in ("js", "smile5")}
+
+
+def _hard_scores(k: int, dtype: torch.dtype) -> torch.Tensor:
+    """Scores that overflow the JS products: rows shifted by +20 (every group of 32 overflows),
+    single scores of 100 and 1000 (beyond float32's exp), very negative rows (softplus below
+    eps), large positives on the diagonal, the rest N(0, 3²)."""
+    g = torch.Generator().manual_seed(k)
+    s = 3 * torch.randn(k, k, generator=g, dtype=torch.float64)
+    s[1:4] += 20.0
+    s[7:9] -= 30.0
+    s[10, 20], s[30, 500 % k], s[k - 1, 0] = 100.0, 1000.0, 95.0
+    s.diagonal().add_(40.0)
+    return s.to(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(CHUNKED))
+@pytest.mark.parametrize("k", [600, 601])
+@pytest.mark.parametrize("chunk", [1 << 17, 1024])
+def test_chunked_kernels_on_overflowing_scores(monkeypatch, name, k, chunk):
+    """Overflowed products are recomputed exactly: float64 equals the two-sample form to 1e-12,
+    float32 is within float32 round-off of it; also with many small chunks (several batches of
+    products and a short last chunk), and K = 601 (K² not a multiple of 32: an exact tail)."""
+    monkeypatch.setattr(B, "_BLOCK_ELEMENTS", chunk)
+    fused, split = CHUNKED[name]
+    s = _hard_scores(k, torch.float64)
+    ref = split(s)
+    torch.testing.assert_close(fused(s), ref, rtol=1e-12, atol=1e-12)
+    eps = torch.finfo(torch.float32).eps
+    assert abs(float(fused(s.float())) - float(ref)) <= 16 * eps * (1 + abs(float(ref)))
+
+
+@pytest.mark.parametrize("name", sorted(CHUNKED))
+@pytest.mark.parametrize("shift", [-10.0, 0.0, 5.0])
+def test_chunked_float32_within_round_off_of_float64(name, shift):
+    """float32 at K = 1024 against the float64 value, also where every softplus is below
+    float32's eps relative to 1 (shift -10) and where many products exceed 2^31 (shift 5)."""
+    fused, _ = CHUNKED[name]
+    g = torch.Generator().manual_seed(5)
+    s = 2 * torch.randn(1024, 1024, generator=g, dtype=torch.float64) + shift
+    v64 = float(fused(s))
+    eps = torch.finfo(torch.float32).eps
+    assert abs(float(fused(s.float())) - v64) <= 16 * eps * (1 + abs(v64))
+
+
+@pytest.mark.parametrize("name", sorted(CHUNKED))
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("where", [(3, 3), (3, 8), (600, 590)])
+def test_chunked_kernels_reject_non_finite_scores(name, bad, where):
+    """NaN and ±inf raise on the chunked path: off the diagonal (read as x + 0·x), on it
+    (checked apart, since the kernels zero it), and in the exact tail of K = 601 (flat positions
+    from K² - 17 on)."""
+    fused, _ = CHUNKED[name]
+    s = torch.randn(601, 601)
+    s[where] = bad
+    with pytest.raises(ValueError, match="scores must be finite"):
+        fused(s)
+
+
+@pytest.mark.parametrize("name", sorted(CHUNKED))
+def test_chunked_path_value_and_gradient_at_the_threshold(name):
+    """At K = 600 with gradients the plain path runs: its value equals the chunked value (no
+    gradients) and its gradient equals autograd through the two-sample form."""
+    fused, split = CHUNKED[name]
+    s = 3 * torch.randn(600, 600, generator=torch.Generator().manual_seed(9),
+                        dtype=torch.float64)
+    x, y = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    value = fused(x)
+    torch.testing.assert_close(value.detach(), fused(s), rtol=1e-12, atol=1e-12)
+    (g_fused,) = torch.autograd.grad(value, x)
+    (g_split,) = torch.autograd.grad(split(y), y)
+    torch.testing.assert_close(g_fused, g_split, rtol=1e-12, atol=1e-15)
