@@ -48,6 +48,18 @@ def _run(rng, loss, seed, lr, change, kl_slope, right, n_train=N_TRAIN):
     return {"loss": loss, "seed": seed, "lr": lr, "beta": 0.1, "history": hist}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fewer_replicates():
+    """400 bootstrap replicates instead of the pre-registered 2,000: the planted effects are
+    far from 0, and the suite stays fast."""
+    from experiments import smollm2_study as study
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cv, "N_BOOT", 400)
+        mp.setattr(study, "N_BOOT", 400)
+        yield
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """CHES predicts DPO's drop (change = −CHES + noise) and not MIO's (independent); removing

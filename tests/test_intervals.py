@@ -49,6 +49,7 @@ def _gaussian_rows(m: int, rho: float, gen: torch.Generator) -> tuple[torch.Tens
     return x, y
 
 
+@pytest.mark.slow  # 2,000 Monte Carlo samples: ≈ 20 s on one core
 def test_bootstrap_stderr_is_the_sampling_standard_deviation() -> None:
     """A fixed critic T = 0.2·x·y on m = 200 rows of a Gaussian pair (ρ = 0.5): for DV, NWJ and
     InfoNCE, the standard deviation of the value over 2,000 independent samples (Monte Carlo)
