@@ -274,13 +274,20 @@ def correlations(scores: list[dict], arms: dict[str, list[dict]]) -> dict[str, A
     return out
 
 
+def common_pairs(removal: dict[str, Any]) -> tuple[list[int], dict[str, list[int]]]:
+    """The train pairs both intervention arms keep (original indices), and where each sits in
+    each arm's own per-pair logs (``{arm: positions}``)."""
+    kept = removal["kept"]
+    common = sorted(set(kept["drop-ches"]) & set(kept["drop-random"]))
+    return common, {k: [kept[k].index(i) for i in common] for k in INTERVENTION}
+
+
 def intervention(arms: dict[str, list[dict]], removal: dict[str, Any]) -> dict[str, Any]:
     """C4 and what is reported beside it (the pre-registration's intervention section)."""
     from mi_bounds.decline.compare import shape_counts
 
     a, b = (arms[k] for k in INTERVENTION)
-    common = sorted(set(removal["kept"]["drop-ches"]) & set(removal["kept"]["drop-random"]))
-    pos = {k: [removal["kept"][k].index(i) for i in common] for k in INTERVENTION}
+    common, pos = common_pairs(removal)
     ya = study.pair_values(a, "train")[:, pos["drop-ches"]]
     yb = study.pair_values(b, "train")[:, pos["drop-random"]]
     ha, hb = study.pair_values(a, "heldout"), study.pair_values(b, "heldout")
@@ -348,11 +355,10 @@ def _figure_intervention(arms: dict[str, list[dict]], removal: dict, path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    common = sorted(set(removal["kept"]["drop-ches"]) & set(removal["kept"]["drop-random"]))
+    _, pos = common_pairs(removal)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for k, colour in zip(INTERVENTION, ("C3", "C0"), strict=True):
-        pos = [removal["kept"][k].index(i) for i in common]
-        y = study.pair_values(arms[k], "train")[:, pos].mean(1)
+        y = study.pair_values(arms[k], "train")[:, pos[k]].mean(1)
         x = study.seed_curve(arms[k], "kl")
         for s in range(y.shape[0]):
             ax.plot(x[s], y[s] - y[s, 0], color=colour, alpha=0.8,
