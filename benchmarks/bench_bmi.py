@@ -8,20 +8,30 @@ benchmark-mi 0.1.3 on Python 3.11; the versions pip picks by itself do not)::
     /work/bmi-venv/bin/pip install benchmark-mi==0.1.3 jax==0.4.23 jaxlib==0.4.23 \\
         chex==0.1.85 scipy==1.11.4 "scikit-learn<1.5"
 
-Then, from the repository root (resumable: finished (task, side) files are skipped)::
+Then, from the repository root (resumable: finished (task, seed, side) files are skipped)::
 
     .venv/bin/python benchmarks/bench_bmi.py run --bmi-python /work/bmi-venv/bin/python
     .venv/bin/python benchmarks/bench_bmi.py table      # writes benchmarks/results/bmi.json
 
-``run`` first samples every task with bmi's own samplers (``sample``, in the bmi venv; 5,000
-rows, seed 0, saved to ``runs/bmi/samples/<task>.npz`` with the exact MI), then, task by task
-and interleaved so that the shared machine's load falls on all alike, runs bmi's estimators
-(``bmi`` side, in the bmi venv), ours with the defaults (``ours`` side: the separable critic)
-and ours with ``--critic concat`` (``concat`` side; bmi's critics are concat MLPs too), each in
-the project venv, on the same file. The table adds ``auto``: of the two runs of ours, the one
-whose chosen checkpoint scored higher on the validation rows (ties: separable), which is what
-``--critic auto`` reports (same seed, same batches: tests/test_heldout.py checks the identity),
-at the sum of the two times.
+``--suite`` picks the tasks: ``v1`` (default) is bmi's whole benchmark, the 40 tasks of
+``bmi.benchmark.BENCHMARK_TASKS``; ``first`` the ten tasks of the first comparison (2026-11-27).
+Both add two independent samples (bmi's SplitMultinormal with identity covariance, 5,000 and
+600 rows, exact MI 0). ``--seeds`` are the sampling seeds (bmi's own workflow,
+``workflows/benchmark/v1/config.py``, uses seeds 0–9 at 5,000 rows; default here: 0).
+``--shard k/n`` runs every n-th task from the k-th (0-based), so that n processes share one
+suite without overlap (each process is one thread).
+
+``run`` first samples every (task, seed) with bmi's own samplers (``sample``, in the bmi venv;
+5,000 rows, saved to ``runs/bmi/samples/<task>__s<seed>.npz`` with the exact MI), then,
+(task, seed) by (task, seed) and interleaved so that the shared machine's load falls on all
+alike, runs each side of ``--sides``: bmi's estimators (``bmi``, in the bmi venv), ours with the
+defaults (``ours``: the separable critic, ``--marginals standard``), ours with ``--marginals
+rank`` (``rank``: the empirical-copula map fitted on the train rows, docs/THEORY.md §8) and ours
+with ``--critic concat`` (``concat``; bmi's critics are concat MLPs too), each of ours in the
+project venv, on the same file. Where ``ours`` and ``concat`` both ran, the table adds ``auto``:
+of the two, the one whose chosen checkpoint scored higher on the validation rows (ties:
+separable), which is what ``--critic auto`` reports (same seed, same batches:
+tests/test_heldout.py checks the identity), at the sum of the two times.
 Each side runs in its own process with one thread: ``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``,
 ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1
 --xla_force_host_platform_device_count=1`` and ``torch.set_num_threads(1)``; no ``taskset``.
@@ -31,6 +41,10 @@ lr 0.1, MLP (16, 8), test every 250 steps, early stopping, at most 10,000 steps;
 compilation included), and ours ``mi-bounds estimate --data <file> --bound <b>`` with its
 defaults, called in-process (loading, split, training, validation and test evaluation
 included). Neither includes interpreter start-up and library imports.
+
+The table compares, per (task, estimator kind), the mean estimate over the seeds that every
+compared side finished: "within" = |ours − I| ≤ |bmi − I| + 0.05 nats; the time is the median
+over the tasks of each call's wall seconds.
 
 What differs between the two protocols (read the numbers with it): bmi standardises with
 statistics of *all* rows and reports the *highest* test-row value seen during training (its
@@ -55,10 +69,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "bmi"
 RESULT = ROOT / "benchmarks" / "results" / "bmi.json"
 N_SAMPLES = 5000
-SEED = 0
 
-#: bmi task ids (bmi.benchmark.BENCHMARK_TASKS), chosen to cover the families the issue names.
-TASKS = [
+#: the ten bmi task ids of the first comparison (2026-11-27), chosen to cover the families
+FIRST = [
     "1v1-normal-0.75",
     "multinormal-dense-5-5-0.5",
     "multinormal-dense-25-25-0.5",
@@ -75,6 +88,13 @@ INDEPENDENT = {"independent-5-5": 5000, "independent-5-5-n600": 600}
 
 ESTIMATORS = ("dv", "infonce", "nwj", "ksg")
 NEURAL = ("dv", "infonce", "nwj")
+#: the sides of ours: extra ``mi-bounds estimate`` arguments and the estimators each runs
+OURS = {
+    "ours": ([], ESTIMATORS),
+    "rank": (["--marginals", "rank"], ESTIMATORS),
+    "concat": (["--critic", "concat"], NEURAL),
+}
+SIDES = ("bmi", *OURS)
 
 THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -104,63 +124,107 @@ def _write(path: Path, record: dict) -> None:
     tmp.replace(path)
 
 
+def sample_path(work: Path, tid: str, seed: int) -> Path:
+    return work / "samples" / f"{tid}__s{seed}.npz"
+
+
+def result_path(work: Path, tid: str, seed: int, side: str) -> Path:
+    return work / "results" / f"{tid}__s{seed}__{side}.json"
+
+
+def suite_tasks(work: Path, suite: str) -> list[str]:
+    """The task ids of ``suite`` (``v1``: read from the index that ``sample`` writes)."""
+    if suite == "first":
+        return [*FIRST, *INDEPENDENT]
+    index = work / "samples" / "v1_tasks.json"
+    if not index.is_file():
+        raise SystemExit(f"{index} is missing: run `bench_bmi.py sample --suite v1` in the bmi "
+                         "venv first (`run` does)")
+    return [*json.loads(index.read_text()), *INDEPENDENT]
+
+
+def shard(items: list[str], spec: str) -> list[str]:
+    """Every n-th item from the k-th, for ``spec`` = "k/n" (0 <= k < n)."""
+    try:
+        k, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard must be k/n with integers, got {spec!r}") from None
+    if not 0 <= k < n:
+        raise SystemExit(f"--shard k/n needs 0 <= k < n, got {spec!r}")
+    return items[k::n]
+
+
 # ------------------------------------------------------------------------------------------
 # bmi side (run in the bmi venv)
 # ------------------------------------------------------------------------------------------
 
 
-def sample(work: Path) -> None:
-    """Sample every task with bmi (5,000 rows, seed 0) to ``work/samples/<task>.npz``."""
+def sample(work: Path, suite: str, seeds: list[int]) -> None:
+    """Sample every task of ``suite`` with bmi (5,000 rows) for each seed."""
     import bmi
 
     out = work / "samples"
     out.mkdir(parents=True, exist_ok=True)
-    for tid in TASKS:
-        path = out / f"{tid}.npz"
-        if path.exists():
-            continue
-        task = bmi.BENCHMARK_TASKS[tid]
-        x, y = task.sample(N_SAMPLES, seed=SEED)
-        np.savez(path, X=np.asarray(x, np.float64), Y=np.asarray(y, np.float64),
-                 true_mi=np.float64(task.mutual_information))
-        print(f"sampled {tid}: I = {task.mutual_information:.4f}", flush=True)
-    for tid, n in INDEPENDENT.items():
-        path = out / f"{tid}.npz"
-        if path.exists():
-            continue
-        sampler = bmi.samplers.SplitMultinormal(dim_x=5, dim_y=5, covariance=np.eye(10))
-        x, y = sampler.sample(n, SEED)
-        np.savez(path, X=np.asarray(x, np.float64), Y=np.asarray(y, np.float64),
-                 true_mi=np.float64(sampler.mutual_information()))
-        print(f"sampled {tid}: I = {sampler.mutual_information():.4f}", flush=True)
+    if suite == "v1":
+        (out / "v1_tasks.json").write_text(json.dumps(list(bmi.benchmark.BENCHMARK_TASKS)) + "\n")
+        tasks = list(bmi.benchmark.BENCHMARK_TASKS)
+    else:
+        tasks = list(FIRST)
+    for seed in seeds:
+        for tid in tasks:
+            path = sample_path(work, tid, seed)
+            if path.exists():
+                continue
+            task = bmi.benchmark.BENCHMARK_TASKS[tid]
+            x, y = task.sample(N_SAMPLES, seed=seed)
+            np.savez(path, X=np.asarray(x, np.float64), Y=np.asarray(y, np.float64),
+                     true_mi=np.float64(task.mutual_information))
+            print(f"sampled {tid} seed {seed}: I = {task.mutual_information:.4f}", flush=True)
+        for tid, n in INDEPENDENT.items():
+            path = sample_path(work, tid, seed)
+            if path.exists():
+                continue
+            sampler = bmi.samplers.SplitMultinormal(dim_x=5, dim_y=5, covariance=np.eye(10))
+            x, y = sampler.sample(n, seed)
+            np.savez(path, X=np.asarray(x, np.float64), Y=np.asarray(y, np.float64),
+                     true_mi=np.float64(sampler.mutual_information()))
+            print(f"sampled {tid} seed {seed}: I = 0", flush=True)
 
 
-def run_bmi(work: Path, tid: str) -> None:
+def run_bmi(work: Path, tid: str, seed: int) -> None:
     """bmi's DV, InfoNCE, NWJ (defaults) and KSG (defaults: k = 5, 10) on one sample."""
     import bmi
     import jax
 
-    path = work / "results" / f"{tid}__bmi.json"
+    path = result_path(work, tid, seed, "bmi")
     if path.exists():
         return
-    data = np.load(work / "samples" / f"{tid}.npz")
+    data = np.load(sample_path(work, tid, seed))
     x, y = data["X"], data["Y"]
     est = bmi.estimators
     makers = {"dv": est.DonskerVaradhanEstimator, "infonce": est.InfoNCEEstimator,
               "nwj": est.NWJEstimator, "ksg": est.KSGEnsembleFirstEstimator}
-    record: dict = {"task": tid, "side": "bmi", "true_mi": float(data["true_mi"]),
+    record: dict = {"task": tid, "seed": seed, "side": "bmi", "true_mi": float(data["true_mi"]),
                     "n": int(x.shape[0]), "versions": {"bmi": "0.1.3", "jax": jax.__version__},
                     "estimators": {}}
     for name, make in makers.items():
         kwargs = {} if name == "ksg" else {"verbose": False}
         estimator = make(**kwargs)
-        res, wall, cpu = _timed(lambda e=estimator: e.estimate_with_info(x, y))
+        try:
+            res, wall, cpu = _timed(lambda e=estimator: e.estimate_with_info(x, y))
+        except Exception as err:  # a failure of bmi's is a result to report, not a crash
+            record["estimators"][name] = {"estimate": None, "seconds": None,
+                                          "cpu_seconds": None, "error": repr(err)[:300]}
+            print(f"  bmi {name}: error {err!r}"[:200], flush=True)
+            continue
         info = {k: v for k, v in res.additional_information.items() if k != "test_history"}
+        value = float(res.mi_estimate)
         record["estimators"][name] = {
-            "estimate": float(res.mi_estimate), "seconds": wall, "cpu_seconds": cpu,
-            "info": json.loads(json.dumps(info, default=float)),
+            "estimate": value if np.isfinite(value) else None, "seconds": wall,
+            "cpu_seconds": cpu, "info": json.loads(json.dumps(info, default=float)),
+            **({} if np.isfinite(value) else {"error": f"non-finite estimate {value}"}),
         }
-        print(f"  bmi {name}: {res.mi_estimate:.4f} ({wall:.1f} s)", flush=True)
+        print(f"  bmi {name}: {value:.4f} ({wall:.1f} s)", flush=True)
     _write(path, record)
 
 
@@ -169,9 +233,8 @@ def run_bmi(work: Path, tid: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def run_ours(work: Path, tid: str, critic: str = "separable") -> None:
-    """``mi-bounds estimate --data`` (dv, infonce, nwj; defaults) and ``--bound ksg``; with
-    ``critic="concat"``, ``--critic concat`` (dv, infonce, nwj) instead."""
+def run_ours(work: Path, tid: str, seed: int, side: str = "ours") -> None:
+    """``mi-bounds estimate --data`` with the defaults plus ``OURS[side]``'s arguments."""
     import contextlib
     import io
 
@@ -180,21 +243,18 @@ def run_ours(work: Path, tid: str, critic: str = "separable") -> None:
     from mi_bounds.estimation.cli import main as estimate
 
     torch.set_num_threads(1)
-    side = "ours" if critic == "separable" else critic
-    path = work / "results" / f"{tid}__{side}.json"
+    path = result_path(work, tid, seed, side)
     if path.exists():
         return
-    npz = work / "samples" / f"{tid}.npz"
+    npz = sample_path(work, tid, seed)
     data = np.load(npz)
-    record: dict = {"task": tid, "side": side, "true_mi": float(data["true_mi"]),
+    record: dict = {"task": tid, "seed": seed, "side": side, "true_mi": float(data["true_mi"]),
                     "n": int(data["X"].shape[0]), "estimators": {}}
-    names = ESTIMATORS if critic == "separable" else NEURAL
+    extra, names = OURS[side]
     for name in names:
-        out = work / side / f"{tid}__{name}.json"
-        argv = ["--data", str(npz), "--bound", name, "--no-progress"]
-        if critic != "separable":
-            argv += ["--critic", critic]
-        argv += ["--out", str(out)]
+        out = work / side / f"{tid}__s{seed}__{name}.json"
+        argv = ["--data", str(npz), "--bound", name, "--no-progress", *extra,
+                "--out", str(out)]
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
             code, wall, cpu = _timed(lambda a=argv: estimate(a))
@@ -223,17 +283,23 @@ def run_ours(work: Path, tid: str, critic: str = "separable") -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def drive(work: Path, bmi_python: str) -> None:
-    """Sample, then per task: bmi side, then our side, each in its own one-thread process."""
+def drive(work: Path, bmi_python: str, suite: str, seeds: list[int], sides: list[str],
+          spec: str) -> None:
+    """Sample, then per (seed, task): each side in its own one-thread process."""
     env = {**os.environ, **THREAD_ENV}
     me = str(Path(__file__).resolve())
-    subprocess.run([bmi_python, me, "sample", "--work", str(work)], env=env, check=True)
-    for tid in [*TASKS, *INDEPENDENT]:
-        print(f"[{time.strftime('%H:%M:%S')}] {tid}", flush=True)
-        subprocess.run([bmi_python, me, "bmi", tid, "--work", str(work)], env=env, check=True)
-        for side in ("ours", "concat"):
-            subprocess.run([sys.executable, me, side, tid, "--work", str(work)], env=env,
-                           check=True)
+    seed_args = ["--seeds", *map(str, seeds)]
+    subprocess.run([bmi_python, me, "sample", "--work", str(work), "--suite", suite,
+                    *seed_args], env=env, check=True)
+    for seed in seeds:
+        for tid in shard(suite_tasks(work, suite), spec):
+            print(f"[{time.strftime('%H:%M:%S')}] {tid} seed {seed}", flush=True)
+            for side in sides:
+                if result_path(work, tid, seed, side).exists():
+                    continue
+                python = bmi_python if side == "bmi" else sys.executable
+                subprocess.run([python, me, side, tid, "--work", str(work), "--seeds",
+                                str(seed)], env=env, check=True)
 
 
 def _auto(ours: dict, concat: dict) -> dict:
@@ -245,98 +311,152 @@ def _auto(ours: dict, concat: dict) -> dict:
             "cpu_seconds": ours["cpu_seconds"] + concat["cpu_seconds"]}
 
 
-def _verdict(name: str, est: float | None, truth: float, b_err: float) -> str:
-    if name == "ksg":
-        return ""
-    if est is None:
-        return "error"
-    miss = abs(est - truth) - b_err - 0.05
-    return "yes" if miss <= 0 else f"no (+{miss:.3f})"
+def _mean(values: list[float | None]) -> float | None:
+    """The mean, or None when any value is missing (a failed call fails the task)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
-def table(work: Path, out: Path = RESULT) -> str:
-    """Markdown tables of every finished task and ``benchmarks/results/bmi.json``."""
-    sides = ("bmi", "ours", "concat")
-    records = {}
-    for tid in [*TASKS, *INDEPENDENT]:
-        files = [work / "results" / f"{tid}__{side}.json" for side in sides]
-        if not all(f.exists() for f in files):
-            continue
-        b, o, c = (json.loads(f.read_text()) for f in files)
-        auto = {k: _auto(o["estimators"][k], c["estimators"][k]) for k in NEURAL}
-        records[tid] = {"true_mi": b["true_mi"], "n": b["n"], "bmi": b["estimators"],
-                        "ours": o["estimators"], "concat": c["estimators"], "auto": auto}
-    fmt = (lambda v: "error" if v is None else f"{v:.3f}")  # noqa: E731
-    main_rows, other_rows = [], []
-    for tid, r in records.items():
-        truth = r["true_mi"]
-        for name in ESTIMATORS:
-            be, oe = r["bmi"][name], r["ours"][name]
-            b_err = abs(be["estimate"] - truth)
-            o_est = oe["estimate"]
-            o_err = None if o_est is None else abs(o_est - truth)
-            flag = "" if oe.get("reliable", True) else " (unreliable)"
-            main_rows.append(
-                f"| {tid} | {truth:.3f} | {name} | {be['estimate']:.3f} | {b_err:.3f} | "
-                f"{be['seconds']:.1f} | {fmt(o_est)}{flag} | {fmt(o_err)} | {oe['seconds']:.1f} | "
-                f"{_verdict(name, o_est, truth, b_err)} |")
-            if name == "ksg":
+def load(work: Path, tasks: list[str]) -> dict:
+    """Per task: the seeds every side present for that task finished, and per side and
+    estimator the per-seed records."""
+    records: dict = {}
+    for tid in tasks:
+        per_side: dict[str, dict[int, dict]] = {}
+        for f in sorted((work / "results").glob(f"{tid}__s*__*.json")):
+            rest = f.stem[len(tid) + 3:]
+            seed, _, side = rest.partition("__")
+            if not seed.isdigit() or side not in SIDES:
                 continue
-            ce, ae = r["concat"][name], r["auto"][name]
-            other_rows.append(
-                f"| {tid} | {name} | {b_err:.3f} | {fmt(ce['estimate'])} | "
-                f"{fmt(None if ce['estimate'] is None else abs(ce['estimate'] - truth))} | "
-                f"{ce['seconds']:.1f} | {_verdict(name, ce['estimate'], truth, b_err)} | "
-                f"{ae['critic']} | {fmt(ae['estimate'])} | "
-                f"{fmt(None if ae['estimate'] is None else abs(ae['estimate'] - truth))} | "
-                f"{ae['seconds']:.1f} | {_verdict(name, ae['estimate'], truth, b_err)} |")
-    head = ("| task | true MI | estimator | bmi | bmi error | bmi s | ours | ours error | "
-            "ours s | within bmi error + 0.05 |\n|---|---|---|---|---|---|---|---|---|---|")
-    head2 = ("| task | estimator | bmi error | concat | concat error | concat s | within | "
-             "auto: critic | auto | auto error | auto s | within |\n"
-             "|---|---|---|---|---|---|---|---|---|---|---|---|")
-    summary = []
+            per_side.setdefault(side, {})[int(seed)] = json.loads(f.read_text())
+        if "bmi" not in per_side or "ours" not in per_side:
+            continue
+        seeds = sorted(set.intersection(*(set(v) for v in per_side.values())))
+        if not seeds:
+            continue
+        first = per_side["bmi"][seeds[0]]
+        entry: dict = {"true_mi": first["true_mi"], "n": first["n"], "seeds": seeds}
+        for side, by_seed in per_side.items():
+            entry[side] = {name: [by_seed[s]["estimators"][name] for s in seeds]
+                           for name in by_seed[seeds[0]]["estimators"]}
+        if "concat" in entry:
+            entry["auto"] = {
+                name: [_auto(o, c) for o, c in zip(entry["ours"][name], entry["concat"][name],
+                                                   strict=True)]
+                for name in NEURAL}
+        records[tid] = entry
+    return records
+
+
+def summarise(records: dict) -> dict:
+    """Per side and estimator: the seed-mean estimate, its error, and the verdict per task;
+    then the count within bmi's error + 0.05 and the median wall seconds over the tasks."""
+    out: dict = {"per_task": {}, "summary": {}}
+    for tid, r in records.items():
+        truth, row = r["true_mi"], {}
+        for side in ("bmi", "ours", "rank", "concat", "auto"):
+            if side not in r:
+                continue
+            for name, runs in r[side].items():
+                est = _mean([x.get("estimate") for x in runs])
+                secs = _mean([x.get("seconds") for x in runs])
+                row.setdefault(side, {})[name] = {
+                    "estimate": est, "error": None if est is None else abs(est - truth),
+                    "seconds": secs, "n_seeds": len(runs)}
+        for side in row:
+            if side == "bmi":
+                continue
+            for name, cell in row[side].items():
+                b_err = row["bmi"][name]["error"]
+                if cell["error"] is None:
+                    cell["within"] = False
+                elif b_err is None:  # bmi failed: any finite estimate of ours is within
+                    cell["within"] = True
+                else:
+                    cell["within"] = cell["error"] <= b_err + 0.05
+        out["per_task"][tid] = {"true_mi": truth, "seeds": r["seeds"], **row}
+    for side in ("bmi", "ours", "rank", "concat", "auto"):
+        for name in ESTIMATORS:
+            cells = [t[side][name] for t in out["per_task"].values()
+                     if side in t and name in t[side]]
+            if not cells:
+                continue
+            secs = [c["seconds"] for c in cells if c["seconds"] is not None]
+            s = {"tasks": len(cells), "median_seconds": float(np.median(secs)) if secs else None}
+            if side != "bmi":
+                s["within"] = sum(c["within"] for c in cells)
+            out["summary"].setdefault(side, {})[name] = s
+    return out
+
+
+def table(work: Path, suite: str, out: Path = RESULT) -> str:
+    """Markdown tables of every finished task, and the JSON at ``out``."""
+    records = load(work, suite_tasks(work, suite))
+    summary = summarise(records)
+    fmt = (lambda v: "error" if v is None else f"{v:.3f}")  # noqa: E731
+    sides = [s for s in ("ours", "rank", "concat", "auto")
+             if any(s in t for t in summary["per_task"].values())]
+    head = ("| task | I | seeds | estimator | bmi (error) | "
+            + " | ".join(f"{s} (error, within)" for s in sides) + " |\n|"
+            + "---|" * (5 + len(sides)))
+    rows = []
+    for tid, t in summary["per_task"].items():
+        for name in ESTIMATORS:
+            b = t["bmi"][name]
+            cells = []
+            for s in sides:
+                c = t.get(s, {}).get(name)
+                cells.append("" if c is None else f"{fmt(c['estimate'])} ({fmt(c['error'])}, "
+                             f"{'yes' if c['within'] else 'no'})")
+            rows.append(f"| {tid} | {t['true_mi']:.3f} | {len(t['seeds'])} | {name} | "
+                        f"{fmt(b['estimate'])} ({fmt(b['error'])}) | " + " | ".join(cells) + " |")
+    sum_head = ("| estimator | bmi median s | "
+                + " | ".join(f"{s}: within / tasks, median s" for s in sides) + " |\n|"
+                + "---|" * (2 + len(sides)))
+    sum_rows = []
     for name in ESTIMATORS:
-        cols = ["bmi", "ours"] + (["concat", "auto"] if name != "ksg" else [])
-        wall = {k: np.median([r[k][name]["seconds"] for r in records.values()]) for k in cols}
-        cpu = {k: np.median([r[k][name]["cpu_seconds"] for r in records.values()]) for k in cols}
-        if records:
-            summary.append(f"| {name} | " + " | ".join(
-                f"{wall.get(k, np.nan):.1f} / {cpu.get(k, np.nan):.1f}"
-                for k in ("bmi", "ours", "concat", "auto")) + " |")
-    times = ("| estimator | bmi | ours (separable, default) | ours --critic concat | "
-             "ours --critic auto |\n|---|---|---|---|---|\n" + "\n".join(summary))
+        b = summary["summary"]["bmi"][name]
+        cells = []
+        for s in sides:
+            c = summary["summary"].get(s, {}).get(name)
+            cells.append("" if c is None else
+                         f"{c['within']} / {c['tasks']}, {fmt(c['median_seconds'])}")
+        sum_rows.append(f"| {name} | {fmt(b['median_seconds'])} | " + " | ".join(cells) + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "machine": "2-core x86-64 CPU VM (shared)", "samples": N_SAMPLES, "sample_seed": SEED,
+        "machine": "2-core x86-64 CPU VM (shared)", "samples": N_SAMPLES, "suite": suite,
         "threads": THREAD_ENV, "date": time.strftime("%Y-%m-%d"), "tasks": records,
+        "summary": summary,
     }, indent=1) + "\n")
-    return (head + "\n" + "\n".join(main_rows) + "\n\n" + head2 + "\n" + "\n".join(other_rows)
-            + "\n\nMedian wall / CPU seconds over the tasks:\n\n" + times)
+    return head + "\n" + "\n".join(rows) + "\n\n" + sum_head + "\n" + "\n".join(sum_rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["sample", "bmi", "ours", "concat", "run", "table"])
-    p.add_argument("task", nargs="?", help="task id (bmi, ours, concat)")
+    p.add_argument("command", choices=["sample", *SIDES, "run", "table"])
+    p.add_argument("task", nargs="?", help="task id (bmi, ours, rank, concat)")
     p.add_argument("--work", type=Path, default=WORK, help="samples and per-side results")
+    p.add_argument("--suite", choices=["v1", "first"], default="v1")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="sampling seeds (bmi's workflow: 0-9)")
+    p.add_argument("--sides", nargs="+", choices=SIDES, default=["bmi", "ours", "rank"],
+                   help="which sides `run` runs")
+    p.add_argument("--shard", default="0/1", help="k/n: every n-th task from the k-th")
+    p.add_argument("--out", type=Path, default=RESULT, help="table: the JSON written")
     p.add_argument("--bmi-python", default="/work/bmi-venv/bin/python",
                    help="python of the bmi venv (run)")
     args = p.parse_args(argv)
     if args.command == "sample":
-        sample(args.work)
+        sample(args.work, args.suite, args.seeds)
     elif args.command == "bmi":
-        run_bmi(args.work, args.task)
-    elif args.command == "ours":
-        run_ours(args.work, args.task)
-    elif args.command == "concat":
-        run_ours(args.work, args.task, critic="concat")
+        run_bmi(args.work, args.task, args.seeds[0])
+    elif args.command in OURS:
+        run_ours(args.work, args.task, args.seeds[0], args.command)
     elif args.command == "run":
-        drive(args.work, args.bmi_python)
+        drive(args.work, args.bmi_python, args.suite, args.seeds, args.sides, args.shard)
     else:
-        print(table(args.work))
+        print(table(args.work, args.suite, args.out))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""benchmarks/bench_bmi.py: the shards partition a suite, and the table's verdicts follow the
+rule it states (seed-mean estimate; within = |ours − I| ≤ |bmi − I| + 0.05; only seeds that every
+side finished)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_bmi", ROOT / "benchmarks" / "bench_bmi.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_shards_partition_the_tasks(n: int) -> None:
+    tasks = [f"t{i}" for i in range(40)]
+    parts = [bench.shard(tasks, f"{k}/{n}") for k in range(n)]
+    assert sorted(t for p in parts for t in p) == sorted(tasks)
+    assert sum(len(p) for p in parts) == len(tasks)
+
+
+@pytest.mark.parametrize("spec", ["2/2", "x/2", "1", "-1/3"])
+def test_bad_shard_names_the_option(spec: str) -> None:
+    with pytest.raises(SystemExit, match="--shard"):
+        bench.shard(["a"], spec)
+
+
+def _put(work: Path, tid: str, seed: int, side: str, estimates: dict, truth: float) -> None:
+    rec = {"task": tid, "seed": seed, "side": side, "true_mi": truth, "n": 5000,
+           "estimators": {k: {"estimate": v, "seconds": 1.0 + seed, "cpu_seconds": 1.0,
+                              "validation_best": v} for k, v in estimates.items()}}
+    bench._write(bench.result_path(work, tid, seed, side), rec)
+
+
+def test_verdicts_use_seed_means_over_common_seeds(tmp_path: Path) -> None:
+    truth = 1.0
+    names = ("dv", "infonce", "nwj", "ksg")
+    # bmi: seeds 0, 1 with dv 0.9, 0.7 -> mean 0.8, error 0.2
+    _put(tmp_path, "a", 0, "bmi", dict.fromkeys(names, 0.9), truth)
+    _put(tmp_path, "a", 1, "bmi", dict.fromkeys(names, 0.7), truth)
+    # ours: seeds 0, 1, 2; seed 2 has no bmi partner and must be ignored
+    _put(tmp_path, "a", 0, "ours", {"dv": 0.76, "infonce": 0.5, "nwj": None, "ksg": 1.0}, truth)
+    _put(tmp_path, "a", 1, "ours", {"dv": 0.76, "infonce": 0.5, "nwj": 0.8, "ksg": 1.0}, truth)
+    _put(tmp_path, "a", 2, "ours", dict.fromkeys(names, -50.0), truth)
+    # bmi fails on task b (None), ours gives a number
+    _put(tmp_path, "b", 0, "bmi", {"dv": None, "infonce": 0.1, "nwj": 0.1, "ksg": 0.1}, 0.2)
+    _put(tmp_path, "b", 0, "ours", dict.fromkeys(names, 0.15), 0.2)
+    records = bench.load(tmp_path, ["a", "b", "missing"])
+    assert set(records) == {"a", "b"}
+    assert records["a"]["seeds"] == [0, 1]
+    s = bench.summarise(records)
+    a = s["per_task"]["a"]
+    assert a["bmi"]["dv"]["estimate"] == pytest.approx(0.8)
+    assert a["ours"]["dv"]["error"] == pytest.approx(0.24)
+    assert a["ours"]["dv"]["within"] is True  # 0.24 <= 0.2 + 0.05
+    assert a["ours"]["infonce"]["within"] is False  # 0.5 > 0.25
+    assert a["ours"]["nwj"]["estimate"] is None and a["ours"]["nwj"]["within"] is False
+    assert a["ours"]["dv"]["seconds"] == pytest.approx(1.5)  # seeds 0 and 1 only
+    b = s["per_task"]["b"]
+    assert b["bmi"]["dv"]["error"] is None and b["ours"]["dv"]["within"] is True
+    assert s["summary"]["ours"]["dv"]["within"] == 2
+    assert s["summary"]["ours"]["infonce"]["within"] == 1
+    assert s["summary"]["ours"]["nwj"]["within"] == 1
+    assert s["summary"]["bmi"]["dv"]["median_seconds"] == pytest.approx(1.25)  # [1.5, 1.0]
+
+
+def test_table_writes_json_and_markdown(tmp_path: Path) -> None:
+    names = ("dv", "infonce", "nwj", "ksg")
+    for side in ("bmi", "ours", "rank"):
+        _put(tmp_path, "1v1-normal-0.75", 0, side, dict.fromkeys(names, 0.4), 0.41)
+    out = tmp_path / "bmi.json"
+    text = bench.table(tmp_path, "first", out)
+    assert "| 1v1-normal-0.75 | 0.410 | 1 | dv |" in text
+    assert "rank: within / tasks" in text
+    data = json.loads(out.read_text())
+    assert data["summary"]["summary"]["rank"]["ksg"]["within"] == 1
