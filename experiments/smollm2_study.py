@@ -343,6 +343,46 @@ def hypotheses(arms: dict[str, list[dict]], pp: dict, res: dict) -> dict[str, An
     return h
 
 
+def exploratory(arms: dict[str, list[dict]]) -> dict[str, Any]:
+    """Differences that the pre-registration does not contain, added after its results were
+    read (2026-12-07). They decide nothing; ``exploratory.md`` and the write-up say so.
+
+    ``mio@1e-05 − dpo@1e-05`` of the chosen change (:func:`matched_difference`: pairs shared,
+    seeds of each arm drawn independently) at matched KL on train pairs (the pre-registration
+    compares the two losses at matched KL only on held-out pairs, H4), and at matched train
+    reward margin on train and held-out pairs, with each run's *mean* train margin as the
+    matched quantity for both sections (the pilot's headline was at matched margin).
+    """
+    if MIO not in arms or DPO not in arms:
+        return {}
+    rows = []
+    for quantity, levels, sections in (("kl", KL_LEVELS, ("train",)),
+                                       ("margin", MARGIN_LEVELS, SECTIONS)):
+        for s in sections:
+            for lv in levels:
+                d = matched_difference(
+                    (seed_curve(arms[MIO], quantity), pair_values(arms[MIO], s)),
+                    (seed_curve(arms[DPO], quantity), pair_values(arms[DPO], s)), lv)
+                d.update(quantity=quantity, section=s)
+                rows.append(d)
+    return {"comparison": [MIO, DPO], "rows": rows}
+
+
+def _exploratory_md(res: dict) -> str:
+    ex = res.get("exploratory") or {}
+    lines = ["Exploratory: not in PREREGISTRATION.md, added after its results were read; these "
+             "numbers decide no hypothesis. Chosen change difference "
+             f"{' − '.join(ex.get('comparison', [MIO, DPO]))} (nats) where each run first "
+             "reaches the level; 95% interval (pairs shared, seeds of each arm resampled "
+             "independently, 2000 replicates, mean ± t·se). Margin = the run's mean train "
+             "reward margin.", ""]
+    rows = [[r["quantity"], r["section"], f"{r['level']:g}",
+             _f(r["mean"]) if r["reached"] else "not reached",
+             _ci(r["ci"]) if r["reached"] else "n/a"] for r in ex.get("rows", [])]
+    return "\n".join(lines) + "\n" + _table(["matched on", "pairs", "level", "difference", "interval"],
+                                     rows)
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -542,6 +582,7 @@ def report(results_dir: Path) -> list[Path]:
     results_dir = Path(results_dir)
     arms = load_arms(results_dir)
     res = analyse(arms)
+    res["exploratory"] = exploratory(arms)
     out = results_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -551,6 +592,7 @@ def report(results_dir: Path) -> list[Path]:
         "equal_steps.md": _matched_md(res, "step", "step"),
         "verdicts.md": _verdicts_md(res),
         "accuracy.md": _accuracy_md(arms, res),
+        "exploratory.md": _exploratory_md(res),
     }
     paths = []
     for name, text in files.items():

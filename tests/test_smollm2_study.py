@@ -154,6 +154,29 @@ def test_matched_values_are_the_interpolated_curves(results):
     assert "not reached (0/4)" in (root / "report" / "matched_kl.md").read_text()
 
 
+def test_exploratory_differences_match_the_matched_tables(results):
+    """The exploratory MIO − DPO difference at a KL level both reach is the difference of the
+    two arms' matched values (two code paths), and the file says it decides nothing."""
+    root, _ = results
+    rep = json.loads((root / "report" / "report.json").read_text())
+    rows = [r for r in rep["exploratory"]["rows"] if r["quantity"] == "kl"]
+    assert rows and all(r["section"] == "train" for r in rows)
+    checked = 0
+    for r, m, d in zip(rows, rep["matched"]["kl"][st.MIO]["train"],
+                       rep["matched"]["kl"][st.DPO]["train"], strict=True):
+        assert r["level"] == m["level"] == d["level"]
+        assert r["reached"] == (m["reached"] and d["reached"])
+        if r["reached"]:
+            assert r["mean"] == pytest.approx(m["mean"] - d["mean"], abs=1e-5)  # JSON: 6 digits
+            assert r["ci"][0] <= r["mean"] <= r["ci"][1]
+            checked += 1
+    assert checked >= 1
+    assert {r["section"] for r in rep["exploratory"]["rows"] if r["quantity"] == "margin"} == \
+        set(st.SECTIONS)
+    text = (root / "report" / "exploratory.md").read_text()
+    assert text.startswith("Exploratory: not in PREREGISTRATION.md")
+
+
 def test_hypotheses_follow_the_preregistered_rules(results):
     root, _ = results
     h = json.loads((root / "report" / "report.json").read_text())["hypotheses"]
