@@ -42,6 +42,24 @@ compilation included), and ours ``mi-bounds estimate --data <file> --bound <b>``
 defaults, called in-process (loading, split, training, validation and test evaluation
 included). Neither includes interpreter start-up and library imports.
 
+``dmi`` (not in the default ``--sides``): diffusion-mi 0.1.0's MINDE (Franzese et al., "MINDE:
+Mutual Information Neural Diffusion Estimation", ICLR 2024) and MMG, as the package names them,
+with the package's defaults and its own example's budget (batch 256, 300 epochs ≈ 3,000 steps on
+2,500 rows), fitted on the first half of the rows (MMG validates on the last 20 % of that half)
+and read on the second half. It runs in its own venv, which borrows the project's CPU torch
+through a ``.pth`` file (pip would otherwise pull a CUDA build) and installs the rest without
+dependencies (2026-12-07; these are what imported)::
+
+    python3 -m venv /work/dmi-venv
+    .venv/bin/python -c "import site; print(site.getsitepackages()[0])" \\
+        > /work/dmi-venv/lib/python3.11/site-packages/project_venv.pth
+    /work/dmi-venv/bin/pip install --no-deps diffusion-mi==0.1.0 lightning==2.6.6 \\
+        pytorch-lightning==2.6.6 lightning-utilities==0.15.3 torchmetrics==1.9.0 tensorboardX==2.6.5
+    /work/dmi-venv/bin/pip install scikit-learn==1.9.1
+
+diffusion-mi imports torchvision without using it, and the PyPI torchvision wheel does not load
+beside the CPU torch; ``run_dmi`` puts an empty module in its place, in its own process only.
+
 The table compares, per (task, estimator kind), the mean estimate over the seeds that every
 compared side finished: "within" = |ours − I| ≤ |bmi − I| + 0.05 nats; the time is the median
 over the tasks of each call's wall seconds.
@@ -94,7 +112,11 @@ OURS = {
     "rank": (["--marginals", "rank"], ESTIMATORS),
     "concat": (["--critic", "concat"], NEURAL),
 }
-SIDES = ("bmi", *OURS)
+#: diffusion-mi 0.1.0's estimators (MINDE, MMG), run in their own venv (``--dmi-python``)
+DMI = ("minde", "mmg")
+#: their training budget: the package's own example (``MINDE.py``: 3,000 steps of batch 256)
+DMI_BATCH, DMI_EPOCHS = 256, 300
+SIDES = ("bmi", *OURS, "dmi")
 
 THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -228,6 +250,61 @@ def run_bmi(work: Path, tid: str, seed: int) -> None:
     _write(path, record)
 
 
+def run_dmi(work: Path, tid: str, seed: int) -> None:
+    """diffusion-mi's MINDE and MMG (its defaults, ``DMI_EPOCHS`` epochs of ``DMI_BATCH``) on one
+    sample: fit on the first half of the rows (MMG: 80 % of that half, validating on the rest,
+    which its ``fit`` requires), estimate on the second half (bmi's split ½)."""
+    import types
+
+    import lightning  # noqa: F401  (imported before the shim below: they see no torchvision)
+    import pytorch_lightning  # noqa: F401
+    import torch
+    import torchmetrics  # noqa: F401
+
+    # diffusion-mi imports torchvision in estimators/neural/_critic.py and never uses it; the
+    # PyPI torchvision wheel does not load beside the CPU torch build, so an empty module
+    # stands in for it (only in this process).
+    shim = types.ModuleType("torchvision")
+    shim.transforms = types.ModuleType("torchvision.transforms")
+    sys.modules.setdefault("torchvision", shim)
+    sys.modules.setdefault("torchvision.transforms", shim.transforms)
+    import estimators.neural as dmi  # diffusion-mi's own top-level package
+
+    torch.set_num_threads(1)
+    path = result_path(work, tid, seed, "dmi")
+    if path.exists():
+        return
+    data = np.load(sample_path(work, tid, seed))
+    x, y = data["X"], data["Y"]
+    half = x.shape[0] // 2
+    fit_end = int(0.8 * half)
+    record: dict = {"task": tid, "seed": seed, "side": "dmi", "true_mi": float(data["true_mi"]),
+                    "n": int(x.shape[0]), "versions": {"diffusion-mi": "0.1.0"},
+                    "budget": {"batch_size": DMI_BATCH, "max_epochs": DMI_EPOCHS},
+                    "estimators": {}}
+    for name, cls in (("minde", dmi.MINDEEstimator), ("mmg", dmi.MMGEstimator)):
+        def call(cls=cls, name=name) -> float:
+            est = cls(x_shape=x.shape[1:], y_shape=y.shape[1:], batch_size=DMI_BATCH,
+                      max_epochs=DMI_EPOCHS, seed=seed)
+            if name == "mmg":
+                est.fit(x[:fit_end], y[:fit_end], X_val=x[fit_end:half], Y_val=y[fit_end:half])
+            else:
+                est.fit(x[:half], y[:half])
+            return float(est.estimate(x[half:], y[half:]))
+        try:
+            value, wall, cpu = _timed(call)
+        except Exception as err:  # a failure is a result to report
+            record["estimators"][name] = {"estimate": None, "seconds": None,
+                                          "cpu_seconds": None, "error": repr(err)[:300]}
+            continue
+        ok = bool(np.isfinite(value))
+        record["estimators"][name] = {"estimate": value if ok else None, "seconds": wall,
+                                      "cpu_seconds": cpu,
+                                      **({} if ok else {"error": f"non-finite {value}"})}
+        print(f"  dmi {name}: {value:.4f} ({wall:.1f} s)", flush=True)
+    _write(path, record)
+
+
 # ------------------------------------------------------------------------------------------
 # our side (run in the project venv)
 # ------------------------------------------------------------------------------------------
@@ -284,7 +361,7 @@ def run_ours(work: Path, tid: str, seed: int, side: str = "ours") -> None:
 
 
 def drive(work: Path, bmi_python: str, suite: str, seeds: list[int], sides: list[str],
-          spec: str) -> None:
+          spec: str, dmi_python: str = "/work/dmi-venv/bin/python") -> None:
     """Sample, then per (seed, task): each side in its own one-thread process."""
     env = {**os.environ, **THREAD_ENV}
     me = str(Path(__file__).resolve())
@@ -297,7 +374,7 @@ def drive(work: Path, bmi_python: str, suite: str, seeds: list[int], sides: list
             for side in sides:
                 if result_path(work, tid, seed, side).exists():
                     continue
-                python = bmi_python if side == "bmi" else sys.executable
+                python = {"bmi": bmi_python, "dmi": dmi_python}.get(side, sys.executable)
                 subprocess.run([python, me, side, tid, "--work", str(work), "--seeds",
                                 str(seed)], env=env, check=True)
 
@@ -353,7 +430,7 @@ def summarise(records: dict) -> dict:
     out: dict = {"per_task": {}, "summary": {}}
     for tid, r in records.items():
         truth, row = r["true_mi"], {}
-        for side in ("bmi", "ours", "rank", "concat", "auto"):
+        for side in ("bmi", "ours", "rank", "concat", "auto", "dmi"):
             if side not in r:
                 continue
             for name, runs in r[side].items():
@@ -366,6 +443,8 @@ def summarise(records: dict) -> dict:
             if side == "bmi":
                 continue
             for name, cell in row[side].items():
+                if name not in row["bmi"]:  # diffusion-mi's kinds: no bmi counterpart
+                    continue
                 b_err = row["bmi"][name]["error"]
                 if cell["error"] is None:
                     cell["within"] = False
@@ -374,15 +453,18 @@ def summarise(records: dict) -> dict:
                 else:
                     cell["within"] = cell["error"] <= b_err + 0.05
         out["per_task"][tid] = {"true_mi": truth, "seeds": r["seeds"], **row}
-    for side in ("bmi", "ours", "rank", "concat", "auto"):
-        for name in ESTIMATORS:
+    for side in ("bmi", "ours", "rank", "concat", "auto", "dmi"):
+        for name in (DMI if side == "dmi" else ESTIMATORS):
             cells = [t[side][name] for t in out["per_task"].values()
                      if side in t and name in t[side]]
             if not cells:
                 continue
             secs = [c["seconds"] for c in cells if c["seconds"] is not None]
-            s = {"tasks": len(cells), "median_seconds": float(np.median(secs)) if secs else None}
-            if side != "bmi":
+            errs = [c["error"] for c in cells if c["error"] is not None]
+            s = {"tasks": len(cells), "median_seconds": float(np.median(secs)) if secs else None,
+                 "median_error": float(np.median(errs)) if errs else None,
+                 "failed": len(cells) - len(errs)}
+            if side not in ("bmi", "dmi"):
                 s["within"] = sum(c["within"] for c in cells)
             out["summary"].setdefault(side, {})[name] = s
     return out
@@ -421,19 +503,34 @@ def table(work: Path, suite: str, out: Path = RESULT) -> str:
             cells.append("" if c is None else
                          f"{c['within']} / {c['tasks']}, {fmt(c['median_seconds'])}")
         sum_rows.append(f"| {name} | {fmt(b['median_seconds'])} | " + " | ".join(cells) + " |")
+    dmi_rows = []
+    for tid, t in summary["per_task"].items():
+        if "dmi" not in t:
+            continue
+        best = min((t["bmi"][k]["error"] for k in NEURAL if t["bmi"][k]["error"] is not None),
+                   default=None)
+        cells = [f"{fmt(t['dmi'][k]['estimate'])} ({fmt(t['dmi'][k]['error'])}), "
+                 f"{fmt(t['dmi'][k]['seconds'])} s" for k in DMI]
+        dmi_rows.append(f"| {tid} | {t['true_mi']:.3f} | " + " | ".join(cells)
+                        + f" | {fmt(best)} |")
+    dmi_text = ""
+    if dmi_rows:
+        dmi_text = ("\n\n| task | I | MINDE (error), s | MMG (error), s | bmi's best neural "
+                    "error |\n|---|---|---|---|---|\n" + "\n".join(dmi_rows))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "machine": "2-core x86-64 CPU VM (shared)", "samples": N_SAMPLES, "suite": suite,
         "threads": THREAD_ENV, "date": time.strftime("%Y-%m-%d"), "tasks": records,
         "summary": summary,
     }, indent=1) + "\n")
-    return head + "\n" + "\n".join(rows) + "\n\n" + sum_head + "\n" + "\n".join(sum_rows)
+    return (head + "\n" + "\n".join(rows) + "\n\n" + sum_head + "\n" + "\n".join(sum_rows)
+            + dmi_text)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["sample", *SIDES, "run", "table"])
-    p.add_argument("task", nargs="?", help="task id (bmi, ours, rank, concat)")
+    p.add_argument("task", nargs="?", help="task id (bmi, ours, rank, concat, dmi)")
     p.add_argument("--work", type=Path, default=WORK, help="samples and per-side results")
     p.add_argument("--suite", choices=["v1", "first"], default="v1")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -444,15 +541,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULT, help="table: the JSON written")
     p.add_argument("--bmi-python", default="/work/bmi-venv/bin/python",
                    help="python of the bmi venv (run)")
+    p.add_argument("--dmi-python", default="/work/dmi-venv/bin/python",
+                   help="python of the diffusion-mi venv (run, side dmi)")
     args = p.parse_args(argv)
     if args.command == "sample":
         sample(args.work, args.suite, args.seeds)
     elif args.command == "bmi":
         run_bmi(args.work, args.task, args.seeds[0])
+    elif args.command == "dmi":
+        run_dmi(args.work, args.task, args.seeds[0])
     elif args.command in OURS:
         run_ours(args.work, args.task, args.seeds[0], args.command)
     elif args.command == "run":
-        drive(args.work, args.bmi_python, args.suite, args.seeds, args.sides, args.shard)
+        drive(args.work, args.bmi_python, args.suite, args.seeds, args.sides, args.shard,
+              args.dmi_python)
     else:
         print(table(args.work, args.suite, args.out))
     return 0

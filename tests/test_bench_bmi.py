@@ -79,3 +79,18 @@ def test_table_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "rank: within / tasks" in text
     data = json.loads(out.read_text())
     assert data["summary"]["summary"]["rank"]["ksg"]["within"] == 1
+
+
+def test_diffusion_mi_side_is_tabled_without_a_bmi_verdict(tmp_path: Path) -> None:
+    names = ("dv", "infonce", "nwj", "ksg")
+    tid = "1v1-normal-0.75"
+    _put(tmp_path, tid, 0, "bmi", {"dv": 0.5, "infonce": 0.7, "nwj": None, "ksg": 0.9}, 1.0)
+    _put(tmp_path, tid, 0, "ours", dict.fromkeys(names, 0.9), 1.0)
+    _put(tmp_path, tid, 0, "dmi", {"minde": 1.1, "mmg": None}, 1.0)
+    s = bench.summarise(bench.load(tmp_path, [tid]))
+    cell = s["per_task"][tid]["dmi"]
+    assert cell["minde"]["error"] == pytest.approx(0.1) and "within" not in cell["minde"]
+    assert s["summary"]["dmi"]["mmg"]["failed"] == 1
+    text = bench.table(tmp_path, "first", tmp_path / "b.json")
+    # bmi's best neural error is InfoNCE's 0.3 (NWJ failed)
+    assert f"| {tid} | 1.000 | 1.100 (0.100), 1.000 s | error (error), 1.000 s | 0.300 |" in text
