@@ -152,9 +152,10 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: standardise with train-row statistics; heavy-tailed features, "
                    "beyond ±10 standard deviations, through asinh of a median/IQR scaling)")
     g.add_argument("--marginals", choices=MARGINALS, default=defaults["marginals"],
-                   help="how each feature is standardised: 'standard' (z-scores; asinh for heavy "
-                   "tails) or 'rank' (normal scores of the train-row ranks: the estimate does not "
-                   "change when a feature is re-measured through any increasing map)" + D)
+                   help="how each feature is standardised: 'rank' (normal scores of the "
+                   "train-row ranks: the estimate does not change when a feature is re-measured "
+                   "through any increasing map) or 'standard' (z-scores; asinh for heavy "
+                   "tails)" + D)
     g.add_argument("--no-cap-scores", action="store_true", help="evaluate the critic as it "
                    "is (default: capped at the largest value it gives a fit-row pair, so that "
                    "pairs it extrapolates to cannot decide the estimate; still a bound on I)")

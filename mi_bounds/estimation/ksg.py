@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma
 
 from mi_bounds.estimation.degenerate import check_dependence
-from mi_bounds.estimation.marginals import MARGINALS, RankGaussian
+from mi_bounds.estimation.marginals import DEFAULT_MARGINALS, MARGINALS, RankGaussian
 from mi_bounds.estimation.tasks import Standardizer, check_samples
 
 __all__ = ["KSG_MAX_K_FRACTION", "KSGEstimate", "ksg_mi", "ksg_pointwise"]
@@ -38,7 +38,7 @@ KSG_MAX_K_FRACTION = 0.1
 
 
 def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True,
-                  marginals: str = "standard") -> np.ndarray:
+                  marginals: str = DEFAULT_MARGINALS) -> np.ndarray:
     """Per-point KSG terms ``ψ(k) + ψ(N) − ψ(n_x(i) + 1) − ψ(n_y(i) + 1)``, shape ``[N]``.
 
     Their mean is the KSG estimate (:func:`ksg_mi`).
@@ -49,10 +49,10 @@ def ksg_pointwise(x: object, y: object, *, k: int = 3, standardize: bool = True,
         k: the neighbour order, an int in ``[1, N - 1]``.
         standardize: scale every feature to mean 0 and standard deviation 1 first (the max-norm
             compares coordinates, so their scales matter; MI does not change).
-        marginals: with ``standardize``, ``"standard"`` (z-scores; asinh for heavy tails) or
-            ``"rank"`` (normal scores of the ranks, fitted on all N rows:
-            :class:`~mi_bounds.estimation.marginals.RankGaussian`; the estimate is then the same
-            for every increasing re-measurement of a feature).
+        marginals: with ``standardize``, ``"rank"`` (the default: normal scores of the ranks,
+            fitted on all N rows, :class:`~mi_bounds.estimation.marginals.RankGaussian`; the
+            estimate is then the same for every increasing re-measurement of a feature) or
+            ``"standard"`` (z-scores; asinh for heavy tails).
 
     Raises:
         ValueError: bad arrays, a bad ``k``, or repeated points (a ``k``-th neighbour at
@@ -116,7 +116,7 @@ class KSGEstimate:
 
 
 def ksg_mi(x: object, y: object, *, k: int = 3, standardize: bool = True,
-           marginals: str = "standard") -> KSGEstimate:
+           marginals: str = DEFAULT_MARGINALS) -> KSGEstimate:
     """KSG estimator 1 of I(X; Y) in nats (module docstring; arguments of
     :func:`ksg_pointwise`). Kraskov et al. (2004) use k between 1 and 10 (small ``k``: less
     bias, more variance); the default is 3.

@@ -66,7 +66,7 @@ from mi_bounds.bounds import (
     split_scores,
     value_with_gradient_of,
 )
-from mi_bounds.estimation.marginals import MARGINALS
+from mi_bounds.estimation.marginals import DEFAULT_MARGINALS, MARGINALS
 from mi_bounds.estimation.tasks import ArrayTask, Task
 
 __all__ = [
@@ -317,11 +317,12 @@ class EstimateConfig:
             the last step's critic is reported).
         standardize: finite samples: map every feature of X and Y with a monotone map fitted
             on the train rows (``marginals``); False: use the features as they are.
-        marginals: finite samples, with ``standardize``: ``"standard"`` (mean and standard
-            deviation of the train rows; asinh of a median/IQR scaling for heavy-tailed
-            features: :class:`~mi_bounds.estimation.tasks.Standardizer`) or ``"rank"`` (normal
-            scores of the train-row ranks: the estimate is invariant to any increasing
-            re-measurement of a feature, :class:`~mi_bounds.estimation.marginals.RankGaussian`).
+        marginals: finite samples, with ``standardize``: ``"rank"`` (the default: normal
+            scores of the train-row ranks, so the estimate is invariant to any increasing
+            re-measurement of a feature, :class:`~mi_bounds.estimation.marginals.RankGaussian`)
+            or ``"standard"`` (mean and standard deviation of the train rows; asinh of a
+            median/IQR scaling for heavy-tailed features:
+            :class:`~mi_bounds.estimation.tasks.Standardizer`; the default before 2026-12-07).
         eval_every: finite samples: score the critic on the validation rows every this many
             steps (and before the first step and after the last).
         patience: finite samples: stop after this many validation scores in a row without a
@@ -356,7 +357,7 @@ class EstimateConfig:
     test_fraction: float = 0.5
     validation_fraction: float = 0.2
     standardize: bool = True
-    marginals: str = "standard"
+    marginals: str = DEFAULT_MARGINALS
     eval_every: int = 100
     patience: int = 5
     max_abs_score: float | None = 1e4
