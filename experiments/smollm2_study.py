@@ -379,8 +379,8 @@ def _exploratory_md(res: dict) -> str:
     rows = [[r["quantity"], r["section"], f"{r['level']:g}",
              _f(r["mean"]) if r["reached"] else "not reached",
              _ci(r["ci"]) if r["reached"] else "n/a"] for r in ex.get("rows", [])]
-    return "\n".join(lines) + "\n" + _table(["matched on", "pairs", "level", "difference", "interval"],
-                                     rows)
+    header = ["matched on", "pairs", "level", "difference", "interval"]
+    return "\n".join(lines) + "\n" + _table(header, rows)
 
 
 # --------------------------------------------------------------------------- writing
