@@ -64,6 +64,7 @@ from mi_bounds.bounds import infonce_bound
 from mi_bounds.estimation.heldout import estimate_mi_on_samples, prepare_samples, sample_config
 from mi_bounds.estimation.intervals import BOOTSTRAP_RESAMPLES, rows_bootstrap
 from mi_bounds.estimation.tasks import GaussianTask, StudentTask, Task
+from mi_bounds.estimation.training import DivergenceError
 
 ESTIMATORS = ("dv", "infonce", "nwj")
 #: name -> setting; the key of a setting in the results file is :func:`setting_key`.
@@ -176,7 +177,11 @@ def replicate(setting: dict, rep: int, quick: bool = False) -> dict:
         # is rank since 2026-12-07; pinned so that every replicate has the same map)
         cfg = sample_config(bound=name, seed=rep, marginals="standard", **extra)
         prepared = prepare_samples(x, y, cfg)
-        res, critic = estimate_mi_on_samples(x, y, cfg, prepared=prepared)
+        try:
+            res, critic = estimate_mi_on_samples(x, y, cfg, prepared=prepared)
+        except DivergenceError as err:  # no estimate, so no interval: kept, counted as a miss
+            out[name] = {"failed": str(err)[:500]}
+            continue
         est, se = res.final[name]
         t1 = time.perf_counter()
         x_test, y_test = prepared.rows("test")  # the rows and the map the estimate used
@@ -202,6 +207,9 @@ def _coverage(rows: list[dict], target: str | float, interval: str) -> tuple[int
     """(replicates whose ``interval`` covers ``target``, replicates with that interval)."""
     hits = n = 0
     for r in rows:
+        if "failed" in r:  # a diverged critic: no interval, a miss for every interval
+            n += 1
+            continue
         t = r["population"] if target == "population" else float(target)
         if interval == "jackknife":
             lo, hi = r["estimate"] - Z95 * r["stderr"], r["estimate"] + Z95 * r["stderr"]
@@ -222,21 +230,24 @@ def summarise(setting: dict, reps: list[dict]) -> dict:
     have them; None where none has)."""
     table = {}
     for name in ESTIMATORS:
-        rows = [r[name] for r in reps]
-        n = len(rows)
+        every = [r[name] for r in reps]
+        n = len(every)
+        # a replicate whose critic diverged has no estimate and no interval: it counts in n as a
+        # miss; the means are over the replicates with an estimate
+        rows = [r for r in every if "failed" not in r]
         cov_pop = sum(abs(r["estimate"] - r["population"]) <= Z95 * r["stderr"] for r in rows)
         cov_mi = sum(abs(r["estimate"] - setting["mi"]) <= Z95 * r["stderr"] for r in rows)
         table[name] = {
-            "replicates": n,
+            "replicates": n, "failed": n - len(rows),
             "covers_population_value": cov_pop / n, "wilson_population": wilson(cov_pop, n),
             "covers_true_mi": cov_mi / n, "wilson_true_mi": wilson(cov_mi, n),
             "mean_estimate_minus_population": float(np.mean(
-                [r["estimate"] - r["population"] for r in rows])),
+                [r["estimate"] - r["population"] for r in rows])) if rows else None,
             "mean_estimate_minus_true_mi": float(np.mean(
-                [r["estimate"] - setting["mi"] for r in rows])),
-            "sd_estimate": float(np.std([r["estimate"] for r in rows], ddof=1)) if n > 1
-            else None,
-            "mean_stderr": float(np.mean([r["stderr"] for r in rows])),
+                [r["estimate"] - setting["mi"] for r in rows])) if rows else None,
+            "sd_estimate": float(np.std([r["estimate"] for r in rows], ddof=1))
+            if len(rows) > 1 else None,
+            "mean_stderr": float(np.mean([r["stderr"] for r in rows])) if rows else None,
         }
         with_se = [r for r in rows if r.get("population_se") is not None]
         if with_se:  # absent in the replicates of the first study
@@ -247,12 +258,13 @@ def summarise(setting: dict, reps: list[dict]) -> dict:
             # interval's coverage to P(|Z| <= 1.96 / sqrt(1 + r²)) (92 % at r = 0.5)
             table[name]["median_population_se_over_stderr"] = float(np.median(
                 [r["population_se"] / r["stderr"] for r in with_se]))
-        booted = [r for r in rows if "boot_low" in r]
+        booted = [r for r in every if "boot_low" in r or "failed" in r]
         boot: dict[str, object] | None = None
         if booted:
+            fine = [r for r in booted if "failed" not in r]
             boot = {"replicates": len(booted),
-                    "mean_stderr": float(np.mean([r["boot_stderr"] for r in booted])),
-                    "mean_jackknife_stderr": float(np.mean([r["stderr"] for r in booted]))}
+                    "mean_stderr": float(np.mean([r["boot_stderr"] for r in fine])),
+                    "mean_jackknife_stderr": float(np.mean([r["stderr"] for r in fine]))}
             for interval in ("percentile", "basic"):
                 for target, covers, wil in (("population", "population_value", "population"),
                                             (setting["mi"], "true_mi", "true_mi")):
@@ -265,8 +277,11 @@ def summarise(setting: dict, reps: list[dict]) -> dict:
 
 def _matches(old: dict, new: dict) -> bool:
     """The recomputed replicate reproduces the stored estimate, se and population value."""
+    if any(("failed" in old[name]) != ("failed" in new[name]) for name in ESTIMATORS):
+        return False
     return all(math.isclose(old[name][k], new[name][k], rel_tol=BACKFILL_RTOL, abs_tol=1e-12)
-               for name in ESTIMATORS for k in ("estimate", "stderr", "population"))
+               for name in ESTIMATORS if "failed" not in old[name]
+               for k in ("estimate", "stderr", "population"))
 
 
 def _write(path: Path, data: dict) -> None:

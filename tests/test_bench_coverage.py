@@ -54,3 +54,33 @@ def test_bootstrap_coverage_counts_only_replicates_that_have_it() -> None:
     assert row["median_population_se"] == pytest.approx(0.02)
     assert row["median_population_se_over_stderr"] == pytest.approx(0.55)  # (1 + 0.1) / 2
     assert bench.setting_key(bench.SETTINGS["student-5000"]) == "student nu=5 d=3+3 I=1.0 n=5000"
+
+
+def test_a_diverged_estimate_is_recorded_and_counted_as_not_covering(monkeypatch) -> None:
+    """A critic that diverges on one replicate (Student-t, 500 rows, NWJ) gives that estimator no
+    interval: the replicate is kept with the error, the other estimators are unaffected, and the
+    coverage counts it as a miss (the user gets no interval)."""
+    from mi_bounds.estimation.training import DivergenceError
+
+    real = bench.estimate_mi_on_samples
+
+    def diverge_nwj(x, y, cfg, **kw):
+        if cfg.bound == "nwj":
+            raise DivergenceError("the critic diverged (test)")
+        return real(x, y, cfg, **kw)
+
+    monkeypatch.setattr(bench, "estimate_mi_on_samples", diverge_nwj)
+    setting = bench.SETTINGS["student-500"]
+    rep = bench.replicate(setting, 0, quick=True)
+    assert rep["nwj"] == {"failed": "the critic diverged (test)"}
+    assert "estimate" in rep["dv"] and "estimate" in rep["infonce"]
+    ok = {n: {"estimate": 1.0, "stderr": 0.1, "population": 1.0, "population_se": 0.01,
+              "boot_stderr": 0.1, "boot_low": 0.9, "boot_high": 1.1} for n in bench.ESTIMATORS}
+    table = bench.summarise(setting, [ok, {**ok, "nwj": rep["nwj"]}])
+    nwj = table["nwj"]
+    assert nwj["replicates"] == 2 and nwj["failed"] == 1
+    assert nwj["covers_population_value"] == 0.5 and nwj["covers_true_mi"] == 0.5
+    assert nwj["bootstrap"]["replicates"] == 2
+    assert nwj["bootstrap"]["percentile_covers_population_value"] == 0.5
+    assert nwj["mean_estimate_minus_population"] == 0.0  # over the replicates with an estimate
+    assert table["dv"]["failed"] == 0 and table["dv"]["covers_population_value"] == 1.0
