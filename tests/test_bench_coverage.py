@@ -17,10 +17,12 @@ _spec.loader.exec_module(bench)
 
 
 def test_the_first_study_summarises_as_stored() -> None:
-    """The stored Gaussian replicates (no boot_* fields) give the stored summary again, field
-    for field, with no bootstrap table; the Gaussian settings keep their keys."""
-    data = json.loads((ROOT / "benchmarks" / "results" / "coverage.json").read_text())
-    for rec in data["settings"]:
+    """Every stored setting (coverage*.json) gives its stored summary again from its replicates,
+    field for field; the first study's Gaussian replicates (no boot_* fields) give no bootstrap
+    table; the Gaussian settings keep their keys."""
+    files = sorted((ROOT / "benchmarks" / "results").glob("coverage*.json"))
+    assert files
+    for rec in (r for f in files for r in json.loads(f.read_text())["settings"]):
         setting = next(s for s in bench.SETTINGS.values() if bench.setting_key(s) == rec["key"])
         table = json.loads(json.dumps(bench.summarise(setting, rec["replicates"]),
                                       allow_nan=False))
@@ -84,3 +86,27 @@ def test_a_diverged_estimate_is_recorded_and_counted_as_not_covering(monkeypatch
     assert nwj["bootstrap"]["percentile_covers_population_value"] == 0.5
     assert nwj["mean_estimate_minus_population"] == 0.0  # over the replicates with an estimate
     assert table["dv"]["failed"] == 0 and table["dv"]["covers_population_value"] == 1.0
+
+
+def test_a_rank_setting_estimates_through_the_rank_map(monkeypatch) -> None:
+    """The "-rank" settings run the held-out protocol with --marginals rank (the CLI's default)
+    and have keys of their own; the pinned settings keep "standard" and their keys."""
+    seen: list[str] = []
+    real = bench.sample_config
+
+    def spy(**kw):
+        seen.append(kw["marginals"])
+        return real(**kw)
+
+    monkeypatch.setattr(bench, "sample_config", spy)
+    rank = bench.SETTINGS["student-500-rank"]
+    rep = bench.replicate(rank, 0, quick=True)
+    assert seen == ["rank"] * len(bench.ESTIMATORS)
+    seen.clear()
+    std = bench.replicate(bench.SETTINGS["student-500"], 0, quick=True)
+    assert seen == ["standard"] * len(bench.ESTIMATORS)
+    assert rep["infonce"]["estimate"] != std["infonce"]["estimate"]  # another map, another value
+    keys = [bench.setting_key(s) for s in bench.SETTINGS.values()]
+    assert len(set(keys)) == len(keys)
+    assert bench.setting_key(rank) == "student nu=5 d=3+3 I=1.0 n=500 marginals=rank"
+    assert bench.setting_key(bench.SETTINGS["gaussian-500"]) == "gaussian d=3+3 I=1.0 n=500"
