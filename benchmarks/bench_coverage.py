@@ -48,8 +48,12 @@ Commands (2-core x86-64 VM, one thread; from the repository root)::
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \\
         --settings gaussian-500 student-500 gaussian-5000 student-5000 --backfill \\
         --out benchmarks/results/coverage.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \\
+        --settings gaussian-500-rank --out benchmarks/results/coverage_rank.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --quick \\
         --out /tmp/coverage-quick.json      # smoke test: 2 replicates, short runs
+    .venv/bin/python benchmarks/bench_coverage.py --table \\
+        --out benchmarks/results/coverage.json  # the tables of docs/RESULTS.md §4.9
 """
 
 from __future__ import annotations
@@ -290,6 +294,40 @@ def summarise(setting: dict, reps: list[dict]) -> dict:
     return table
 
 
+def _pct(k: float, wil: tuple[float, float] | None) -> str:
+    return f"{100 * k:.1f} % [{100 * wil[0]:.1f}, {100 * wil[1]:.1f}]" if wil else "–"
+
+
+def markdown_table(rec: dict) -> str:
+    """The setting's summary as the markdown table of docs/RESULTS.md §4.9: per estimator the
+    replicates (of which diverged), what the jackknife and the bootstrap percentile intervals
+    cover (their critic's population value, I) with Wilson intervals, and the median and mean
+    of ``estimate − I`` (the mean is meaningless where a few estimates run away: the count of
+    estimates more than 1 nat below 0 says how many)."""
+    lines = [f"{rec['key']}: {len(rec['replicates'])} replicates",
+             "",
+             "| estimator | replicates (diverged) | jackknife covers its critic's value | "
+             "jackknife covers I | bootstrap covers its critic's value | bootstrap covers I | "
+             "median est − I | mean est − I | estimates < −1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in ESTIMATORS:
+        row = rec["summary"][name]
+        est = [r[name]["estimate"] for r in rec["replicates"] if "failed" not in r[name]]
+        boot = row.get("bootstrap") or {}
+        cells = [name, f"{row['replicates']} ({row.get('failed', 0)})",
+                 _pct(row["covers_population_value"], row["wilson_population"]),
+                 _pct(row["covers_true_mi"], row["wilson_true_mi"]),
+                 _pct(boot.get("percentile_covers_population_value", 0.0),
+                      boot.get("percentile_wilson_population")),
+                 _pct(boot.get("percentile_covers_true_mi", 0.0),
+                      boot.get("percentile_wilson_true_mi")),
+                 f"{float(np.median(est)) - rec['mi']:+.3f}" if est else "–",
+                 f"{row['mean_estimate_minus_true_mi']:+.3f}" if est else "–",
+                 str(sum(e < -1.0 for e in est))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _matches(old: dict, new: dict) -> bool:
     """The recomputed replicate reproduces the stored estimate, se and population value."""
     if any(("failed" in old[name]) != ("failed" in new[name]) for name in ESTIMATORS):
@@ -320,7 +358,16 @@ def main(argv: list[str] | None = None) -> int:
                    "reproduce them)")
     p.add_argument("--quick", action="store_true", help="smoke test: short training, fewer "
                    "fresh pairs and resamples; refuses the default --out")
+    p.add_argument("--table", action="store_true", help="print the markdown tables of the "
+                   "settings stored in --out (docs/RESULTS.md §4.9) and run nothing")
     args = p.parse_args(argv)
+    if args.table:
+        if not args.out.is_file():
+            p.error(f"--out {args.out} does not exist")
+        for rec in json.loads(args.out.read_text())["settings"]:
+            if rec["replicates"]:
+                print(markdown_table(rec) + "\n")
+        return 0
     if args.quick and args.out.resolve() == DEFAULT_OUT.resolve():
         p.error("--quick is a smoke test: give it another --out than the study's results")
     reps = args.reps if args.reps is not None else (QUICK["reps"] if args.quick else 200)

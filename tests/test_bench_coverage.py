@@ -110,3 +110,21 @@ def test_a_rank_setting_estimates_through_the_rank_map(monkeypatch) -> None:
     assert len(set(keys)) == len(keys)
     assert bench.setting_key(rank) == "student nu=5 d=3+3 I=1.0 n=500 marginals=rank"
     assert bench.setting_key(bench.SETTINGS["gaussian-500"]) == "gaussian d=3+3 I=1.0 n=500"
+
+
+def test_the_markdown_table_reads_the_summary() -> None:
+    """--table: one line per estimator with its replicates, coverage rates and Wilson intervals
+    from the summary, the median and mean of estimate − I, and the runaway estimates (< −1)."""
+    ok = {"estimate": 0.9, "stderr": 0.1, "population": 0.95, "population_se": 0.01,
+          "boot_stderr": 0.1, "boot_low": 0.8, "boot_high": 1.05}  # covers both targets
+    bad = {**ok, "estimate": -3.0, "boot_low": -3.5, "boot_high": -2.5}  # covers neither
+    reps = [{n: r for n in bench.ESTIMATORS} for r in (ok, ok, bad)]
+    setting = bench.SETTINGS["gaussian-500"]
+    rec = {"key": "k", "mi": 1.0, "replicates": reps, "summary": bench.summarise(setting, reps)}
+    lines = bench.markdown_table(rec).splitlines()
+    assert lines[0] == "k: 3 replicates" and len(lines) == 4 + len(bench.ESTIMATORS)
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]
+    lo, hi = bench.wilson(2, 3)
+    two_thirds = f"66.7 % [{100 * lo:.1f}, {100 * hi:.1f}]"
+    assert cells[:6] == ["dv", "3 (0)", two_thirds, two_thirds, two_thirds, two_thirds]
+    assert cells[6:] == ["-0.100", "-1.400", "1"]  # median 0.9 − 1; mean (0.9 + 0.9 − 3)/3 − 1
