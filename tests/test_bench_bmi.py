@@ -94,3 +94,20 @@ def test_diffusion_mi_side_is_tabled_without_a_bmi_verdict(tmp_path: Path) -> No
     text = bench.table(tmp_path, "first", tmp_path / "b.json")
     # bmi's best neural error is InfoNCE's 0.3 (NWJ failed)
     assert f"| {tid} | 1.000 | 1.100 (0.100), 1.000 s | error (error), 1.000 s | 0.300 |" in text
+
+
+def test_a_side_on_fewer_seeds_does_not_cut_the_comparison(tmp_path: Path) -> None:
+    """diffusion-mi ran on seed 0 only: bmi and ours keep their common seeds 0 and 1, and the dmi
+    column is its seed-0 value, with its own seed count."""
+    names = ("dv", "infonce", "nwj", "ksg")
+    tid = "1v1-normal-0.75"
+    for seed, v in ((0, 0.9), (1, 0.7)):
+        _put(tmp_path, tid, seed, "bmi", dict.fromkeys(names, v), 1.0)
+        _put(tmp_path, tid, seed, "ours", dict.fromkeys(names, v + 0.1), 1.0)
+    _put(tmp_path, tid, 0, "dmi", {"minde": 1.1, "mmg": 0.6}, 1.0)
+    records = bench.load(tmp_path, [tid])
+    assert records[tid]["seeds"] == [0, 1]
+    s = bench.summarise(records)["per_task"][tid]
+    assert s["bmi"]["dv"]["estimate"] == pytest.approx(0.8) and s["bmi"]["dv"]["n_seeds"] == 2
+    assert s["ours"]["dv"]["estimate"] == pytest.approx(0.9)
+    assert s["dmi"]["minde"]["estimate"] == pytest.approx(1.1) and s["dmi"]["minde"]["n_seeds"] == 1
