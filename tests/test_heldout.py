@@ -272,7 +272,7 @@ def test_cli_data_run_reports_held_out_and_train_values(npz, tmp_path, capsys) -
     record = json.loads(out.read_text())
     assert set(record["final"]) == {"infonce", "dv"}
     assert set(record["final"]["dv"]) == {"estimate", "stderr", "train_estimate", "reliable",
-                                          "flags"}
+                                          "flags", "interval"}
     assert record["score_cap"]["b"] > 0 and record["config"]["cap_scores"] is True
     assert record["critic"] == {"name": "separable", "hidden_dim": 64, "embed_dim": 16,
                                 "layers": 1}

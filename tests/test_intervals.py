@@ -173,7 +173,9 @@ def test_bootstrap_bad_arguments_name_themselves(kwargs: dict, match: str) -> No
 def test_interval_option_of_the_estimate() -> None:
     """interval="bootstrap": the same training and the same estimate as the default (the
     jackknife), the bootstrap's standard error, the percentile interval in the JSON and the
-    method recorded by name; the default's JSON has no interval. A bad name is refused."""
+    method recorded by name; the default's JSON has its interval ``estimate ± 1.96·se``, and
+    both say what the interval covers (the bound's value at this critic, not I: RESULTS §4.9).
+    A bad name is refused."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 2))
     y = x + rng.normal(size=(300, 2))
@@ -187,9 +189,16 @@ def test_interval_option_of_the_estimate() -> None:
     low, high = rec["final"]["dv"]["interval"]
     assert low < rec["final"]["dv"]["estimate"] < high
     assert rec["config"]["interval"] == "bootstrap" and default["config"]["interval"] == "jackknife"
+    covers = ("the dv value of this trained critic under the law of the rows, not I "
+              "(docs/RESULTS.md §4.9)")
     assert rec["interval"] == {"method": "bootstrap", "kind": "percentile", "level": 0.95,
-                               "resamples": 200, "seed": 0}
-    assert "interval" not in default["final"]["dv"] and "interval" not in default
+                               "resamples": 200, "seed": 0, "covers": {"dv": covers}}
+    est, se = default["final"]["dv"]["estimate"], default["final"]["dv"]["stderr"]
+    assert default["final"]["dv"]["interval"] == pytest.approx([est - 1.959964 * se,
+                                                                est + 1.959964 * se])
+    assert default["interval"] == {"method": "jackknife", "kind": "estimate ± 1.96 se",
+                                   "level": 0.95, "groups": 10, "covers": {"dv": covers}}
+    assert jack.intervals["dv"] == tuple(default["final"]["dv"]["interval"])
     with pytest.raises(ValueError, match="interval must be one of jackknife, bootstrap"):
         sample_config(interval="bca")
 

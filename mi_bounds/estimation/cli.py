@@ -492,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # the ± is an interval for this critic's bound value, not for I: a study at 500
                 # rows found 91-93 % coverage of that value and 12-31 % of I (RESULTS §4.9)
                 test, fit = result.extra["split"]["test"], result.extra["split"]["fit"]
-                if name in result.intervals:
+                if config.interval == "bootstrap":
                     lo, hi = result.intervals[name]
                     line = (f"{name}: {mean:.4f} nats{tag}, 95 % bootstrap interval "
                             f"[{lo:.4f}, {hi:.4f}], se {se:.4f} (held out: {test} test rows; "

@@ -439,9 +439,11 @@ class EstimationResult:
         flags: finite samples: estimator name -> the reasons its held-out estimate is not to
             be trusted (empty list: none); ``to_dict`` writes ``reliable`` and ``flags`` beside
             the estimate. Empty for a sampler.
-        intervals: finite samples with ``config.interval == "bootstrap"``: estimator name ->
-            the percentile interval ``(low, high)``; ``to_dict`` writes it as ``interval``
-            beside the estimate. Empty otherwise.
+        intervals: finite samples: estimator name -> its 95 % interval ``(low, high)``, the
+            bootstrap's percentile interval with ``config.interval == "bootstrap"``, else the
+            jackknife's ``estimate ± 1.96·stderr``; ``to_dict`` writes it as ``interval``
+            beside the estimate (what it covers: the JSON's top-level ``interval``). Empty for
+            a sampler.
     """
 
     estimates: dict[str, np.ndarray]
@@ -470,7 +472,7 @@ class EstimationResult:
         ``final[name]`` holds ``estimate`` and ``stderr`` (held-out test rows for a finite
         sample, fresh batches for a sampler) and, for a finite sample, ``train_estimate`` (the
         same estimator on the fit rows), ``reliable`` (False when the estimate is flagged),
-        ``flags`` (the reasons) and, with the bootstrap, ``interval`` ``[low, high]``.
+        ``flags`` (the reasons) and ``interval`` ``[low, high]`` (:attr:`intervals`).
         """
         final: dict[str, dict[str, object]] = {}
         for k, (m, s) in self.final.items():
