@@ -489,8 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if on_data:
                 tr, _ = result.final_train[name]
                 tag = " UNRELIABLE" if result.flags.get(name) else ""
-                # the ± is an interval for this critic's bound value, not for I: a study at 500
-                # rows found 91-93 % coverage of that value and 12-31 % of I (RESULTS §4.9)
+                # the ± is an interval for this critic's bound value, not for I: at 500 rows
+                # (rank map) it covered that value 88-94 % of the time and I 1-28 % (RESULTS §4.9)
                 test, fit = result.extra["split"]["test"], result.extra["split"]["fit"]
                 if config.interval == "bootstrap":
                     lo, hi = result.intervals[name]
