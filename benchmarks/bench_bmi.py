@@ -395,9 +395,9 @@ def _mean(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else float(np.mean(values))
 
 
-def load(work: Path, tasks: list[str]) -> dict:
-    """Per task: the seeds every side present for that task finished, and per side and
-    estimator the per-seed records."""
+def load(work: Path, tasks: list[str], seeds: list[int] | None = None) -> dict:
+    """Per task: the seeds every side present for that task finished (among ``seeds``, when
+    given), and per side and estimator the per-seed records."""
     records: dict = {}
     for tid in tasks:
         per_side: dict[str, dict[int, dict]] = {}
@@ -406,19 +406,21 @@ def load(work: Path, tasks: list[str]) -> dict:
             seed, _, side = rest.partition("__")
             if not seed.isdigit() or side not in SIDES:
                 continue
+            if seeds is not None and int(seed) not in seeds:
+                continue
             per_side.setdefault(side, {})[int(seed)] = json.loads(f.read_text())
         if "bmi" not in per_side or "ours" not in per_side:
             continue
         # the compared sides fix the seeds; a column on a subset (dmi) is shown over the seeds
         # it has among them and does not cut the others'
-        seeds = sorted(set.intersection(*(set(v) for k, v in per_side.items()
-                                          if k not in EXTRA_SIDES)))
-        if not seeds:
+        common = sorted(set.intersection(*(set(v) for k, v in per_side.items()
+                                           if k not in EXTRA_SIDES)))
+        if not common:
             continue
-        first = per_side["bmi"][seeds[0]]
-        entry: dict = {"true_mi": first["true_mi"], "n": first["n"], "seeds": seeds}
+        first = per_side["bmi"][common[0]]
+        entry: dict = {"true_mi": first["true_mi"], "n": first["n"], "seeds": common}
         for side, by_seed in per_side.items():
-            have = [s for s in seeds if s in by_seed]
+            have = [s for s in common if s in by_seed]
             if have:
                 entry[side] = {name: [by_seed[s]["estimators"][name] for s in have]
                                for name in by_seed[have[0]]["estimators"]}
@@ -477,9 +479,10 @@ def summarise(records: dict) -> dict:
     return out
 
 
-def table(work: Path, suite: str, out: Path = RESULT) -> str:
-    """Markdown tables of every finished task, and the JSON at ``out``."""
-    records = load(work, suite_tasks(work, suite))
+def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = None) -> str:
+    """Markdown tables of every finished task (over ``seeds``, when given), and the JSON at
+    ``out``."""
+    records = load(work, suite_tasks(work, suite), seeds)
     summary = summarise(records)
     fmt = (lambda v: "error" if v is None else f"{v:.3f}")  # noqa: E731
     sides = [s for s in ("ours", "rank", "concat", "auto")
@@ -541,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=WORK, help="samples and per-side results")
     p.add_argument("--suite", choices=["v1", "first"], default="v1")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                   help="sampling seeds (bmi's workflow: 0-9)")
+                   help="sampling seeds (bmi's workflow: 0-9); `table` compares these only")
     p.add_argument("--sides", nargs="+", choices=SIDES, default=["bmi", "ours", "rank"],
                    help="which sides `run` runs")
     p.add_argument("--shard", default="0/1", help="k/n: every n-th task from the k-th")
@@ -563,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         drive(args.work, args.bmi_python, args.suite, args.seeds, args.sides, args.shard,
               args.dmi_python)
     else:
-        print(table(args.work, args.suite, args.out))
+        print(table(args.work, args.suite, args.out, args.seeds))
     return 0
 
 

@@ -111,3 +111,19 @@ def test_a_side_on_fewer_seeds_does_not_cut_the_comparison(tmp_path: Path) -> No
     assert s["bmi"]["dv"]["estimate"] == pytest.approx(0.8) and s["bmi"]["dv"]["n_seeds"] == 2
     assert s["ours"]["dv"]["estimate"] == pytest.approx(0.9)
     assert s["dmi"]["minde"]["estimate"] == pytest.approx(1.1) and s["dmi"]["minde"]["n_seeds"] == 1
+
+
+def test_table_reads_only_the_seeds_asked_for(tmp_path: Path) -> None:
+    """`table --seeds 0` compares seed 0 even where seed 1 has finished too (the committed
+    one-seed file stays reproducible); `--seeds 0 1` averages both."""
+    names = ("dv", "infonce", "nwj", "ksg")
+    tid = "1v1-normal-0.75"
+    for seed, v in ((0, 0.9), (1, 0.7)):
+        for side in ("bmi", "ours"):
+            _put(tmp_path, tid, seed, side, dict.fromkeys(names, v), 1.0)
+    assert bench.load(tmp_path, [tid], seeds=[0])[tid]["seeds"] == [0]
+    both = bench.summarise(bench.load(tmp_path, [tid], seeds=[0, 1]))
+    assert both["per_task"][tid]["ours"]["dv"]["estimate"] == pytest.approx(0.8)
+    assert bench.load(tmp_path, [tid])[tid]["seeds"] == [0, 1]  # no filter: every seed
+    text = bench.table(tmp_path, "first", tmp_path / "one.json", seeds=[0])
+    assert "| 1v1-normal-0.75 | 1.000 | 1 | dv |" in text
