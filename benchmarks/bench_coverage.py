@@ -50,6 +50,8 @@ Commands (2-core x86-64 VM, one thread; from the repository root)::
         --out benchmarks/results/coverage.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \\
         --settings gaussian-500-rank --out benchmarks/results/coverage_rank.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \\
+        --settings student-500-rank --out benchmarks/results/coverage_rank_student.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --quick \\
         --out /tmp/coverage-quick.json      # smoke test: 2 replicates, short runs
     .venv/bin/python benchmarks/bench_coverage.py --table \\
@@ -69,7 +71,12 @@ import numpy as np
 import torch
 
 from mi_bounds.bounds import infonce_bound
-from mi_bounds.estimation.heldout import estimate_mi_on_samples, prepare_samples, sample_config
+from mi_bounds.estimation.heldout import (
+    JACKKNIFE_Z,
+    estimate_mi_on_samples,
+    prepare_samples,
+    sample_config,
+)
 from mi_bounds.estimation.intervals import BOOTSTRAP_RESAMPLES, rows_bootstrap
 from mi_bounds.estimation.tasks import GaussianTask, StudentTask, Task
 from mi_bounds.estimation.training import DivergenceError
@@ -102,7 +109,7 @@ SETTINGS: dict[str, dict] = {
 DEFAULT_OUT = Path("benchmarks/results/coverage.json")
 FRESH_PAIRS = 20_000
 BLOCK = 2000
-Z95 = 1.959963984540054
+Z95 = JACKKNIFE_Z  # the CLI's jackknife interval, estimate ± Z95·se
 #: --quick: a smoke test of the whole pipeline (not a measurement): short training, fewer
 #: fresh pairs and resamples, 2 replicates of the 500-row settings.
 QUICK = {"steps": 300, "fresh_pairs": 4000, "block": 1000, "resamples": 50, "reps": 2,

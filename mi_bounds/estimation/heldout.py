@@ -79,6 +79,7 @@ from mi_bounds.estimation.training import (
 __all__ = [
     "AUTO_CRITICS",
     "JACKKNIFE_GROUPS",
+    "JACKKNIFE_LEVEL",
     "JACKKNIFE_Z",
     "SAMPLE_CRITIC",
     "SAMPLE_DEFAULTS",
@@ -110,9 +111,10 @@ SAMPLE_DEFAULTS: dict[str, object] = {"batch_size": 128, "lr": 1e-3}
 SAMPLE_CRITIC: dict[str, int] = {"hidden_dim": 64, "embed_dim": 16, "layers": 1}
 
 
-#: Groups of the delete-a-group jackknife (:func:`rows_value`), and the normal quantile of
-#: its 95 % interval ``estimate ± z·se``.
+#: Groups of the delete-a-group jackknife (:func:`rows_value`), and the level and normal
+#: quantile of its interval ``estimate ± z·se``.
 JACKKNIFE_GROUPS = 10
+JACKKNIFE_LEVEL = 0.95
 JACKKNIFE_Z = 1.959963984540054
 
 
@@ -534,7 +536,7 @@ def estimate_mi_on_samples(
                              "seed": config.seed, "covers": covers}
     else:
         extra["interval"] = {"method": "jackknife", "kind": "estimate ± 1.96 se",
-                             "level": BOOTSTRAP_LEVEL, "groups": JACKKNIFE_GROUPS,
+                             "level": JACKKNIFE_LEVEL, "groups": JACKKNIFE_GROUPS,
                              "covers": covers}
     result = EstimationResult(per_step, true_mi_arr, final, seconds, config, extra,
                               final_train=final_train, selection=selection, flags=flags,
