@@ -73,6 +73,7 @@ import torch
 from mi_bounds.bounds import infonce_bound
 from mi_bounds.estimation.heldout import (
     JACKKNIFE_Z,
+    UNSTABLE_STDERR,
     estimate_mi_on_samples,
     prepare_samples,
     sample_config,
@@ -310,7 +311,11 @@ def markdown_table(rec: dict) -> str:
     replicates (of which diverged), what the jackknife and the bootstrap percentile intervals
     cover (their critic's population value, I) with Wilson intervals, and the median and mean
     of ``estimate − I`` (the mean is meaningless where a few estimates run away: the count of
-    estimates more than 1 nat below 0 says how many)."""
+    estimates more than 1 nat below 0 says how many); then a second table: the median of the
+    critics' population values and how many lie below −1, the jackknife's coverage among the
+    estimates whose standard error is at most ``UNSTABLE_STDERR`` (not flagged for it), the
+    replicates where only one of the two intervals covers (paired), and the target's Monte
+    Carlo error relative to the estimate's."""
     lines = [f"{rec['key']}: {len(rec['replicates'])} replicates",
              "",
              "| estimator | replicates (diverged) | jackknife covers its critic's value | "
@@ -331,6 +336,25 @@ def markdown_table(rec: dict) -> str:
                  f"{float(np.median(est)) - rec['mi']:+.3f}" if est else "–",
                  f"{row['mean_estimate_minus_true_mi']:+.3f}" if est else "–",
                  str(sum(e < -1.0 for e in est))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| estimator | median population value | population values < −1 | "
+              f"jackknife covers its critic's value where se ≤ {UNSTABLE_STDERR:g} (of) | "
+              "only the jackknife covers | only the bootstrap covers | "
+              "median population se / se |", "|---|---|---|---|---|---|---|"]
+    for name in ESTIMATORS:
+        rows = [r[name] for r in rec["replicates"] if "failed" not in r[name]]
+        pop = [r["population"] for r in rows]
+        hit = [abs(r["estimate"] - r["population"]) <= Z95 * r["stderr"] for r in rows]
+        steady = [h for h, r in zip(hit, rows, strict=True) if r["stderr"] <= UNSTABLE_STDERR]
+        boot = [(h, r["boot_low"] <= r["population"] <= r["boot_high"])
+                for h, r in zip(hit, rows, strict=True) if "boot_low" in r]
+        ratio = rec["summary"][name].get("median_population_se_over_stderr")
+        cells = [name, f"{float(np.median(pop)):+.3f}" if pop else "–",
+                 str(sum(v < -1.0 for v in pop)),
+                 f"{100 * np.mean(steady):.1f} % ({len(steady)})" if steady else "–",
+                 str(sum(j and not b for j, b in boot)) if boot else "–",
+                 str(sum(b and not j for j, b in boot)) if boot else "–",
+                 f"{ratio:.3f}" if ratio is not None else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

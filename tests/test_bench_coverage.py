@@ -122,7 +122,10 @@ def test_the_markdown_table_reads_the_summary() -> None:
     setting = bench.SETTINGS["gaussian-500"]
     rec = {"key": "k", "mi": 1.0, "replicates": reps, "summary": bench.summarise(setting, reps)}
     lines = bench.markdown_table(rec).splitlines()
-    assert lines[0] == "k: 3 replicates" and len(lines) == 4 + len(bench.ESTIMATORS)
+    assert lines[0] == "k: 3 replicates" and len(lines) == 7 + 2 * len(bench.ESTIMATORS)
+    second = [c.strip() for c in lines[7 + len(bench.ESTIMATORS)].strip("|").split("|")]
+    # populations 0.95, 0.95, 0.95; the bad replicate (se 0.1) misses with both intervals
+    assert second == ["dv", "+0.950", "0", "66.7 % (3)", "0", "0", "0.100"]
     cells = [c.strip() for c in lines[4].strip("|").split("|")]
     lo, hi = bench.wilson(2, 3)
     two_thirds = f"66.7 % [{100 * lo:.1f}, {100 * hi:.1f}]"
