@@ -18,9 +18,8 @@ JS takes one ``exp`` per entry and one ``log`` per ``_GROUP = 32`` entries, from
 ``Σ_g softplus(x_g) = log Π_g (1 + e^{x_g})`` over groups of 32 entries. A chunk of ``32·m``
 entries is viewed as 32 rows of ``m`` and multiplied down its columns (group ``j`` holds chunk
 positions ``j, j + m, ..., j + 31m``): a reduction across contiguous rows, which vectorises,
-where a product over 32 consecutive entries is a short inner reduction (7.9 against 13.4 µs
-per cache-resident chunk of 2¹⁷ entries; 0.00–0.11× of an exp pass over the whole matrix at
-K = 8192, docs/RESULTS.md §1). Each factor
+where a product over 32 consecutive entries is a short inner reduction (0.00–0.11× of an exp
+pass faster at K = 8192 in the same rounds, docs/RESULTS.md §1). Each factor
 is taken as ``(1 + e^x)/8`` (an exact scaling by a power of two), so a product is at least
 ``2⁻⁹⁶`` (inside float32's normal range) and overflows only where the 32 softplus values sum to
 more than ``log(largest float) + 32 log 8`` (155 in float32, an average above 4.85, or where one
