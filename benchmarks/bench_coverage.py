@@ -34,7 +34,12 @@ multivariate Student-t with ν = 5 degrees of freedom, 3 + 3 dimensions, I = 1 n
 ``--marginals standard`` (the design of the first study); ``gaussian-500-rank`` and
 ``student-500-rank``: the same 500-row tasks with the CLI's default map, ``--marginals rank``
 (the population value is then the bound at the critic *with its fitted map*, on fresh rows
-from the task).
+from the task); ``gaussian-5000-rank`` and ``student-5000-rank``: the same at 5,000 rows.
+
+``--no-bootstrap`` stores the jackknife interval and the targets only; at 5,000 rows the
+bootstrap (200 resamples of a 2,500 × 2,500 score matrix, 19–28 s per estimator) is about
+2/3 of a replicate's time (the rest: 29–31 s for the three estimators; one thread, 2026-12-07). ``--backfill`` adds it later, replicate by
+replicate, and checks that the recomputation reproduces the stored numbers.
 
 The results file is resumable: replicates are appended as they finish, and a finished replicate
 is never rewritten. Replicates written before the bootstrap existed have no ``boot_*`` fields;
@@ -52,6 +57,12 @@ Commands (2-core x86-64 VM, one thread; from the repository root)::
         --settings gaussian-500-rank --out benchmarks/results/coverage_rank.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \\
         --settings student-500-rank --out benchmarks/results/coverage_rank_student.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \\
+        --settings gaussian-5000-rank --no-bootstrap \\
+        --out benchmarks/results/coverage_rank_gaussian_5000.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --reps 200 \\
+        --settings student-5000-rank --no-bootstrap \\
+        --out benchmarks/results/coverage_rank_student_5000.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_coverage.py --quick \\
         --out /tmp/coverage-quick.json      # smoke test: 2 replicates, short runs
     .venv/bin/python benchmarks/bench_coverage.py --table \\
@@ -106,6 +117,10 @@ SETTINGS: dict[str, dict] = {
                           "fresh_pairs": 200_000, "marginals": "rank"},
     "student-500-rank": {"task": "student", "df": 5.0, "dim": 3, "mi": 1.0, "rows": 500,
                          "fresh_pairs": 200_000, "marginals": "rank"},
+    "gaussian-5000-rank": {"task": "gaussian", "dim": 3, "mi": 1.0, "rows": 5000,
+                           "fresh_pairs": 200_000, "marginals": "rank"},
+    "student-5000-rank": {"task": "student", "df": 5.0, "dim": 3, "mi": 1.0, "rows": 5000,
+                          "fresh_pairs": 200_000, "marginals": "rank"},
 }
 DEFAULT_OUT = Path("benchmarks/results/coverage.json")
 FRESH_PAIRS = 20_000
@@ -185,8 +200,9 @@ def population_value(critic: torch.nn.Module, task: Task, name: str, m: int, see
     return mean_pos - z_term, math.hypot(se_pos, z_term * se_log_z)  # nwj
 
 
-def replicate(setting: dict, rep: int, quick: bool = False) -> dict:
-    """One sample, the three estimators: estimate, jackknife se, bootstrap interval, targets."""
+def replicate(setting: dict, rep: int, quick: bool = False, bootstrap: bool = True) -> dict:
+    """One sample, the three estimators: estimate, jackknife se, bootstrap interval (unless
+    ``bootstrap`` is False: then no ``boot_*`` fields, for ``--backfill`` to add), targets."""
     task = make_task(setting)
     gen = torch.Generator().manual_seed(rep)
     x, y = task(0, setting["rows"], gen)
@@ -210,6 +226,12 @@ def replicate(setting: dict, rep: int, quick: bool = False) -> dict:
             out[name] = {"failed": str(err)[:500]}
             continue
         est, se = res.final[name]
+        m = min(res.extra["split"]["test"], 4096)
+        pop, pop_se = population_value(critic, task, name, m, rep, **mc)
+        out[name] = {"estimate": float(est), "stderr": float(se), "population": pop,
+                     "population_se": pop_se, "batch": m}
+        if not bootstrap:
+            continue
         t1 = time.perf_counter()
         x_test, y_test = prepared.rows("test")  # the rows and the map the estimate used
         boot = rows_bootstrap(critic.critic, x_test, y_test, (name,), clip=cfg.clip,
@@ -219,13 +241,9 @@ def replicate(setting: dict, rep: int, quick: bool = False) -> dict:
         if boot.estimate != est:
             raise RuntimeError(f"{name} rep {rep}: the bootstrap valued another matrix "
                                f"({boot.estimate!r} != {est!r})")
-        m = min(res.extra["split"]["test"], 4096)
-        pop, pop_se = population_value(critic, task, name, m, rep, **mc)
-        out[name] = {"estimate": float(est), "stderr": float(se), "population": pop,
-                     "population_se": pop_se,
-                     "batch": m, "boot_stderr": boot.stderr, "boot_low": boot.low,
-                     "boot_high": boot.high, "boot_resamples": resamples,
-                     "boot_seconds": round(boot_seconds, 2)}
+        out[name].update({"boot_stderr": boot.stderr, "boot_low": boot.low,
+                          "boot_high": boot.high, "boot_resamples": resamples,
+                          "boot_seconds": round(boot_seconds, 2)})
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -387,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="add the bootstrap (and population_se) to stored replicates that lack it "
                    "(recomputed with their seed; refused where the recomputation does not "
                    "reproduce them)")
+    p.add_argument("--no-bootstrap", action="store_true",
+                   help="jackknife only: store replicates without the bootstrap (most of a "
+                   "5,000-row replicate's time), for --backfill to add later")
     p.add_argument("--quick", action="store_true", help="smoke test: short training, fewer "
                    "fresh pairs and resamples; refuses the default --out")
     p.add_argument("--table", action="store_true", help="print the markdown tables of the "
@@ -404,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps if args.reps is not None else (QUICK["reps"] if args.quick else 200)
     if reps < 1:
         p.error(f"--reps must be an int >= 1, got {reps}")
+    if args.no_bootstrap and args.backfill:
+        p.error("--backfill adds the bootstrap: it cannot go with --no-bootstrap")
     names = args.settings or (QUICK["settings"] if args.quick else list(SETTINGS))
     torch.set_num_threads(1)
     data = (json.loads(args.out.read_text()) if args.out.is_file()
@@ -425,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         todo += list(range(len(rec["replicates"]), reps))
         for rep in todo:
             t0 = time.perf_counter()
-            new = replicate(setting, rep, args.quick)
+            new = replicate(setting, rep, args.quick, bootstrap=not args.no_bootstrap)
             if rep < len(rec["replicates"]):  # backfill: add the boot_* fields only
                 old = rec["replicates"][rep]
                 if not _matches(old, new):

@@ -131,3 +131,25 @@ def test_the_markdown_table_reads_the_summary() -> None:
     two_thirds = f"66.7 % [{100 * lo:.1f}, {100 * hi:.1f}]"
     assert cells[:6] == ["dv", "3 (0)", two_thirds, two_thirds, two_thirds, two_thirds]
     assert cells[6:] == ["-0.100", "-1.400", "1"]  # median 0.9 − 1; mean (0.9 + 0.9 − 3)/3 − 1
+
+
+def test_no_bootstrap_writes_jackknife_replicates_that_backfill_completes(tmp_path) -> None:
+    """--no-bootstrap (the 5,000-row settings, where the bootstrap is most of the time) stores
+    replicates without boot_* fields, whose summary has no bootstrap table; --backfill then adds
+    exactly the boot_* fields a full run writes, the other numbers unchanged."""
+    out = tmp_path / "cov.json"
+    args = ["--quick", "--reps", "1", "--settings", "gaussian-500", "--out", str(out)]
+    assert bench.main([*args, "--no-bootstrap"]) == 0
+    rec = json.loads(out.read_text())["settings"][0]
+    first = rec["replicates"][0]
+    for name in bench.ESTIMATORS:
+        assert not any(k.startswith("boot_") for k in first[name])
+        assert rec["summary"][name]["bootstrap"] is None
+    assert bench.main([*args, "--backfill"]) == 0
+    filled = json.loads(out.read_text())["settings"][0]["replicates"][0]
+    full = bench.replicate(bench.SETTINGS["gaussian-500"], 0, quick=True)
+    for name in bench.ESTIMATORS:
+        assert {k: v for k, v in filled[name].items() if k != "boot_seconds"} == \
+            {k: v for k, v in full[name].items() if k != "boot_seconds"}
+        assert first[name] == \
+            {k: v for k, v in filled[name].items() if not k.startswith("boot_")}
