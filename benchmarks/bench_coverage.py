@@ -38,8 +38,9 @@ from the task); ``gaussian-5000-rank`` and ``student-5000-rank``: the same at 5,
 
 ``--no-bootstrap`` stores the jackknife interval and the targets only; at 5,000 rows the
 bootstrap (200 resamples of a 2,500 × 2,500 score matrix, 19–28 s per estimator) is about
-2/3 of a replicate's time (the rest: 29–31 s for the three estimators; one thread, 2026-12-07). ``--backfill`` adds it later, replicate by
-replicate, and checks that the recomputation reproduces the stored numbers.
+2/3 of a replicate's time (the rest: 21–34 s for the three estimators; one thread,
+2026-12-07). ``--backfill`` adds it later, replicate by replicate, and checks that the
+recomputation reproduces the stored numbers.
 
 The results file is resumable: replicates are appended as they finish, and a finished replicate
 is never rewritten. Replicates written before the bootstrap existed have no ``boot_*`` fields;
@@ -79,13 +80,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 
 from mi_bounds.bounds import infonce_bound
 from mi_bounds.estimation.heldout import (
-    JACKKNIFE_Z,
     UNSTABLE_STDERR,
     estimate_mi_on_samples,
+    jackknife_quantile,
     prepare_samples,
     sample_config,
 )
@@ -125,7 +127,12 @@ SETTINGS: dict[str, dict] = {
 DEFAULT_OUT = Path("benchmarks/results/coverage.json")
 FRESH_PAIRS = 20_000
 BLOCK = 2000
-Z95 = JACKKNIFE_Z  # the CLI's jackknife interval, estimate ± Z95·se
+#: The normal 97.5 % quantile: Wilson intervals, and the jackknife interval ``estimate ±
+#: Z95·se`` the CLI printed until 2026-12-07 (the first design of this study; "z" below). The
+#: CLI's interval is now ``estimate ± t·se`` with ``t`` =
+#: :func:`~mi_bounds.estimation.heldout.jackknife_quantile` of the test rows ("t" below;
+#: benchmarks/preregistration/jackknife_t_interval.md).
+Z95 = float(scipy.stats.norm.ppf(0.975))
 #: --quick: a smoke test of the whole pipeline (not a measurement): short training, fewer
 #: fresh pairs and resamples, 2 replicates of the 500-row settings.
 QUICK = {"steps": 300, "fresh_pairs": 4000, "block": 1000, "resamples": 50, "reps": 2,
@@ -248,16 +255,25 @@ def replicate(setting: dict, rep: int, quick: bool = False, bootstrap: bool = Tr
     return out
 
 
+def _t_quantile(r: dict) -> float:
+    """The CLI's jackknife multiplier for a replicate: Student's t at the test rows' degrees of
+    freedom (``batch`` = the test rows, all in one score block at these sizes)."""
+    return jackknife_quantile(int(r["batch"]))
+
+
 def _coverage(rows: list[dict], target: str | float, interval: str) -> tuple[int, int]:
-    """(replicates whose ``interval`` covers ``target``, replicates with that interval)."""
+    """(replicates whose ``interval`` covers ``target``, replicates with that interval):
+    ``jackknife`` (``± Z95·se``), ``jackknife-t`` (``± t·se``, the CLI's), ``percentile`` or
+    ``basic`` (the bootstrap's, over the replicates that have it)."""
     hits = n = 0
     for r in rows:
         if "failed" in r:  # a diverged critic: no interval, a miss for every interval
             n += 1
             continue
         t = r["population"] if target == "population" else float(target)
-        if interval == "jackknife":
-            lo, hi = r["estimate"] - Z95 * r["stderr"], r["estimate"] + Z95 * r["stderr"]
+        if interval in ("jackknife", "jackknife-t"):
+            q = Z95 if interval == "jackknife" else _t_quantile(r)
+            lo, hi = r["estimate"] - q * r["stderr"], r["estimate"] + q * r["stderr"]
         elif "boot_low" not in r:
             continue
         elif interval == "percentile":
@@ -294,6 +310,11 @@ def summarise(setting: dict, reps: list[dict]) -> dict:
             if len(rows) > 1 else None,
             "mean_stderr": float(np.mean([r["stderr"] for r in rows])) if rows else None,
         }
+        for target, covers, wil in (("population", "population_value", "population"),
+                                    (setting["mi"], "true_mi", "true_mi")):
+            k, nt = _coverage(every, target, "jackknife-t")
+            table[name][f"covers_{covers}_t"] = k / nt
+            table[name][f"wilson_{wil}_t"] = wilson(k, nt)
         with_se = [r for r in rows if r.get("population_se") is not None]
         if with_se:  # absent in the replicates of the first study
             pop_se = [r["population_se"] for r in with_se]
@@ -325,26 +346,30 @@ def _pct(k: float, wil: tuple[float, float] | None) -> str:
 
 
 def markdown_table(rec: dict) -> str:
-    """The setting's summary as the markdown table of docs/RESULTS.md §4.9: per estimator the
-    replicates (of which diverged), what the jackknife and the bootstrap percentile intervals
-    cover (their critic's population value, I) with Wilson intervals, and the median and mean
-    of ``estimate − I`` (the mean is meaningless where a few estimates run away: the count of
+    """The setting's summary as the markdown tables of docs/RESULTS.md §4.9: per estimator the
+    replicates (of which diverged), what the CLI's jackknife interval ``± t·se`` covers (its
+    critic's population value, I), what the first design's ``± 1.96·se`` and the bootstrap
+    percentile interval cover, all with Wilson intervals, and the median and mean of
+    ``estimate − I`` (the mean is meaningless where a few estimates run away: the count of
     estimates more than 1 nat below 0 says how many); then a second table: the median of the
-    critics' population values and how many lie below −1, the jackknife's coverage among the
-    estimates whose standard error is at most ``UNSTABLE_STDERR`` (not flagged for it), the
-    replicates where only one of the two intervals covers (paired), and the target's Monte
-    Carlo error relative to the estimate's."""
+    critics' population values and how many lie below −1, the jackknife's coverage (t / z)
+    among the estimates whose standard error is at most ``UNSTABLE_STDERR`` (not flagged for
+    it), the replicates where only the jackknife or only the bootstrap covers (paired; z / t),
+    and the target's Monte Carlo error relative to the estimate's."""
     lines = [f"{rec['key']}: {len(rec['replicates'])} replicates",
              "",
-             "| estimator | replicates (diverged) | jackknife covers its critic's value | "
-             "jackknife covers I | bootstrap covers its critic's value | bootstrap covers I | "
-             "median est − I | mean est − I | estimates < −1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| estimator | replicates (diverged) | jackknife ± t·se covers its critic's value | "
+             "jackknife ± t·se covers I | jackknife ± 1.96·se covers its critic's value | "
+             "jackknife ± 1.96·se covers I | bootstrap covers its critic's value | "
+             "bootstrap covers I | median est − I | mean est − I | estimates < −1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ESTIMATORS:
         row = rec["summary"][name]
         est = [r[name]["estimate"] for r in rec["replicates"] if "failed" not in r[name]]
         boot = row.get("bootstrap") or {}
         cells = [name, f"{row['replicates']} ({row.get('failed', 0)})",
+                 _pct(row["covers_population_value_t"], row["wilson_population_t"]),
+                 _pct(row["covers_true_mi_t"], row["wilson_true_mi_t"]),
                  _pct(row["covers_population_value"], row["wilson_population"]),
                  _pct(row["covers_true_mi"], row["wilson_true_mi"]),
                  _pct(boot.get("percentile_covers_population_value", 0.0),
@@ -356,22 +381,30 @@ def markdown_table(rec: dict) -> str:
                  str(sum(e < -1.0 for e in est))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| estimator | median population value | population values < −1 | "
-              f"jackknife covers its critic's value where se ≤ {UNSTABLE_STDERR:g} (of) | "
-              "only the jackknife covers | only the bootstrap covers | "
+              f"jackknife t / z covers its critic's value where se ≤ {UNSTABLE_STDERR:g} (of) | "
+              "only the jackknife covers (z / t) | only the bootstrap covers (against z / t) | "
               "median population se / se |", "|---|---|---|---|---|---|---|"]
     for name in ESTIMATORS:
         rows = [r[name] for r in rec["replicates"] if "failed" not in r[name]]
         pop = [r["population"] for r in rows]
-        hit = [abs(r["estimate"] - r["population"]) <= Z95 * r["stderr"] for r in rows]
-        steady = [h for h, r in zip(hit, rows, strict=True) if r["stderr"] <= UNSTABLE_STDERR]
-        boot = [(h, r["boot_low"] <= r["population"] <= r["boot_high"])
-                for h, r in zip(hit, rows, strict=True) if "boot_low" in r]
+        hit_z = [abs(r["estimate"] - r["population"]) <= Z95 * r["stderr"] for r in rows]
+        hit_t = [abs(r["estimate"] - r["population"]) <= _t_quantile(r) * r["stderr"]
+                 for r in rows]
+        steady = [(t, z) for t, z, r in zip(hit_t, hit_z, rows, strict=True)
+                  if r["stderr"] <= UNSTABLE_STDERR]
+        boot = [(z, t, r["boot_low"] <= r["population"] <= r["boot_high"])
+                for z, t, r in zip(hit_z, hit_t, rows, strict=True) if "boot_low" in r]
         ratio = rec["summary"][name].get("median_population_se_over_stderr")
+        only_jack = (f"{sum(z and not b for z, _, b in boot)} / "
+                     f"{sum(t and not b for _, t, b in boot)}")
+        only_boot = (f"{sum(b and not z for z, _, b in boot)} / "
+                     f"{sum(b and not t for _, t, b in boot)}")
         cells = [name, f"{float(np.median(pop)):+.3f}" if pop else "–",
                  str(sum(v < -1.0 for v in pop)),
-                 f"{100 * np.mean(steady):.1f} % ({len(steady)})" if steady else "–",
-                 str(sum(j and not b for j, b in boot)) if boot else "–",
-                 str(sum(b and not j for j, b in boot)) if boot else "–",
+                 (f"{100 * np.mean([t for t, _ in steady]):.1f} / "
+                  f"{100 * np.mean([z for _, z in steady]):.1f} % ({len(steady)})")
+                 if steady else "–",
+                 only_jack if boot else "–", only_boot if boot else "–",
                  f"{ratio:.3f}" if ratio is not None else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -411,14 +444,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke test: short training, fewer "
                    "fresh pairs and resamples; refuses the default --out")
     p.add_argument("--table", action="store_true", help="print the markdown tables of the "
-                   "settings stored in --out (docs/RESULTS.md §4.9) and run nothing")
+                   "settings stored in --out (docs/RESULTS.md §4.9), summarised afresh from "
+                   "their replicates, and run nothing")
+    p.add_argument("--first", type=int, default=0, metavar="K",
+                   help="with --table: count only the replicates K and later (a confirmation "
+                   "subset, benchmarks/preregistration/)")
     args = p.parse_args(argv)
+    if args.first < 0:
+        p.error(f"--first must be an int >= 0, got {args.first}")
     if args.table:
         if not args.out.is_file():
             p.error(f"--out {args.out} does not exist")
         for rec in json.loads(args.out.read_text())["settings"]:
-            if rec["replicates"]:
-                print(markdown_table(rec) + "\n")
+            setting = next(s for s in SETTINGS.values() if setting_key(s) == rec["key"])
+            reps = rec["replicates"][args.first:]
+            if reps:
+                part = {**rec, "replicates": reps, "summary": summarise(setting, reps)}
+                if args.first:
+                    part["key"] += f", replicates {args.first}–{len(rec['replicates']) - 1}"
+                print(markdown_table(part) + "\n")
         return 0
     if args.quick and args.out.resolve() == DEFAULT_OUT.resolve():
         p.error("--quick is a smoke test: give it another --out than the study's results")
@@ -470,6 +514,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key} rep {rep} {what}: {time.perf_counter() - t0:.1f} s", flush=True)
         if not rec["replicates"]:
             continue
+        summary = summarise(setting, rec["replicates"])
+        if rec.get("summary") != json.loads(json.dumps(summary)):  # a summary of older code
+            rec["summary"] = summary
+            _write(args.out, data)
+            print(f"{key}: summary refreshed", flush=True)
         for name, row in rec.get("summary", {}).items():
             line = (f"{key} {name:8s} jackknife covers population "
                     f"{row['covers_population_value']:.3f} {row['wilson_population']}, "

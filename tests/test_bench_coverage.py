@@ -36,11 +36,11 @@ def test_the_first_study_summarises_as_stored() -> None:
 def test_bootstrap_coverage_counts_only_replicates_that_have_it() -> None:
     """Three replicates, one of them old: the jackknife counts all three, the percentile and the
     basic intervals the two new ones (worked by hand)."""
-    old = {"estimate": 1.0, "stderr": 0.1, "population": 1.1}  # covered by ±1.96 se
-    new1 = {"estimate": 1.0, "stderr": 0.01, "population": 1.1, "population_se": 0.01,
+    old = {"estimate": 1.0, "stderr": 0.1, "population": 1.1, "batch": 250}  # ±1.96 se covers
+    new1 = {"estimate": 1.0, "stderr": 0.01, "population": 1.1, "population_se": 0.01, "batch": 250,
             "boot_stderr": 0.1, "boot_low": 0.95, "boot_high": 1.2}  # percentile covers 1.1,
     # basic [0.8, 1.05] does not
-    new2 = {"estimate": 0.5, "stderr": 0.3, "population": 0.6, "population_se": 0.03,
+    new2 = {"estimate": 0.5, "stderr": 0.3, "population": 0.6, "population_se": 0.03, "batch": 250,
             "boot_stderr": 0.3, "boot_low": 0.7, "boot_high": 0.9}  # percentile misses 0.6,
     # basic [0.1, 0.3] misses too
     reps = [{n: r for n in bench.ESTIMATORS} for r in (old, new1, new2)]
@@ -77,7 +77,8 @@ def test_a_diverged_estimate_is_recorded_and_counted_as_not_covering(monkeypatch
     assert rep["nwj"] == {"failed": "the critic diverged (test)"}
     assert "estimate" in rep["dv"] and "estimate" in rep["infonce"]
     ok = {n: {"estimate": 1.0, "stderr": 0.1, "population": 1.0, "population_se": 0.01,
-              "boot_stderr": 0.1, "boot_low": 0.9, "boot_high": 1.1} for n in bench.ESTIMATORS}
+              "batch": 250, "boot_stderr": 0.1, "boot_low": 0.9, "boot_high": 1.1}
+          for n in bench.ESTIMATORS}
     table = bench.summarise(setting, [ok, {**ok, "nwj": rep["nwj"]}])
     nwj = table["nwj"]
     assert nwj["replicates"] == 2 and nwj["failed"] == 1
@@ -116,7 +117,7 @@ def test_the_markdown_table_reads_the_summary() -> None:
     """--table: one line per estimator with its replicates, coverage rates and Wilson intervals
     from the summary, the median and mean of estimate − I, and the runaway estimates (< −1)."""
     ok = {"estimate": 0.9, "stderr": 0.1, "population": 0.95, "population_se": 0.01,
-          "boot_stderr": 0.1, "boot_low": 0.8, "boot_high": 1.05}  # covers both targets
+          "batch": 250, "boot_stderr": 0.1, "boot_low": 0.8, "boot_high": 1.05}  # covers both
     bad = {**ok, "estimate": -3.0, "boot_low": -3.5, "boot_high": -2.5}  # covers neither
     reps = [{n: r for n in bench.ESTIMATORS} for r in (ok, ok, bad)]
     setting = bench.SETTINGS["gaussian-500"]
@@ -124,13 +125,46 @@ def test_the_markdown_table_reads_the_summary() -> None:
     lines = bench.markdown_table(rec).splitlines()
     assert lines[0] == "k: 3 replicates" and len(lines) == 7 + 2 * len(bench.ESTIMATORS)
     second = [c.strip() for c in lines[7 + len(bench.ESTIMATORS)].strip("|").split("|")]
-    # populations 0.95, 0.95, 0.95; the bad replicate (se 0.1) misses with both intervals
-    assert second == ["dv", "+0.950", "0", "66.7 % (3)", "0", "0", "0.100"]
+    # populations 0.95, 0.95, 0.95; the bad replicate (se 0.1) misses with every interval
+    assert second == ["dv", "+0.950", "0", "66.7 / 66.7 % (3)", "0 / 0", "0 / 0", "0.100"]
     cells = [c.strip() for c in lines[4].strip("|").split("|")]
     lo, hi = bench.wilson(2, 3)
     two_thirds = f"66.7 % [{100 * lo:.1f}, {100 * hi:.1f}]"
-    assert cells[:6] == ["dv", "3 (0)", two_thirds, two_thirds, two_thirds, two_thirds]
-    assert cells[6:] == ["-0.100", "-1.400", "1"]  # median 0.9 − 1; mean (0.9 + 0.9 − 3)/3 − 1
+    assert cells[:8] == ["dv", "3 (0)"] + [two_thirds] * 6
+    assert cells[8:] == ["-0.100", "-1.400", "1"]  # median 0.9 − 1; mean (0.9 + 0.9 − 3)/3 − 1
+
+
+def test_the_t_interval_covers_where_the_normal_one_misses() -> None:
+    """The CLI's jackknife interval is ``± t·se`` with t = jackknife_quantile(test rows) (2.262
+    at 250 test rows: 9 degrees of freedom): a replicate 2.1 se from its target is covered by it
+    and missed by ``± 1.96·se``; one 2.3 se away by neither (worked by hand); --first counts
+    only the later replicates."""
+    near = {"estimate": 1.0, "stderr": 0.1, "population": 1.21, "batch": 250}
+    far = {**near, "population": 1.23}
+    reps = [{n: r for n in bench.ESTIMATORS} for r in (near, far)]
+    row = bench.summarise(bench.SETTINGS["gaussian-500"], reps)["dv"]
+    assert row["covers_population_value_t"] == 0.5 and row["covers_population_value"] == 0.0
+    assert row["wilson_population_t"] == bench.wilson(1, 2)
+    assert row["covers_true_mi_t"] == 1.0 == row["covers_true_mi"]  # I = 1.0 = the estimate
+    assert bench._t_quantile(near) == pytest.approx(2.2621571627982)
+
+
+def test_table_first_summarises_the_later_replicates(tmp_path, capsys) -> None:
+    """--table --first K: the tables of replicates K and later only, summarised afresh, the
+    range in the title."""
+    near = {"estimate": 1.0, "stderr": 0.1, "population": 1.21, "batch": 250}
+    far = {**near, "population": 1.23}
+    setting = bench.SETTINGS["gaussian-500"]
+    reps = [{n: r for n in bench.ESTIMATORS} for r in (near, near, far)]
+    rec = {"key": bench.setting_key(setting), **setting, "replicates": reps,
+           "summary": bench.summarise(setting, reps)}
+    out = tmp_path / "c.json"
+    out.write_text(json.dumps({"settings": [rec]}))
+    assert bench.main(["--table", "--first", "2", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{rec['key']}, replicates 2–2: 1 replicates"
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]
+    assert cells[1] == "1 (0)" and cells[2].startswith("0.0 %")  # far: missed by ± t·se
 
 
 def test_no_bootstrap_writes_jackknife_replicates_that_backfill_completes(tmp_path) -> None:

@@ -4,14 +4,22 @@ among the negatives, it is seeded, and bad arguments name themselves."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 
-from mi_bounds.estimation.heldout import estimate_mi_on_samples, rows_value, sample_config
+from mi_bounds.estimation.heldout import (
+    estimate_mi_on_samples,
+    jackknife_df,
+    jackknife_quantile,
+    rows_value,
+    sample_config,
+)
 from mi_bounds.estimation.intervals import (
     bootstrap_values,
     resample_rows,
@@ -173,7 +181,8 @@ def test_bootstrap_bad_arguments_name_themselves(kwargs: dict, match: str) -> No
 def test_interval_option_of_the_estimate() -> None:
     """interval="bootstrap": the same training and the same estimate as the default (the
     jackknife), the bootstrap's standard error, the percentile interval in the JSON and the
-    method recorded by name; the default's JSON has its interval ``estimate ± 1.96·se``, and
+    method recorded by name; the default's JSON has its interval ``estimate ± t_{9,0.975}·se``
+    (Student's t with the jackknife's G − 1 = 9 degrees of freedom), and
     both say what the interval covers (the bound's value at this critic, not I: RESULTS §4.9).
     A bad name is refused."""
     rng = np.random.default_rng(1)
@@ -194,10 +203,12 @@ def test_interval_option_of_the_estimate() -> None:
     assert rec["interval"] == {"method": "bootstrap", "kind": "percentile", "level": 0.95,
                                "resamples": 200, "seed": 0, "covers": {"dv": covers}}
     est, se = default["final"]["dv"]["estimate"], default["final"]["dv"]["stderr"]
-    assert default["final"]["dv"]["interval"] == pytest.approx([est - 1.959964 * se,
-                                                                est + 1.959964 * se])
-    assert default["interval"] == {"method": "jackknife", "kind": "estimate ± 1.96 se",
-                                   "level": 0.95, "groups": 10, "covers": {"dv": covers}}
+    # 150 test rows: one block, 10 groups, Student's t with 9 degrees of freedom
+    t9 = float(scipy.stats.t.ppf(0.975, 9))
+    assert default["final"]["dv"]["interval"] == pytest.approx([est - t9 * se, est + t9 * se])
+    assert default["interval"] == {"method": "jackknife", "kind": "estimate ± t·se",
+                                   "level": 0.95, "groups": 10, "df": 9,
+                                   "quantile": pytest.approx(t9), "covers": {"dv": covers}}
     assert jack.intervals["dv"] == tuple(default["final"]["dv"]["interval"])
     with pytest.raises(ValueError, match="interval must be one of jackknife, bootstrap"):
         sample_config(interval="bca")
@@ -225,3 +236,32 @@ def test_cli_interval_bootstrap_and_student_task(tmp_path) -> None:
                  "--eval-batches", "2", "--no-progress", "--out", str(out2)]) == 0
     assert json.loads(out2.read_text())["source"] == {"task": "student", "mi": 1.0, "dim": 2,
                                                       "df": 4.0}
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 19, 20, 21, 150, 4096, 4097, 8192, 10_000, 12_289])
+def test_jackknife_df_counts_the_groups_of_every_block(n: int) -> None:
+    """The interval's degrees of freedom are Σ_b (G_b − 1) over the score blocks of
+    :func:`rows_value` (blocks of ≤ 4,096 rows, G_b = min(10, m_b // 2) groups), counted here
+    from the blocks' sizes as rows_value cuts them; the quantile is Student's t at that df
+    (NaN where the jackknife has no standard error)."""
+    edges = np.linspace(0, n, -(-n // 4096) + 1).round().astype(int)
+    groups = [min(10, int(hi - lo) // 2) for lo, hi in itertools.pairwise(edges)]
+    df = jackknife_df(n)
+    q = jackknife_quantile(n)
+    if any(g < 2 for g in groups):
+        assert df == 0 and math.isnan(q)
+        critic = TableCritic(torch.eye(n, dtype=torch.float64))
+        rows = torch.arange(n, dtype=torch.float64)[:, None]
+        if n >= 2:
+            assert math.isnan(rows_value(critic, rows, rows, ("dv",))["dv"][1])
+        return
+    assert df == sum(g - 1 for g in groups)
+    assert q == pytest.approx(float(scipy.stats.t.ppf(0.975, df)), rel=1e-12)
+    assert q > 1.959963984540054  # wider than the normal quantile, for every finite df
+
+
+def test_jackknife_quantile_bad_arguments_name_themselves() -> None:
+    with pytest.raises(ValueError, match="n must be an int >= 2"):
+        jackknife_quantile(1)
+    with pytest.raises(ValueError, match="level must be in"):
+        jackknife_quantile(100, level=1.0)

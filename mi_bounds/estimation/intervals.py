@@ -7,7 +7,7 @@ column and ``n`` of its line besides its positive pair, so the ``n(n-1)`` negati
 independent. Two ways to measure it, both resampling whole rows:
 
 * the delete-a-group jackknife of :func:`~mi_bounds.estimation.heldout.rows_value` (the default;
-  interval ``θ̂ ± 1.96·se``);
+  interval ``θ̂ ± t·se``, Student's t with the groups' degrees of freedom: ``jackknife_quantile``);
 * the bootstrap here (:func:`rows_bootstrap`; Efron & Tibshirani, "An Introduction to the
   Bootstrap", 1993, Ch. 6 and 13): ``B`` resamples of the ``m`` rows drawn with replacement,
   each valued like the original (same estimator, same score-matrix function); the standard
@@ -45,6 +45,7 @@ __all__ = [
     "BOOTSTRAP_LEVEL",
     "BOOTSTRAP_RESAMPLES",
     "BootstrapInterval",
+    "block_edges",
     "bootstrap_values",
     "resample_rows",
     "resampled_scores",
@@ -68,6 +69,14 @@ def _check_int(value: object, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     return int(value)
+
+
+def block_edges(n: int, max_rows: int = 4096) -> list[int]:
+    """Where :func:`score_blocks` cuts ``n`` rows: ``ceil(n / max_rows) + 1`` edges of contiguous
+    blocks of near-equal size (``[0, …, n]``)."""
+    _check_int(n, "n", 1)
+    _check_int(max_rows, "max_rows", 2)
+    return np.linspace(0, n, math.ceil(n / max_rows) + 1).round().astype(int).tolist()
 
 
 @torch.no_grad()
@@ -94,12 +103,11 @@ def score_blocks(
     if n < 2 or y.shape[0] != n:
         raise ValueError(f"x and y need the same number (>= 2) of rows, got {n} and "
                          f"{y.shape[0]}")
-    _check_int(max_rows, "max_rows", 2)
-    edges = np.linspace(0, n, math.ceil(n / max_rows) + 1).round().astype(int)
+    edges = block_edges(n, max_rows)
     was_training = critic.training
     critic.eval()
     try:
-        for lo, hi in itertools.pairwise(edges.tolist()):
+        for lo, hi in itertools.pairwise(edges):
             s = score_matrix(critic, x[lo:hi], y[lo:hi])  # (m, m)
             check_scores(s, max_abs_score, where)
             s = s.double()

@@ -337,7 +337,7 @@ class EstimateConfig:
             error with their count), "drop" (removed before the split, counted in the flags) or
             "keep" (repeats that are real draws, e.g. discrete data; flagged).
         interval: finite samples: the standard error of the held-out estimate: "jackknife"
-            (delete-a-group over 10 groups of test rows; interval estimate ± 1.96 se) or
+            (delete-a-group over 10 groups of test rows; interval estimate ± t_{9,0.975} se) or
             "bootstrap" (200 resamples of the test rows, seeded by seed; standard error = their
             standard deviation, and their 95 % percentile interval). Either is an interval for
             the bound's value at the trained critic, not for I. At 500 rows the bootstrap
@@ -443,9 +443,9 @@ class EstimationResult:
             the estimate. Empty for a sampler.
         intervals: finite samples: estimator name -> its 95 % interval ``(low, high)``, the
             bootstrap's percentile interval with ``config.interval == "bootstrap"``, else the
-            jackknife's ``estimate ± 1.96·stderr``; ``to_dict`` writes it as ``interval``
-            beside the estimate (what it covers: the JSON's top-level ``interval``). Empty for
-            a sampler.
+            jackknife's ``estimate ± t·stderr`` (``t``: ``heldout.jackknife_quantile``);
+            ``to_dict`` writes it as ``interval`` beside the estimate (what it covers: the
+            JSON's top-level ``interval``). Empty for a sampler.
     """
 
     estimates: dict[str, np.ndarray]
