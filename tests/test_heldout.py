@@ -278,6 +278,10 @@ def test_cli_data_run_reports_held_out_and_train_values(npz, tmp_path, capsys) -
                                 "layers": 1}
     assert record["config"]["batch_size"] == 128 and record["standardize"] is True
     assert record["selection"]["step"] in [s for s, _ in record["selection"]["validation"]]
+    # the printed line names its 95 % interval (the JSON's: estimate ± t_9·se) and what it is for
+    low, high = record["final"]["dv"]["interval"]
+    assert (f"95 % interval [{low:.4f}, {high:.4f}] (t, 9 df) for the dv value of this critic, "
+            "not for I") in printed
     assert cli_main(["--data", str(npz / "ok.npz"), "--bound", "ksg", "--out", str(out)]) == 0
     ksg = json.loads(out.read_text())
     assert ksg["n"] == 400 and ksg["final"]["ksg"]["stderr"] > 0

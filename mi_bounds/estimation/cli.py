@@ -489,8 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if on_data:
                 tr, _ = result.final_train[name]
                 tag = " UNRELIABLE" if result.flags.get(name) else ""
-                # the ± is an interval for this critic's bound value, not for I: at 500 rows
-                # (rank map) it covered that value 88-94 % of the time and I 1-28 % (RESULTS §4.9)
+                # the interval is for this critic's bound value, not for I: the coverage study
+                # (RESULTS §4.9) measured how often it covers each
                 test, fit = result.extra["split"]["test"], result.extra["split"]["fit"]
                 if config.interval == "bootstrap":
                     lo, hi = result.intervals[name]
@@ -499,9 +499,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"an interval for the {name} value of this critic, not for I; on "
                             f"the {fit} fit rows: {tr:.4f})")
                 else:
+                    lo, hi = result.intervals[name]
+                    df = result.extra["interval"]["df"]
                     line = (f"{name}: {mean:.4f} ± {se:.4f} nats{tag} (held out: {test} test "
-                            f"rows, ± 1 jackknife standard error of the {name} value of this "
-                            f"critic, not an interval for I; on the {fit} fit rows: {tr:.4f})")
+                            f"rows, ± 1 jackknife standard error; 95 % interval [{lo:.4f}, "
+                            f"{hi:.4f}] (t, {df} df) for the {name} value of this critic, not "
+                            f"for I; on the {fit} fit rows: {tr:.4f})")
             else:
                 line = (f"{name}: {mean:.4f} ± {se:.4f} nats "
                         f"(± 1 standard error, {config.eval_batches} batches)")
