@@ -355,7 +355,8 @@ def markdown_table(rec: dict) -> str:
     critics' population values and how many lie below −1, the jackknife's coverage (t / z)
     among the estimates whose standard error is at most ``UNSTABLE_STDERR`` (not flagged for
     it), the replicates where only the jackknife or only the bootstrap covers (paired; z / t),
-    and the target's Monte Carlo error relative to the estimate's."""
+    the target's Monte Carlo error relative to the estimate's, and the mean and standard
+    deviation of ``(estimate − population value) / se`` over the estimates not flagged."""
     lines = [f"{rec['key']}: {len(rec['replicates'])} replicates",
              "",
              "| estimator | replicates (diverged) | jackknife ± t·se covers its critic's value | "
@@ -383,7 +384,9 @@ def markdown_table(rec: dict) -> str:
     lines += ["", "| estimator | median population value | population values < −1 | "
               f"jackknife t / z covers its critic's value where se ≤ {UNSTABLE_STDERR:g} (of) | "
               "only the jackknife covers (z / t) | only the bootstrap covers (against z / t) | "
-              "median population se / se |", "|---|---|---|---|---|---|---|"]
+              f"median population se / se | z = (est − value) / se where se ≤ "
+              f"{UNSTABLE_STDERR:g}: mean, sd |",
+              "|---|---|---|---|---|---|---|---|"]
     for name in ESTIMATORS:
         rows = [r[name] for r in rec["replicates"] if "failed" not in r[name]]
         pop = [r["population"] for r in rows]
@@ -395,6 +398,9 @@ def markdown_table(rec: dict) -> str:
         boot = [(z, t, r["boot_low"] <= r["population"] <= r["boot_high"])
                 for z, t, r in zip(hit_z, hit_t, rows, strict=True) if "boot_low" in r]
         ratio = rec["summary"][name].get("median_population_se_over_stderr")
+        # the pivot: ~ t_9 if the jackknife's variance has its 9 degrees of freedom (sd 1.134)
+        z = [(r["estimate"] - r["population"]) / r["stderr"] for r in rows
+             if r["stderr"] <= UNSTABLE_STDERR]
         only_jack = (f"{sum(z and not b for z, _, b in boot)} / "
                      f"{sum(t and not b for _, t, b in boot)}")
         only_boot = (f"{sum(b and not z for z, _, b in boot)} / "
@@ -405,7 +411,8 @@ def markdown_table(rec: dict) -> str:
                   f"{100 * np.mean([z for _, z in steady]):.1f} % ({len(steady)})")
                  if steady else "–",
                  only_jack if boot else "–", only_boot if boot else "–",
-                 f"{ratio:.3f}" if ratio is not None else "–"]
+                 f"{ratio:.3f}" if ratio is not None else "–",
+                 f"{np.mean(z):+.2f}, {np.std(z, ddof=1):.2f}" if len(z) > 1 else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

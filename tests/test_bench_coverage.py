@@ -126,7 +126,9 @@ def test_the_markdown_table_reads_the_summary() -> None:
     assert lines[0] == "k: 3 replicates" and len(lines) == 7 + 2 * len(bench.ESTIMATORS)
     second = [c.strip() for c in lines[7 + len(bench.ESTIMATORS)].strip("|").split("|")]
     # populations 0.95, 0.95, 0.95; the bad replicate (se 0.1) misses with every interval
-    assert second == ["dv", "+0.950", "0", "66.7 / 66.7 % (3)", "0 / 0", "0 / 0", "0.100"]
+    # z = (−0.5, −0.5, −39.5): mean −13.5, sd 22.52
+    assert second == ["dv", "+0.950", "0", "66.7 / 66.7 % (3)", "0 / 0", "0 / 0", "0.100",
+                      "-13.50, 22.52"]
     cells = [c.strip() for c in lines[4].strip("|").split("|")]
     lo, hi = bench.wilson(2, 3)
     two_thirds = f"66.7 % [{100 * lo:.1f}, {100 * hi:.1f}]"
