@@ -527,9 +527,11 @@ def main(argv: list[str] | None = None) -> int:
             _write(args.out, data)
             print(f"{key}: summary refreshed", flush=True)
         for name, row in rec.get("summary", {}).items():
-            line = (f"{key} {name:8s} jackknife covers population "
-                    f"{row['covers_population_value']:.3f} {row['wilson_population']}, "
-                    f"covers I {row['covers_true_mi']:.3f}")
+            line = (f"{key} {name:8s} jackknife ± t·se covers population "
+                    f"{row['covers_population_value_t']:.3f}, covers I "
+                    f"{row['covers_true_mi_t']:.3f}; ± 1.96·se covers population "
+                    f"{row['covers_population_value']:.3f}, covers I "
+                    f"{row['covers_true_mi']:.3f}")
             boot = row.get("bootstrap")
             if boot:
                 line += (f"; bootstrap ({boot['replicates']} reps) percentile covers population "

@@ -526,7 +526,8 @@ def estimate_mi_on_samples(
     else:
         final = rows_value(net, x_test, y_test, config.names, clip=config.clip, cap=cap,
                            max_abs_score=config.max_abs_score, where="on the test rows")
-        t_quantile = jackknife_quantile(int(x_test.shape[0]))
+        n_test = int(x_test.shape[0])
+        t_quantile = jackknife_quantile(n_test)
         intervals = {k: (m - t_quantile * se, m + t_quantile * se) for k, (m, se) in final.items()}
     final_train = rows_value(net, x_fit, y_fit, config.names, clip=config.clip, groups=0,
                              cap=cap, max_abs_score=config.max_abs_score,
@@ -567,7 +568,6 @@ def estimate_mi_on_samples(
                              "level": BOOTSTRAP_LEVEL, "resamples": BOOTSTRAP_RESAMPLES,
                              "seed": config.seed, "covers": covers}
     else:
-        n_test = int(x_test.shape[0])
         extra["interval"] = {"method": "jackknife", "kind": "estimate ± t·se",
                              "level": JACKKNIFE_LEVEL, "groups": JACKKNIFE_GROUPS,
                              "df": jackknife_df(n_test),

@@ -340,9 +340,10 @@ class EstimateConfig:
             (delete-a-group over 10 groups of test rows; interval estimate ± t_{9,0.975} se) or
             "bootstrap" (200 resamples of the test rows, seeded by seed; standard error = their
             standard deviation, and their 95 % percentile interval). Either is an interval for
-            the bound's value at the trained critic, not for I. At 500 rows the bootstrap
-            covered that value 0-4.5 points more often (docs/RESULTS.md §4.9) and is cheap
-            there; at thousands of rows it costs several times the estimate itself.
+            the bound's value at the trained critic, not for I. With the t quantile the
+            jackknife covered that value at least as often as the bootstrap at 500 rows
+            (docs/RESULTS.md §4.9); the bootstrap is cheap there, but at thousands of rows it
+            costs several times the estimate itself.
     """
 
     bound: str = "smile"
