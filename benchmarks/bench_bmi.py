@@ -62,7 +62,9 @@ beside the CPU torch; ``run_dmi`` puts an empty module in its place, in its own 
 
 The table compares, per (task, estimator kind), the mean estimate over the seeds that every
 compared side finished: "within" = |ours − I| ≤ |bmi − I| + 0.05 nats; the time is the median
-over the tasks of each call's wall seconds.
+over the tasks of each call's wall seconds. Each cell also carries the seeds' sd (ddof 1, as bmi
+reports mean ± std), and the summary's ``within_by_seed`` counts, seed by seed, the tasks within
+on that seed's own pair of estimates (the markdown prints its fewest and most as "one seed: a–b").
 
 What differs between the two protocols (read the numbers with it): bmi standardises with
 statistics of *all* rows and reports the *highest* test-row value seen during training (its
@@ -433,34 +435,53 @@ def load(work: Path, tasks: list[str], seeds: list[int] | None = None) -> dict:
     return records
 
 
+def _sd(values: list[float | None]) -> float | None:
+    """The seeds' standard deviation (ddof 1, as bmi reports mean ± std); None with one seed
+    or a failed call."""
+    if len(values) < 2 or any(v is None for v in values):
+        return None
+    return float(np.std(values, ddof=1))
+
+
+def _within(ours: float | None, bmi: float | None, truth: float) -> bool:
+    """The verdict: |ours − I| ≤ |bmi − I| + 0.05; a failed call of ours is out, a failed call
+    of bmi's leaves any finite estimate of ours within."""
+    if ours is None:
+        return False
+    return bmi is None or abs(ours - truth) <= abs(bmi - truth) + 0.05
+
+
 def summarise(records: dict) -> dict:
-    """Per side and estimator: the seed-mean estimate, its error, and the verdict per task;
-    then the count within bmi's error + 0.05 and the median wall seconds over the tasks."""
+    """Per side and estimator: the seed-mean estimate, its error, the seeds' sd and the verdict
+    per task; then the count within bmi's error + 0.05 (on the seed means, and seed by seed on
+    each seed's own pair of estimates) and the median wall seconds over the tasks."""
     out: dict = {"per_task": {}, "summary": {}}
+    by_seed: dict = {}  # (side, name) -> seed -> [within, tasks]
     for tid, r in records.items():
         truth, row = r["true_mi"], {}
         for side in ("bmi", "ours", "rank", "concat", "auto", "dmi"):
             if side not in r:
                 continue
             for name, runs in r[side].items():
-                est = _mean([x.get("estimate") for x in runs])
+                values = [x.get("estimate") for x in runs]
+                est = _mean(values)
                 secs = _mean([x.get("seconds") for x in runs])
                 row.setdefault(side, {})[name] = {
                     "estimate": est, "error": None if est is None else abs(est - truth),
-                    "seconds": secs, "n_seeds": len(runs)}
+                    "sd": _sd(values), "seconds": secs, "n_seeds": len(runs)}
+                if side in EXTRA_SIDES or side == "bmi" or name not in r["bmi"]:
+                    continue
+                for seed, mine, theirs in zip(r["seeds"], runs, r["bmi"][name], strict=True):
+                    count = by_seed.setdefault((side, name), {}).setdefault(str(seed), [0, 0])
+                    count[0] += _within(mine.get("estimate"), theirs.get("estimate"), truth)
+                    count[1] += 1
         for side in row:
             if side == "bmi":
                 continue
             for name, cell in row[side].items():
                 if name not in row["bmi"]:  # diffusion-mi's kinds: no bmi counterpart
                     continue
-                b_err = row["bmi"][name]["error"]
-                if cell["error"] is None:
-                    cell["within"] = False
-                elif b_err is None:  # bmi failed: any finite estimate of ours is within
-                    cell["within"] = True
-                else:
-                    cell["within"] = cell["error"] <= b_err + 0.05
+                cell["within"] = _within(cell["estimate"], row["bmi"][name]["estimate"], truth)
         out["per_task"][tid] = {"true_mi": truth, "seeds": r["seeds"], **row}
     for side in ("bmi", "ours", "rank", "concat", "auto", "dmi"):
         for name in (DMI if side == "dmi" else ESTIMATORS):
@@ -475,6 +496,8 @@ def summarise(records: dict) -> dict:
                  "failed": len(cells) - len(errs)}
             if side not in ("bmi", "dmi"):
                 s["within"] = sum(c["within"] for c in cells)
+                s["within_by_seed"] = dict(sorted(by_seed.get((side, name), {}).items(),
+                                                  key=lambda kv: int(kv[0])))
             out["summary"].setdefault(side, {})[name] = s
     return out
 
@@ -501,6 +524,7 @@ def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = 
                              f"{'yes' if c['within'] else 'no'})")
             rows.append(f"| {tid} | {t['true_mi']:.3f} | {len(t['seeds'])} | {name} | "
                         f"{fmt(b['estimate'])} ({fmt(b['error'])}) | " + " | ".join(cells) + " |")
+    # "one seed: a–b": the fewest and most tasks within on a single seed's pair of estimates
     sum_head = ("| estimator | bmi median s | "
                 + " | ".join(f"{s}: within / tasks, median s" for s in sides) + " |\n|"
                 + "---|" * (2 + len(sides)))
@@ -510,8 +534,10 @@ def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = 
         cells = []
         for s in sides:
             c = summary["summary"].get(s, {}).get(name)
+            per = [w for w, _ in c["within_by_seed"].values()] if c else []
+            spread = f" (one seed: {min(per)}–{max(per)})" if len(per) > 1 else ""
             cells.append("" if c is None else
-                         f"{c['within']} / {c['tasks']}, {fmt(c['median_seconds'])}")
+                         f"{c['within']} / {c['tasks']}{spread}, {fmt(c['median_seconds'])}")
         sum_rows.append(f"| {name} | {fmt(b['median_seconds'])} | " + " | ".join(cells) + " |")
     dmi_rows = []
     for tid, t in summary["per_task"].items():

@@ -127,3 +127,38 @@ def test_table_reads_only_the_seeds_asked_for(tmp_path: Path) -> None:
     assert bench.load(tmp_path, [tid])[tid]["seeds"] == [0, 1]  # no filter: every seed
     text = bench.table(tmp_path, "first", tmp_path / "one.json", seeds=[0])
     assert "| 1v1-normal-0.75 | 1.000 | 1 | dv |" in text
+
+
+def test_seed_spread_and_per_seed_verdicts(tmp_path: Path) -> None:
+    """Beside the seed-mean verdict, each cell carries the seeds' sd (ddof 1, as bmi reports
+    mean ± std) and the summary counts, seed by seed, the tasks within bmi's error + 0.05 on that
+    seed's own pair of estimates."""
+    names = ("dv", "infonce", "nwj", "ksg")
+    # task a, I = 1: bmi 0.9 / 0.7; ours 0.8 / 0.9 -> seed 0 out (0.2 > 0.15), seed 1 in
+    # seed means: bmi 0.8 (0.2), ours 0.85 (0.15) -> within
+    for seed, b, o in ((0, 0.9, 0.8), (1, 0.7, 0.9)):
+        _put(tmp_path, "a", seed, "bmi", dict.fromkeys(names, b), 1.0)
+        _put(tmp_path, "a", seed, "ours", dict.fromkeys(names, o), 1.0)
+    # task b, I = 0, seed 0 only: within on seed 0; ours fails nwj there
+    _put(tmp_path, "b", 0, "bmi", dict.fromkeys(names, 0.3), 0.0)
+    _put(tmp_path, "b", 0, "ours", {"dv": 0.1, "infonce": 0.1, "nwj": None, "ksg": 0.1}, 0.0)
+    s = bench.summarise(bench.load(tmp_path, ["a", "b"]))
+    a = s["per_task"]["a"]
+    assert a["ours"]["dv"]["sd"] == pytest.approx(0.1 / 2**0.5 * 1.0)  # |0.8 - 0.9| / sqrt 2
+    assert a["bmi"]["dv"]["sd"] == pytest.approx(0.2 / 2**0.5)
+    assert s["per_task"]["b"]["ours"]["dv"]["sd"] is None  # one seed: no spread
+    assert a["ours"]["dv"]["within"] is True
+    by_seed = s["summary"]["ours"]["dv"]["within_by_seed"]
+    assert by_seed == {"0": [1, 2], "1": [1, 1]}  # [within, tasks] on each seed
+    assert s["summary"]["ours"]["nwj"]["within_by_seed"] == {"0": [0, 2], "1": [1, 1]}
+    assert "within_by_seed" not in s["summary"]["bmi"]["dv"]
+
+
+def test_table_prints_the_per_seed_range(tmp_path: Path) -> None:
+    names = ("dv", "infonce", "nwj", "ksg")
+    tid = "1v1-normal-0.75"
+    for seed, b, o in ((0, 0.9, 0.8), (1, 0.7, 0.9)):  # ours out on seed 0, in on seed 1
+        _put(tmp_path, tid, seed, "bmi", dict.fromkeys(names, b), 1.0)
+        _put(tmp_path, tid, seed, "ours", dict.fromkeys(names, o), 1.0)
+    text = bench.table(tmp_path, "first", tmp_path / "t.json")
+    assert "| dv | 1.500 | 1 / 1 (one seed: 0–1), 1.500 |" in text
