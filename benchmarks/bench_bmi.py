@@ -502,6 +502,26 @@ def summarise(records: dict) -> dict:
     return out
 
 
+def error_table(summary: dict, side: str) -> str:
+    """Per task, the absolute error of the seed-mean estimate, bmi's / ``side``'s, per estimator
+    kind; **bold**: ``side`` not within bmi's error + 0.05."""
+    head = ("| task | I | seeds | " + " | ".join(f"{k}: bmi / {side}" for k in ESTIMATORS)
+            + " |\n|" + "---|" * (3 + len(ESTIMATORS)))
+    rows = []
+    for tid, t in summary["per_task"].items():
+        if side not in t:
+            continue
+        cells = []
+        for name in ESTIMATORS:
+            b, c = t["bmi"][name]["error"], t[side][name]
+            mine = "error" if c["error"] is None else f"{c['error']:.2f}"
+            cells.append(("error" if b is None else f"{b:.2f}") + " / "
+                         + (mine if c["within"] else f"**{mine}**"))
+        rows.append(f"| {tid} | {t['true_mi']:.3f} | {len(t['seeds'])} | " + " | ".join(cells)
+                    + " |")
+    return head + "\n" + "\n".join(rows)
+
+
 def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = None) -> str:
     """Markdown tables of every finished task (over ``seeds``, when given), and the JSON at
     ``out``."""
@@ -559,8 +579,9 @@ def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = 
         "threads": THREAD_ENV, "date": time.strftime("%Y-%m-%d"), "tasks": records,
         "summary": summary,
     }, indent=1) + "\n")
+    errors = error_table(summary, "rank" if "rank" in sides else sides[0]) if sides else ""
     return (head + "\n" + "\n".join(rows) + "\n\n" + sum_head + "\n" + "\n".join(sum_rows)
-            + dmi_text)
+            + dmi_text + ("\n\n" + errors if errors else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

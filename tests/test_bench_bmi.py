@@ -162,3 +162,16 @@ def test_table_prints_the_per_seed_range(tmp_path: Path) -> None:
         _put(tmp_path, tid, seed, "ours", dict.fromkeys(names, o), 1.0)
     text = bench.table(tmp_path, "first", tmp_path / "t.json")
     assert "| dv | 1.500 | 1 / 1 (one seed: 0–1), 1.500 |" in text
+
+
+def test_error_table_bolds_what_is_not_within(tmp_path: Path) -> None:
+    names = ("dv", "infonce", "nwj", "ksg")
+    tid = "1v1-normal-0.75"
+    _put(tmp_path, tid, 0, "bmi", {"dv": 0.9, "infonce": 0.9, "nwj": None, "ksg": 1.0}, 1.0)
+    _put(tmp_path, tid, 0, "ours", dict.fromkeys(names, 0.5), 1.0)
+    _put(tmp_path, tid, 0, "rank", {"dv": 0.86, "infonce": 0.8, "nwj": 0.7, "ksg": None}, 1.0)
+    text = bench.table(tmp_path, "first", tmp_path / "e.json")
+    # dv: 0.14 <= 0.1 + 0.05 within; infonce 0.2 > 0.15 out; bmi's nwj failed; rank's ksg failed
+    assert (f"| {tid} | 1.000 | 1 | 0.10 / 0.14 | 0.10 / **0.20** | error / 0.30 | "
+            "0.00 / **error** |") in text
+    assert "| task | I | seeds | dv: bmi / rank |" in text
