@@ -27,8 +27,10 @@ suite without overlap (each process is one thread).
 alike, runs each side of ``--sides``: bmi's estimators (``bmi``, in the bmi venv), ours with the
 defaults (``ours``: the separable critic, ``--marginals standard``), ours with ``--marginals
 rank`` (``rank``: the empirical-copula map fitted on the train rows, docs/THEORY.md §8) and ours
-with ``--critic concat`` (``concat``; bmi's critics are concat MLPs too), each of ours in the
-project venv, on the same file. Where ``ours`` and ``concat`` both ran, the table adds ``auto``:
+with ``--critic concat`` (``concat``; bmi's critics are concat MLPs too) and, for the NWJ kind
+only, the NWJ value at a JS-trained critic with the rank map (``rank_js``: ``--bound js_nwj
+--marginals rank``; benchmarks/preregistration/bmi_js_nwj.md), each of ours in the project
+venv, on the same file. Where ``ours`` and ``concat`` both ran, the table adds ``auto``:
 of the two, the one whose chosen checkpoint scored higher on the validation rows (ties:
 separable), which is what ``--critic auto`` reports (same seed, same batches:
 tests/test_heldout.py checks the identity), at the sum of the two times.
@@ -108,11 +110,15 @@ INDEPENDENT = {"independent-5-5": 5000, "independent-5-5-n600": 600}
 
 ESTIMATORS = ("dv", "infonce", "nwj", "ksg")
 NEURAL = ("dv", "infonce", "nwj")
-#: the sides of ours: extra ``mi-bounds estimate`` arguments and the estimators each runs
-OURS = {
-    "ours": ([], ESTIMATORS),
-    "rank": (["--marginals", "rank"], ESTIMATORS),
-    "concat": (["--critic", "concat"], NEURAL),
+#: the sides of ours: extra ``mi-bounds estimate`` arguments, and per estimator kind compared
+#: with bmi's the ``--bound`` run for it
+OURS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "ours": ([], {k: k for k in ESTIMATORS}),
+    "rank": (["--marginals", "rank"], {k: k for k in ESTIMATORS}),
+    "concat": (["--critic", "concat"], {k: k for k in NEURAL}),
+    # the NWJ value at a JS-trained critic (Poole et al. 2019, §4; docs/THEORY.md §4):
+    # benchmarks/preregistration/bmi_js_nwj.md
+    "rank_js": (["--marginals", "rank"], {"nwj": "js_nwj"}),
 }
 #: diffusion-mi 0.1.0's estimators (MINDE, MMG), run in their own venv (``--dmi-python``)
 DMI = ("minde", "mmg")
@@ -331,19 +337,19 @@ def run_ours(work: Path, tid: str, seed: int, side: str = "ours") -> None:
     data = np.load(npz)
     record: dict = {"task": tid, "seed": seed, "side": side, "true_mi": float(data["true_mi"]),
                     "n": int(data["X"].shape[0]), "estimators": {}}
-    extra, names = OURS[side]
-    for name in names:
+    extra, bounds = OURS[side]
+    for name, bound in bounds.items():
         out = work / side / f"{tid}__s{seed}__{name}.json"
-        argv = ["--data", str(npz), "--bound", name, "--no-progress", *extra,
+        argv = ["--data", str(npz), "--bound", bound, "--no-progress", *extra,
                 "--out", str(out)]
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
             code, wall, cpu = _timed(lambda a=argv: estimate(a))
-        entry: dict = {"command": "mi-bounds estimate " + " ".join(argv[:-2]),
+        entry: dict = {"command": "mi-bounds estimate " + " ".join(argv[:-2]), "bound": bound,
                        "exit_code": code, "seconds": wall, "cpu_seconds": cpu}
         if code == 0:
             run = json.loads(out.read_text())
-            final = run["final"][name]
+            final = run["final"][bound]
             history = run.get("selection", {}).get("validation", [])
             entry.update(estimate=final["estimate"], stderr=final["stderr"],
                          train_estimate=final.get("train_estimate"),
@@ -459,7 +465,7 @@ def summarise(records: dict) -> dict:
     by_seed: dict = {}  # (side, name) -> seed -> [within, tasks]
     for tid, r in records.items():
         truth, row = r["true_mi"], {}
-        for side in ("bmi", "ours", "rank", "concat", "auto", "dmi"):
+        for side in ("bmi", *OURS, "auto", "dmi"):
             if side not in r:
                 continue
             for name, runs in r[side].items():
@@ -483,7 +489,7 @@ def summarise(records: dict) -> dict:
                     continue
                 cell["within"] = _within(cell["estimate"], row["bmi"][name]["estimate"], truth)
         out["per_task"][tid] = {"true_mi": truth, "seeds": r["seeds"], **row}
-    for side in ("bmi", "ours", "rank", "concat", "auto", "dmi"):
+    for side in ("bmi", *OURS, "auto", "dmi"):
         for name in (DMI if side == "dmi" else ESTIMATORS):
             cells = [t[side][name] for t in out["per_task"].values()
                      if side in t and name in t[side]]
@@ -528,7 +534,7 @@ def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = 
     records = load(work, suite_tasks(work, suite), seeds)
     summary = summarise(records)
     fmt = (lambda v: "error" if v is None else f"{v:.3f}")  # noqa: E731
-    sides = [s for s in ("ours", "rank", "concat", "auto")
+    sides = [s for s in ("ours", "rank", "rank_js", "concat", "auto")
              if any(s in t for t in summary["per_task"].values())]
     head = ("| task | I | seeds | estimator | bmi (error) | "
             + " | ".join(f"{s} (error, within)" for s in sides) + " |\n|"
@@ -587,7 +593,7 @@ def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["sample", *SIDES, "run", "table"])
-    p.add_argument("task", nargs="?", help="task id (bmi, ours, rank, concat, dmi)")
+    p.add_argument("task", nargs="?", help="task id (bmi, ours, rank, rank_js, concat, dmi)")
     p.add_argument("--work", type=Path, default=WORK, help="samples and per-side results")
     p.add_argument("--suite", choices=["v1", "first"], default="v1")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],

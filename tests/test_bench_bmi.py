@@ -175,3 +175,23 @@ def test_error_table_bolds_what_is_not_within(tmp_path: Path) -> None:
     assert (f"| {tid} | 1.000 | 1 | 0.10 / 0.14 | 0.10 / **0.20** | error / 0.30 | "
             "0.00 / **error** |") in text
     assert "| task | I | seeds | dv: bmi / rank |" in text
+
+
+def test_rank_js_side_runs_the_js_trained_nwj_under_the_nwj_kind(tmp_path: Path) -> None:
+    """The ``rank_js`` side compares with bmi's NWJ the NWJ value at a JS-trained critic:
+    ``--bound js_nwj --marginals rank``, recorded under the kind ``nwj`` with its bound named."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 1))
+    y = x + 0.5 * rng.standard_normal((300, 1))
+    path = bench.sample_path(tmp_path, "toy", 0)
+    path.parent.mkdir(parents=True)
+    np.savez(path, X=x, Y=y, true_mi=0.5 * np.log(5.0))
+    bench.run_ours(tmp_path, "toy", 0, "rank_js")
+    rec = json.loads(bench.result_path(tmp_path, "toy", 0, "rank_js").read_text())
+    (entry,) = rec["estimators"].values()
+    assert list(rec["estimators"]) == ["nwj"]
+    assert entry["bound"] == "js_nwj"
+    assert "--bound js_nwj" in entry["command"] and "--marginals rank" in entry["command"]
+    assert np.isfinite(entry["estimate"]) and entry["exit_code"] == 0
