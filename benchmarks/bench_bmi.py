@@ -26,7 +26,7 @@ suite without overlap (each process is one thread).
 (task, seed) by (task, seed) and interleaved so that the shared machine's load falls on all
 alike, runs each side of ``--sides``: bmi's estimators (``bmi``, in the bmi venv), ours with the
 defaults (``ours``: the separable critic, ``--marginals standard``), ours with ``--marginals
-rank`` (``rank``: the empirical-copula map fitted on the train rows, docs/THEORY.md §8) and ours
+rank`` (``rank``: the empirical-copula map fitted on the train rows, docs/THEORY.md §4) and ours
 with ``--critic concat`` (``concat``; bmi's critics are concat MLPs too) and, for the NWJ kind
 only, the NWJ value at a JS-trained critic with the rank map (``rank_js``: ``--bound js_nwj
 --marginals rank``; benchmarks/preregistration/bmi_js_nwj.md), each of ours in the project
