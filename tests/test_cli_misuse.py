@@ -258,6 +258,13 @@ def _wait_until_training(pid: int, *, timeout: float = 60.0) -> None:
     time.sleep(3.0)
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default disposition. A test run started in
+    the background by a shell without job control inherits SIGINT ignored, and Python installs
+    no KeyboardInterrupt handler for an ignored SIGINT: the child would train on, deaf to it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     """A real SIGINT to a real `mi-bounds estimate` mid-training."""
     out = tmp_path / "r.json"
@@ -265,7 +272,8 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
         [sys.executable, "-m", "mi_bounds.cli", "estimate", "--steps", "1000000",
          "--eval-every", "1000000", "--no-progress", "--dim", "2", "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        preexec_fn=_default_sigint)
     try:
         _wait_until_training(proc.pid)
         proc.send_signal(signal.SIGINT)
