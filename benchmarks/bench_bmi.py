@@ -587,7 +587,31 @@ def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = 
     }, indent=1) + "\n")
     errors = error_table(summary, "rank" if "rank" in sides else sides[0]) if sides else ""
     return (head + "\n" + "\n".join(rows) + "\n\n" + sum_head + "\n" + "\n".join(sum_rows)
-            + dmi_text + ("\n\n" + errors if errors else ""))
+            + dmi_text + ("\n\n" + errors if errors else "") + "\n\n"
+            + bmi_tasks_summary(records, sides))
+
+
+def bmi_tasks_summary(records: dict, sides: list[str]) -> str:
+    """The summary over bmi's own tasks only (the independent samples left out), as RESULTS
+    §4.7 quotes it: within (fewest–most on one seed alone), median error, median seeds' sd and
+    median wall seconds, per side and estimator kind."""
+    own = summarise({t: r for t, r in records.items() if t not in INDEPENDENT})
+    lines = ["bmi's tasks only: | side | estimator | within / tasks (one seed) | median error | "
+             "median sd over seeds | median s |"]
+    for side in ("bmi", *sides):
+        for name in ESTIMATORS:
+            c = own["summary"].get(side, {}).get(name)
+            if c is None:
+                continue
+            per = [w for w, _ in c.get("within_by_seed", {}).values()]
+            sds = [t[side][name]["sd"] for t in own["per_task"].values()
+                   if name in t.get(side, {}) and t[side][name]["sd"] is not None]
+            within = (f"{c['within']} / {c['tasks']} ({min(per)}–{max(per)})" if per
+                      else f"– / {c['tasks']}")
+            lines.append(f"| {side} | {name} | {within} | {c['median_error']:.3f} | "
+                         + (f"{np.median(sds):.3f}" if sds else "–")
+                         + f" | {c['median_seconds']:.2f} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

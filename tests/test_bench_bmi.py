@@ -195,3 +195,15 @@ def test_rank_js_side_runs_the_js_trained_nwj_under_the_nwj_kind(tmp_path: Path)
     assert entry["bound"] == "js_nwj"
     assert "--bound js_nwj" in entry["command"] and "--marginals rank" in entry["command"]
     assert np.isfinite(entry["estimate"]) and entry["exit_code"] == 0
+
+
+def test_summary_over_bmi_tasks_leaves_out_the_independent_samples(tmp_path: Path) -> None:
+    names = ("dv", "infonce", "nwj", "ksg")
+    _put(tmp_path, "1v1-normal-0.75", 0, "bmi", dict.fromkeys(names, 0.9), 1.0)
+    _put(tmp_path, "1v1-normal-0.75", 0, "rank", dict.fromkeys(names, 0.5), 1.0)  # out
+    _put(tmp_path, "independent-5-5", 0, "bmi", dict.fromkeys(names, 0.3), 0.0)
+    _put(tmp_path, "independent-5-5", 0, "rank", dict.fromkeys(names, 0.0), 0.0)  # within
+    records = bench.load(tmp_path, ["1v1-normal-0.75", "independent-5-5"])
+    text = bench.bmi_tasks_summary(records, ["rank"])
+    assert "| rank | dv | 0 / 1 (0–0) | 0.500 | – | 1.00 |" in text
+    assert "| bmi | dv | – / 1 | 0.100 | – | 1.00 |" in text
