@@ -203,6 +203,8 @@ def test_summary_over_bmi_tasks_leaves_out_the_independent_samples(tmp_path: Pat
     _put(tmp_path, "1v1-normal-0.75", 0, "rank", dict.fromkeys(names, 0.5), 1.0)  # out
     _put(tmp_path, "independent-5-5", 0, "bmi", dict.fromkeys(names, 0.3), 0.0)
     _put(tmp_path, "independent-5-5", 0, "rank", dict.fromkeys(names, 0.0), 0.0)  # within
+    for tid in ("1v1-normal-0.75", "independent-5-5"):  # load() needs the default side too
+        _put(tmp_path, tid, 0, "ours", dict.fromkeys(names, 0.0), 1.0 if tid[0] == "1" else 0.0)
     records = bench.load(tmp_path, ["1v1-normal-0.75", "independent-5-5"])
     text = bench.bmi_tasks_summary(records, ["rank"])
     assert "| rank | dv | 0 / 1 (0–0) | 0.500 | – | 1.00 |" in text
