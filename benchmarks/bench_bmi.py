@@ -608,9 +608,11 @@ def bmi_tasks_summary(records: dict, sides: list[str]) -> str:
                    if name in t.get(side, {}) and t[side][name]["sd"] is not None]
             within = (f"{c['within']} / {c['tasks']} ({min(per)}–{max(per)})" if per
                       else f"– / {c['tasks']}")
-            lines.append(f"| {side} | {name} | {within} | {c['median_error']:.3f} | "
-                         + (f"{np.median(sds):.3f}" if sds else "–")
-                         + f" | {c['median_seconds']:.2f} |")
+            err, secs = c["median_error"], c["median_seconds"]
+            lines.append(f"| {side} | {name} | {within} | "
+                         + ("–" if err is None else f"{err:.3f}") + " | "
+                         + (f"{np.median(sds):.3f}" if sds else "–") + " | "
+                         + ("–" if secs is None else f"{secs:.2f}") + " |")
     return "\n".join(lines)
 
 
