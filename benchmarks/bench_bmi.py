@@ -48,9 +48,10 @@ included). Neither includes interpreter start-up and library imports.
 Mutual Information Neural Diffusion Estimation", ICLR 2024) and MMG, as the package names them,
 with the package's defaults and its own example's budget (batch 256, 300 epochs ≈ 3,000 steps on
 2,500 rows), fitted on the first half of the rows (MMG validates on the last 20 % of that half)
-and read on the second half. It runs in its own venv, which borrows the project's CPU torch
-through a ``.pth`` file (pip would otherwise pull a CUDA build) and installs the rest without
-dependencies (2026-12-07; these are what imported)::
+and read on the second half; ``dmi_long`` is the same at ten times the epochs
+(benchmarks/preregistration/bmi_dmi_long.md). Both run in their own venv, which borrows the
+project's CPU torch through a ``.pth`` file (pip would otherwise pull a CUDA build) and installs
+the rest without dependencies (2026-12-07; these are what imported)::
 
     python3 -m venv /work/dmi-venv
     .venv/bin/python -c "import site; print(site.getsitepackages()[0])" \\
@@ -122,11 +123,16 @@ OURS: dict[str, tuple[list[str], dict[str, str]]] = {
 }
 #: diffusion-mi 0.1.0's estimators (MINDE, MMG), run in their own venv (``--dmi-python``)
 DMI = ("minde", "mmg")
-#: their training budget: the package's own example (``MINDE.py``: 3,000 steps of batch 256)
-DMI_BATCH, DMI_EPOCHS = 256, 300
-SIDES = ("bmi", *OURS, "dmi")
+#: their batch and, per side, their training budget in epochs: ``dmi`` the package's own example
+#: (``MINDE.py``: 300 epochs, 3,000 steps of batch 256 on 2,500 rows), ``dmi_long`` ten times it
+#: (benchmarks/preregistration/bmi_dmi_long.md)
+DMI_BATCH = 256
+DMI_EPOCHS = {"dmi": 300, "dmi_long": 3000}
+#: how the table names each side's columns
+DMI_LABEL = {"dmi": "", "dmi_long": " ×10"}
+SIDES = ("bmi", *OURS, *DMI_EPOCHS)
 #: Sides run on a subset of tasks or seeds: they do not decide which seeds a task compares.
-EXTRA_SIDES = ("dmi",)
+EXTRA_SIDES = tuple(DMI_EPOCHS)
 
 THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -260,10 +266,10 @@ def run_bmi(work: Path, tid: str, seed: int) -> None:
     _write(path, record)
 
 
-def run_dmi(work: Path, tid: str, seed: int) -> None:
-    """diffusion-mi's MINDE and MMG (its defaults, ``DMI_EPOCHS`` epochs of ``DMI_BATCH``) on one
-    sample: fit on the first half of the rows (MMG: 80 % of that half, validating on the rest,
-    which its ``fit`` requires), estimate on the second half (bmi's split ½)."""
+def run_dmi(work: Path, tid: str, seed: int, side: str = "dmi") -> None:
+    """diffusion-mi's MINDE and MMG (its defaults, ``DMI_EPOCHS[side]`` epochs of ``DMI_BATCH``)
+    on one sample: fit on the first half of the rows (MMG: 80 % of that half, validating on the
+    rest, which its ``fit`` requires), estimate on the second half (bmi's split ½)."""
     import types
 
     import lightning  # noqa: F401  (imported before the shim below: they see no torchvision)
@@ -281,21 +287,22 @@ def run_dmi(work: Path, tid: str, seed: int) -> None:
     import estimators.neural as dmi  # diffusion-mi's own top-level package
 
     torch.set_num_threads(1)
-    path = result_path(work, tid, seed, "dmi")
+    epochs = DMI_EPOCHS[side]
+    path = result_path(work, tid, seed, side)
     if path.exists():
         return
     data = np.load(sample_path(work, tid, seed))
     x, y = data["X"], data["Y"]
     half = x.shape[0] // 2
     fit_end = int(0.8 * half)
-    record: dict = {"task": tid, "seed": seed, "side": "dmi", "true_mi": float(data["true_mi"]),
+    record: dict = {"task": tid, "seed": seed, "side": side, "true_mi": float(data["true_mi"]),
                     "n": int(x.shape[0]), "versions": {"diffusion-mi": "0.1.0"},
-                    "budget": {"batch_size": DMI_BATCH, "max_epochs": DMI_EPOCHS},
+                    "budget": {"batch_size": DMI_BATCH, "max_epochs": epochs},
                     "estimators": {}}
     for name, cls in (("minde", dmi.MINDEEstimator), ("mmg", dmi.MMGEstimator)):
         def call(cls=cls, name=name) -> float:
             est = cls(x_shape=x.shape[1:], y_shape=y.shape[1:], batch_size=DMI_BATCH,
-                      max_epochs=DMI_EPOCHS, seed=seed)
+                      max_epochs=epochs, seed=seed)
             if name == "mmg":
                 est.fit(x[:fit_end], y[:fit_end], X_val=x[fit_end:half], Y_val=y[fit_end:half])
             else:
@@ -311,7 +318,7 @@ def run_dmi(work: Path, tid: str, seed: int) -> None:
         record["estimators"][name] = {"estimate": value if ok else None, "seconds": wall,
                                       "cpu_seconds": cpu,
                                       **({} if ok else {"error": f"non-finite {value}"})}
-        print(f"  dmi {name}: {value:.4f} ({wall:.1f} s)", flush=True)
+        print(f"  {side} {name}: {value:.4f} ({wall:.1f} s)", flush=True)
     _write(path, record)
 
 
@@ -384,7 +391,8 @@ def drive(work: Path, bmi_python: str, suite: str, seeds: list[int], sides: list
             for side in sides:
                 if result_path(work, tid, seed, side).exists():
                     continue
-                python = {"bmi": bmi_python, "dmi": dmi_python}.get(side, sys.executable)
+                python = (bmi_python if side == "bmi" else dmi_python if side in DMI_EPOCHS
+                          else sys.executable)
                 subprocess.run([python, me, side, tid, "--work", str(work), "--seeds",
                                 str(seed)], env=env, check=True)
 
@@ -465,7 +473,7 @@ def summarise(records: dict) -> dict:
     by_seed: dict = {}  # (side, name) -> seed -> [within, tasks]
     for tid, r in records.items():
         truth, row = r["true_mi"], {}
-        for side in ("bmi", *OURS, "auto", "dmi"):
+        for side in ("bmi", *OURS, "auto", *DMI_EPOCHS):
             if side not in r:
                 continue
             for name, runs in r[side].items():
@@ -489,8 +497,8 @@ def summarise(records: dict) -> dict:
                     continue
                 cell["within"] = _within(cell["estimate"], row["bmi"][name]["estimate"], truth)
         out["per_task"][tid] = {"true_mi": truth, "seeds": r["seeds"], **row}
-    for side in ("bmi", *OURS, "auto", "dmi"):
-        for name in (DMI if side == "dmi" else ESTIMATORS):
+    for side in ("bmi", *OURS, "auto", *DMI_EPOCHS):
+        for name in (DMI if side in DMI_EPOCHS else ESTIMATORS):
             cells = [t[side][name] for t in out["per_task"].values()
                      if side in t and name in t[side]]
             if not cells:
@@ -500,7 +508,7 @@ def summarise(records: dict) -> dict:
             s = {"tasks": len(cells), "median_seconds": float(np.median(secs)) if secs else None,
                  "median_error": float(np.median(errs)) if errs else None,
                  "failed": len(cells) - len(errs)}
-            if side not in ("bmi", "dmi"):
+            if side != "bmi" and side not in DMI_EPOCHS:
                 s["within"] = sum(c["within"] for c in cells)
                 s["within_by_seed"] = dict(sorted(by_seed.get((side, name), {}).items(),
                                                   key=lambda kv: int(kv[0])))
@@ -565,20 +573,22 @@ def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = 
             cells.append("" if c is None else
                          f"{c['within']} / {c['tasks']}{spread}, {fmt(c['median_seconds'])}")
         sum_rows.append(f"| {name} | {fmt(b['median_seconds'])} | " + " | ".join(cells) + " |")
+    dmi_sides = [s for s in DMI_EPOCHS if any(s in t for t in summary["per_task"].values())]
     dmi_rows = []
     for tid, t in summary["per_task"].items():
-        if "dmi" not in t:
+        if not any(s in t for s in dmi_sides):
             continue
         best = min((t["bmi"][k]["error"] for k in NEURAL if t["bmi"][k]["error"] is not None),
                    default=None)
-        cells = [f"{fmt(t['dmi'][k]['estimate'])} ({fmt(t['dmi'][k]['error'])}), "
-                 f"{fmt(t['dmi'][k]['seconds'])} s" for k in DMI]
+        cells = ["" if s not in t else f"{fmt(t[s][k]['estimate'])} ({fmt(t[s][k]['error'])}), "
+                 f"{fmt(t[s][k]['seconds'])} s" for s in dmi_sides for k in DMI]
         dmi_rows.append(f"| {tid} | {t['true_mi']:.3f} | " + " | ".join(cells)
                         + f" | {fmt(best)} |")
     dmi_text = ""
     if dmi_rows:
-        dmi_text = ("\n\n| task | I | MINDE (error), s | MMG (error), s | bmi's best neural "
-                    "error |\n|---|---|---|---|---|\n" + "\n".join(dmi_rows))
+        cols = [f"{k.upper()}{DMI_LABEL[s]} (error), s" for s in dmi_sides for k in DMI]
+        dmi_text = ("\n\n| task | I | " + " | ".join(cols) + " | bmi's best neural error |\n|"
+                    + "---|" * (3 + len(cols)) + "\n" + "\n".join(dmi_rows))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "machine": "2-core x86-64 CPU VM (shared)", "samples": N_SAMPLES, "suite": suite,
@@ -619,7 +629,8 @@ def bmi_tasks_summary(records: dict, sides: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["sample", *SIDES, "run", "table"])
-    p.add_argument("task", nargs="?", help="task id (bmi, ours, rank, rank_js, concat, dmi)")
+    p.add_argument("task", nargs="?",
+                   help="task id (bmi, ours, rank, rank_js, concat, dmi, dmi_long)")
     p.add_argument("--work", type=Path, default=WORK, help="samples and per-side results")
     p.add_argument("--suite", choices=["v1", "first"], default="v1")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -631,14 +642,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bmi-python", default="/work/bmi-venv/bin/python",
                    help="python of the bmi venv (run)")
     p.add_argument("--dmi-python", default="/work/dmi-venv/bin/python",
-                   help="python of the diffusion-mi venv (run, side dmi)")
+                   help="python of the diffusion-mi venv (run, sides dmi, dmi_long)")
     args = p.parse_args(argv)
     if args.command == "sample":
         sample(args.work, args.suite, args.seeds)
     elif args.command == "bmi":
         run_bmi(args.work, args.task, args.seeds[0])
-    elif args.command == "dmi":
-        run_dmi(args.work, args.task, args.seeds[0])
+    elif args.command in DMI_EPOCHS:
+        run_dmi(args.work, args.task, args.seeds[0], args.command)
     elif args.command in OURS:
         run_ours(args.work, args.task, args.seeds[0], args.command)
     elif args.command == "run":

@@ -209,3 +209,30 @@ def test_summary_over_bmi_tasks_leaves_out_the_independent_samples(tmp_path: Pat
     text = bench.bmi_tasks_summary(records, ["rank"])
     assert "| rank | dv | 0 / 1 (0–0) | 0.500 | – | 1.00 |" in text
     assert "| bmi | dv | – / 1 | 0.100 | – | 1.00 |" in text
+
+
+def test_a_longer_diffusion_mi_budget_is_its_own_column(tmp_path: Path) -> None:
+    """`dmi_long` (10x the example's epochs) is tabled beside `dmi`, without a bmi verdict, and
+    does not cut the compared seeds either."""
+    names = ("dv", "infonce", "nwj", "ksg")
+    tid = "1v1-normal-0.75"
+    for seed in (0, 1):
+        _put(tmp_path, tid, seed, "bmi", {"dv": 0.5, "infonce": 0.7, "nwj": 0.8, "ksg": 0.9}, 1.0)
+        _put(tmp_path, tid, seed, "ours", dict.fromkeys(names, 0.9), 1.0)
+    _put(tmp_path, tid, 0, "dmi", {"minde": 1.1, "mmg": 0.6}, 1.0)
+    _put(tmp_path, tid, 0, "dmi_long", {"minde": 0.95, "mmg": None}, 1.0)
+    records = bench.load(tmp_path, [tid])
+    assert records[tid]["seeds"] == [0, 1]
+    s = bench.summarise(records)
+    cell = s["per_task"][tid]["dmi_long"]
+    assert cell["minde"]["error"] == pytest.approx(0.05) and "within" not in cell["minde"]
+    assert s["summary"]["dmi_long"]["mmg"]["failed"] == 1
+    text = bench.table(tmp_path, "first", tmp_path / "b.json")
+    assert "MINDE ×10 (error), s | MMG ×10 (error), s |" in text
+    assert (f"| {tid} | 1.000 | 1.100 (0.100), 1.000 s | 0.600 (0.400), 1.000 s | "
+            "0.950 (0.050), 1.000 s | error (error), 1.000 s | 0.200 |") in text
+
+
+def test_the_diffusion_mi_budget_is_ten_times_the_example_for_dmi_long() -> None:
+    assert bench.DMI_EPOCHS["dmi"] == 300 and bench.DMI_EPOCHS["dmi_long"] == 3000
+    assert set(bench.EXTRA_SIDES) == {"dmi", "dmi_long"}
