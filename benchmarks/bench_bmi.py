@@ -128,9 +128,9 @@ DMI = ("minde", "mmg")
 #: (benchmarks/preregistration/bmi_dmi_long.md)
 DMI_BATCH = 256
 DMI_EPOCHS = {"dmi": 300, "dmi_long": 3000}
-#: how the table names each side's columns
-DMI_LABEL = {"dmi": "", "dmi_long": " ×10"}
 SIDES = ("bmi", *OURS, *DMI_EPOCHS)
+#: every side a table row can hold: the run sides and ``auto``, made from ``ours`` and ``concat``
+TABLE_SIDES = ("bmi", *OURS, "auto", *DMI_EPOCHS)
 #: Sides run on a subset of tasks or seeds: they do not decide which seeds a task compares.
 EXTRA_SIDES = tuple(DMI_EPOCHS)
 
@@ -473,7 +473,7 @@ def summarise(records: dict) -> dict:
     by_seed: dict = {}  # (side, name) -> seed -> [within, tasks]
     for tid, r in records.items():
         truth, row = r["true_mi"], {}
-        for side in ("bmi", *OURS, "auto", *DMI_EPOCHS):
+        for side in TABLE_SIDES:
             if side not in r:
                 continue
             for name, runs in r[side].items():
@@ -497,7 +497,7 @@ def summarise(records: dict) -> dict:
                     continue
                 cell["within"] = _within(cell["estimate"], row["bmi"][name]["estimate"], truth)
         out["per_task"][tid] = {"true_mi": truth, "seeds": r["seeds"], **row}
-    for side in ("bmi", *OURS, "auto", *DMI_EPOCHS):
+    for side in TABLE_SIDES:
         for name in (DMI if side in DMI_EPOCHS else ESTIMATORS):
             cells = [t[side][name] for t in out["per_task"].values()
                      if side in t and name in t[side]]
@@ -586,7 +586,9 @@ def table(work: Path, suite: str, out: Path = RESULT, seeds: list[int] | None = 
                         + f" | {fmt(best)} |")
     dmi_text = ""
     if dmi_rows:
-        cols = [f"{k.upper()}{DMI_LABEL[s]} (error), s" for s in dmi_sides for k in DMI]
+        times = {s: DMI_EPOCHS[s] // DMI_EPOCHS["dmi"] for s in dmi_sides}  # ×budget of dmi
+        cols = [f"{k.upper()}{'' if times[s] == 1 else f' ×{times[s]}'} (error), s"
+                for s in dmi_sides for k in DMI]
         dmi_text = ("\n\n| task | I | " + " | ".join(cols) + " | bmi's best neural error |\n|"
                     + "---|" * (3 + len(cols)) + "\n" + "\n".join(dmi_rows))
     out.parent.mkdir(parents=True, exist_ok=True)
